@@ -1,0 +1,1 @@
+"""chatd: a chat daemon built on Twisted."""
