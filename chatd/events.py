@@ -52,13 +52,31 @@ class Renamed:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """A line from one user to another; only the recipient gets it."""
+
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    room: str
+    nick: str
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
 class Announcement:
     """A server notice to everyone connected (for example, the shutdown notice)."""
 
     text: str
 
 
-Event = Said | Acted | Joined | Left | Renamed | Announcement
+Event = Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
+# What a room's history keeps.
+ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]
 
 

@@ -64,6 +64,7 @@ class ChatProtocol(LineOnlyReceiver):
             f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
             "Type /help for a list of commands."
         )
+        commands.welcome(self, self.user)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.user is not None:
@@ -119,10 +120,10 @@ class ChatProtocol(LineOnlyReceiver):
         self.transport.write(data)
 
     def notice(self, text: str) -> None:
-        self.send(wire.notice(text))
+        self.send(wire.notice(text, self.service.stamp_for(self.user)))
 
     def error(self, text: str) -> None:
-        self.send(wire.error(text))
+        self.send(wire.error(text, self.service.stamp_for(self.user)))
 
     def quit(self, reason: str) -> None:
         self._quit_reason = reason

@@ -9,7 +9,9 @@ and gives the same bytes to every local recipient.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Protocol
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from twisted.application import service
 from twisted.internet import defer
@@ -19,17 +21,25 @@ from twisted.logger import Logger
 from chatd.events import (
     Acted,
     Announcement,
+    ChatLine,
     Event,
     IEventBus,
     Joined,
     Left,
     LocalEventBus,
+    PrivateMessage,
     Renamed,
     Said,
+    TopicChanged,
 )
+from chatd.history import HistoryEntry
+from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
+from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, normalize_nick
 
 DEFAULT_ROOM = "#lobby"
+DEFAULT_HISTORY = 100
+DEFAULT_REPLAY = 20
 SHUTDOWN_NOTICE = "Server is shutting down. Goodbye."
 
 
@@ -40,7 +50,8 @@ class ChatError(Exception):
 class EventFormatter(Protocol):
     """Renders events as the bytes of one wire format."""
 
-    def format(self, event: Event) -> bytes: ...
+    def format(self, event: Event, at: float | None = None) -> bytes:
+        """``at`` (seconds since the epoch) is given for users who asked for timestamps."""
 
 
 class ChatClient(Protocol):
@@ -61,18 +72,24 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("client", "key", "nick", "peer", "room")
+    __slots__ = ("__weakref__", "away", "client", "ignoring", "key", "nick", "peer",
+                 "reply_to", "room", "timestamps")
 
-    def __init__(self, client: ChatClient, nick: str, room: str, peer: str) -> None:
+    def __init__(self, client: ChatClient, nick: str, room: Room, peer: str) -> None:
         self.client = client
         self.nick = nick
         self.key = nick_key(nick)
         self.room = room
         self.peer = peer
+        self.away: str | None = None  # the reason, while away
+        # Ignoring follows the person through renames and ends when they disconnect.
+        self.ignoring: weakref.WeakSet[User] = weakref.WeakSet()
+        self.reply_to: User | None = None  # who sent the last private message
+        self.timestamps = False
 
 
 class ChatService(service.Service):
-    """Holds who is connected and carries what they say to everyone else."""
+    """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
 
@@ -82,6 +99,11 @@ class ChatService(service.Service):
         server_name: str = "chatd",
         bus: IEventBus | None = None,
         shutdown_grace: float = 3.0,
+        default_room: str = DEFAULT_ROOM,
+        history_size: int = DEFAULT_HISTORY,
+        replay_size: int = DEFAULT_REPLAY,
+        store: IChatStore | None = None,
+        motd: Sequence[str] = (),
     ) -> None:
         self.setName("chat")
         self.reactor = reactor
@@ -89,20 +111,36 @@ class ChatService(service.Service):
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
         self.bus.subscribe(self._deliver)
         self.shutdown_grace = shutdown_grace
+        self.default_room = normalize_room(default_room)
+        self.history_size = history_size
+        self.replay_size = replay_size
+        self.store: IChatStore = store if store is not None else MemoryStore()
+        self.motd = list(motd)
         self.users: dict[str, User] = {}  # by nick_key
+        self.rooms: dict[str, Room] = {}  # by room_key
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
 
+    def startService(self) -> None:
+        """Brings back the saved rooms, topics and history before anyone connects."""
+        super().startService()
+        for saved in self.store.open():
+            room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
+                        saved.topic_at, saved.history, persisted=True)
+            self.rooms[room.key] = room
+
     # --- Connections -----------------------------------------------------------------------
 
     def connect(self, client: ChatClient, peer: str) -> User:
-        """Registers a new connection under a fresh guest nickname and announces it."""
+        """Registers a new connection under a fresh guest nickname in the default room."""
         nick = self._next_guest_nick()
-        user = User(client, nick, DEFAULT_ROOM, peer)
+        room = self._room(self.default_room)
+        user = User(client, nick, room, peer)
         self.users[user.key] = user
+        room.members.add(user)
         self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
-        self.bus.publish(Joined(user.room, nick))
+        self.bus.publish(Joined(room.name, nick))
         return user
 
     def disconnect(self, user: User, reason: str) -> None:
@@ -110,6 +148,8 @@ class ChatService(service.Service):
         if self.users.get(user.key) is not user:
             return
         del self.users[user.key]
+        room = user.room
+        self._leave(user)
         self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
                       reason=reason)
         if self._shutting_down:
@@ -117,7 +157,7 @@ class ChatService(service.Service):
             if not self.users and self._drained is not None and not self._drained.called:
                 self._drained.callback(None)
             return
-        self.bus.publish(Left(user.room, user.nick, reason))
+        self.bus.publish(Left(room.name, user.nick, reason))
 
     def _next_guest_nick(self) -> str:
         while True:
@@ -125,13 +165,114 @@ class ChatService(service.Service):
             if nick_key(nick) not in self.users:
                 return nick
 
-    # --- What users do ---------------------------------------------------------------------
+    # --- Rooms -----------------------------------------------------------------------------
+
+    def _room(self, name: str) -> Room:
+        """The room called ``name`` (already normalised), created if it does not exist."""
+        room = self.rooms.get(room_key(name))
+        if room is None:
+            room = self.rooms[room_key(name)] = Room(name, self.history_size)
+        return room
+
+    def _leave(self, user: User) -> None:
+        room = user.room
+        room.members.discard(user)
+        if not room.worth_keeping:
+            del self.rooms[room.key]
+
+    @staticmethod
+    def _room_name(requested: str) -> str:
+        try:
+            return normalize_room(requested)
+        except InvalidRoomName as e:
+            raise ChatError(str(e)) from None
+
+    def find_room(self, requested: str) -> Room:
+        """An existing room by name, or ChatError."""
+        name = self._room_name(requested)
+        room = self.rooms.get(room_key(name))
+        if room is None:
+            raise ChatError(f"no such room {name}")
+        return room
+
+    def join(self, user: User, requested: str) -> Room:
+        """Moves ``user`` to another room, creating it on first join."""
+        name = self._room_name(requested)
+        old = user.room
+        if room_key(name) == old.key:
+            raise ChatError(f"you are already in {old.name}")
+        self._leave(user)
+        new = user.room = self._room(name)
+        new.members.add(user)
+        self.bus.publish(Left(old.name, user.nick, f"joined {new.name}"))
+        self.bus.publish(Joined(new.name, user.nick))
+        return new
+
+    def rooms_by_name(self) -> list[Room]:
+        return sorted(self.rooms.values(), key=lambda r: r.key)
+
+    def set_topic(self, user: User, topic: str) -> None:
+        room = user.room
+        room.topic, room.topic_by, room.topic_at = topic, user.nick, self.reactor.seconds()
+        self.store.save_room(room)
+        room.persisted = True
+        self.bus.publish(TopicChanged(room.name, user.nick, topic))
+
+    def who(self, room: Room) -> list[User]:
+        """The members of ``room``, sorted by nickname."""
+        return sorted(room.members, key=lambda u: u.key)
+
+    def history(self, room: Room, count: int) -> list[HistoryEntry]:
+        """The newest ``count`` lines of ``room`` (at most what is kept), oldest first."""
+        return room.history.last(count)
+
+    def replay(self, room: Room) -> list[HistoryEntry]:
+        """What someone arriving in ``room`` is shown of its past."""
+        return room.history.last(self.replay_size)
+
+    # --- What users say --------------------------------------------------------------------
 
     def say(self, user: User, text: str) -> None:
-        self.bus.publish(Said(user.room, user.nick, text))
+        self._speak(user.room, Said(user.room.name, user.nick, text))
 
     def act(self, user: User, text: str) -> None:
-        self.bus.publish(Acted(user.room, user.nick, text))
+        self._speak(user.room, Acted(user.room.name, user.nick, text))
+
+    def _speak(self, room: Room, line: ChatLine) -> None:
+        if room.history.size:
+            entry = HistoryEntry(self.reactor.seconds(), line)
+            room.history.append(entry)
+            if not room.persisted:
+                self.store.save_room(room)
+                room.persisted = True
+            self.store.add_line(room, entry)
+        self.bus.publish(line)
+
+    def private_message(self, user: User, requested: str, text: str) -> User:
+        """Sends ``text`` to one user; returns the recipient (whose ``away`` may be set)."""
+        target = self._other_user(user, requested, "message")
+        self.bus.publish(PrivateMessage(user.nick, target.nick, text))
+        return target
+
+    def reply(self, user: User, text: str) -> User:
+        """Sends ``text`` to whoever sent ``user`` the last private message."""
+        target = user.reply_to
+        if target is None:
+            raise ChatError("nobody has sent you a private message yet")
+        if self.users.get(target.key) is not target:
+            raise ChatError(f"{target.nick} is no longer connected")
+        self.bus.publish(PrivateMessage(user.nick, target.nick, text))
+        return target
+
+    def _other_user(self, user: User, requested: str, verb: str) -> User:
+        target = self.users.get(nick_key(requested))
+        if target is None:
+            raise ChatError(f'no such user "{requested}"')
+        if target is user:
+            raise ChatError(f"you cannot {verb} yourself")
+        return target
+
+    # --- Personal settings -----------------------------------------------------------------
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""
@@ -152,44 +293,107 @@ class ChatService(service.Service):
         self.bus.publish(Renamed(old, new))
         return new
 
-    def who(self) -> list[User]:
-        """Everyone connected, sorted by nickname."""
-        return sorted(self.users.values(), key=lambda u: u.key)
+    def stamp_for(self, user: User | None) -> float | None:
+        """The time to prefix a line to ``user`` with, or None if they did not ask for it."""
+        return self.reactor.seconds() if user is not None and user.timestamps else None
+
+    def set_away(self, user: User, reason: str) -> None:
+        user.away = reason
+
+    def set_back(self, user: User) -> None:
+        if user.away is None:
+            raise ChatError("you are not marked as away")
+        user.away = None
+
+    def ignore(self, user: User, requested: str) -> User:
+        target = self._other_user(user, requested, "ignore")
+        if target in user.ignoring:
+            raise ChatError(f"you are already ignoring {target.nick}")
+        user.ignoring.add(target)
+        return target
+
+    def unignore(self, user: User, requested: str) -> User:
+        target = self.users.get(nick_key(requested))
+        if target is None or target not in user.ignoring:
+            raise ChatError(f'you are not ignoring "{requested}"')
+        user.ignoring.discard(target)
+        return target
+
+    def ignored(self, user: User) -> list[User]:
+        return sorted(user.ignoring, key=lambda u: u.key)
 
     # --- Fan-out ---------------------------------------------------------------------------
 
     def _deliver(self, event: Event) -> None:
-        """Renders ``event`` once per wire format and sends it to each local recipient."""
+        """Picks the local recipients of ``event`` and sends it to them."""
         if isinstance(event, Said | Acted):
-            sender = event.nick
-            recipients: Any = (u for u in self.users.values() if u.nick != sender)
-        elif isinstance(event, Joined | Left):
-            joiner = event.nick
-            recipients = (u for u in self.users.values() if u.nick != joiner)
+            room = self.rooms.get(room_key(event.room))
+            if room is not None:
+                sender = self.users.get(nick_key(event.nick))
+                self._send(event, room.members, skip=sender, unless_ignoring=sender)
+        elif isinstance(event, PrivateMessage):
+            target = self.users.get(nick_key(event.recipient))
+            sender = self.users.get(nick_key(event.sender))
+            if target is not None and (sender is None or sender not in target.ignoring):
+                target.reply_to = sender
+                self._send(event, (target,))
+        elif isinstance(event, Joined | Left | TopicChanged):
+            room = self.rooms.get(room_key(event.room))
+            if room is not None:
+                mover = None if isinstance(event, TopicChanged) else self.users.get(
+                    nick_key(event.nick))
+                self._send(event, room.members, skip=mover)
+        elif isinstance(event, Renamed):
+            renamed = self.users.get(nick_key(event.new))
+            if renamed is not None:
+                self._send(event, renamed.room.members)
         else:
-            recipients = self.users.values()
-        rendered: dict[EventFormatter, bytes] = {}
-        for user in recipients:
-            client = user.client
-            data = rendered.get(client.formatter)
-            if data is None:
-                data = rendered[client.formatter] = client.formatter.format(event)
-            client.send(data)
+            self._send(event, self.users.values())
+
+    def _send(
+        self,
+        event: Event,
+        recipients: Iterable[User],
+        skip: User | None = None,
+        unless_ignoring: User | None = None,
+    ) -> None:
+        """Renders ``event`` once per (wire format, with or without time) and sends the same
+        bytes to each recipient."""
+        plain: dict[EventFormatter, bytes] = {}
+        stamped: dict[EventFormatter, bytes] = {}
+        # A copy: a send may close a connection, and that changes the member set.
+        for user in list(recipients):
+            if user is skip:
+                continue
+            if unless_ignoring is not None and user.ignoring and unless_ignoring in user.ignoring:
+                continue
+            formatter = user.client.formatter
+            if user.timestamps:
+                data = stamped.get(formatter)
+                if data is None:
+                    data = stamped[formatter] = formatter.format(event, self.reactor.seconds())
+            else:
+                data = plain.get(formatter)
+                if data is None:
+                    data = plain[formatter] = formatter.format(event)
+            user.client.send(data)
 
     # --- Shutdown --------------------------------------------------------------------------
 
-    def stopService(self) -> defer.Deferred[None] | None:
-        """Says goodbye to everyone, closes every connection, and waits a little for them."""
+    def stopService(self) -> defer.Deferred[None]:
+        """Says goodbye to everyone, closes every connection, waits a little for them, and
+        writes what the store has queued."""
         super().stopService()
         self._shutting_down = True
         if not self.users:
-            return None
+            return self.store.close()
         self.bus.publish(Announcement(SHUTDOWN_NOTICE))
         self._drained = defer.Deferred()
         for user in list(self.users.values()):
             user.client.disconnect()
         timer = self.reactor.callLater(self.shutdown_grace, self._abort_stragglers)
         self._drained.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        self._drained.addBoth(lambda _: self.store.close())
         return self._drained
 
     def _abort_stragglers(self) -> None:

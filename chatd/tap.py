@@ -7,6 +7,7 @@ Nothing imports the reactor at module level, so loading the plugin never install
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any, ClassVar, cast
 
 from twisted.application import service
@@ -17,7 +18,10 @@ from twisted.python import usage
 from chatd.echo import DEFAULT_ECHO_IDLE_TIMEOUT, EchoDatagramProtocol, EchoFactory
 from chatd.listening import Listen, ListeningService
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
-from chatd.service import ChatService
+from chatd.rooms import InvalidRoomName, normalize_room
+from chatd.service import DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM, ChatService
+from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store
+from chatd.text import clean_text
 
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_ECHO = "tcp:7007"
@@ -89,6 +93,14 @@ class Options(usage.Options):
          "Longest line in bytes; longer ones are refused (0: no limit).", non_negative_int],
         ["echo-idle-timeout", None, DEFAULT_ECHO_IDLE_TIMEOUT,
          "Close TCP echo connections silent this long (0: never).", non_negative_float],
+        ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
+        ["history", None, DEFAULT_HISTORY,
+         "Lines of history kept per room (0: none).", non_negative_int],
+        ["replay", None, DEFAULT_REPLAY,
+         "Lines of history shown on joining a room (0: none).", non_negative_int],
+        ["state", None, DEFAULT_STATE,
+         "SQLite file for rooms, topics and history ('none': keep them in memory only)."],
+        ["motd", None, None, "A text file shown to each client after the greeting."],
     ]
 
     def __init__(self) -> None:
@@ -99,6 +111,7 @@ class Options(usage.Options):
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
+        self.motd: list[str] = []
 
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
@@ -122,6 +135,24 @@ class Options(usage.Options):
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
+        try:
+            self["default-room"] = normalize_room(self["default-room"])
+        except InvalidRoomName as e:
+            raise usage.UsageError(f"--default-room: {e}") from None
+        state = self["state"]
+        if state != MEMORY_ONLY and not os.path.isdir(os.path.dirname(state) or "."):
+            raise usage.UsageError(f"--state {state!r}: no such directory")
+        self.motd = read_motd(self["motd"]) if self["motd"] else []
+
+
+def read_motd(path: str) -> list[str]:
+    """The lines of the MOTD file, cleaned like anything a client sends."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise usage.UsageError(f"--motd {path!r}: {e.strerror}") from None
+    return [clean_text(line) for line in data.decode("utf-8", "replace").splitlines()]
 
 
 def _stream_endpoint(option: str, description: str) -> IStreamServerEndpoint:
@@ -141,7 +172,15 @@ def makeService(options: Options) -> service.MultiService:
 
     top = service.MultiService()
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
-    chat = ChatService(reactor, server_name=options["server-name"])
+    chat = ChatService(
+        reactor,
+        server_name=options["server-name"],
+        default_room=options["default-room"],
+        history_size=options["history"],
+        replay_size=options["replay"],
+        store=open_store(options["state"], reactor, options["history"]),
+        motd=options.motd,
+    )
     chat.setServiceParent(top)
 
     chat_factory = ChatFactory(chat, max_line=options["max-line"])

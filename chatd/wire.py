@@ -2,15 +2,32 @@
 
 Shapes (documented in the README so people and scripts can tell them apart):
 
-- ``<nick> text``        chat from another user
+- ``<nick> text``        chat from another user in your room
 - ``* nick action``      a /me action
+- ``*nick* text``        a private message to you
+- ``-> *nick* text``     the confirmation of a private message you sent
 - ``*** text``           a server notice
 - ``*** Error: text``    an error, sent only to the one who caused it
+- ``[YYYY-MM-DD HH:MM] <nick> text``  a line of room history (or ``* nick action``)
+- ``[HH:MM] ...``        any shape above, for users who turned ``/timestamps on``
 """
 
 from __future__ import annotations
 
-from chatd.events import Acted, Announcement, Event, Joined, Left, Renamed, Said
+import time
+
+from chatd.events import (
+    Acted,
+    Announcement,
+    Event,
+    Joined,
+    Left,
+    PrivateMessage,
+    Renamed,
+    Said,
+    TopicChanged,
+)
+from chatd.history import HistoryEntry
 
 EOL = "\r\n"
 
@@ -20,12 +37,30 @@ def encode(line: str) -> bytes:
     return (line + EOL).encode("utf-8")
 
 
-def notice(text: str) -> bytes:
-    return encode(f"*** {text}")
+def clock(at: float) -> str:
+    """The ``[HH:MM] `` prefix of ``/timestamps on``, in the server's local time."""
+    return time.strftime("[%H:%M] ", time.localtime(at))
 
 
-def error(text: str) -> bytes:
-    return encode(f"*** Error: {text}")
+def date_and_clock(at: float) -> str:
+    """The ``[YYYY-MM-DD HH:MM] `` prefix of history lines, which may be days old."""
+    return time.strftime("[%Y-%m-%d %H:%M] ", time.localtime(at))
+
+
+def notice(text: str, at: float | None = None) -> bytes:
+    return encode(f"{clock(at) if at is not None else ''}*** {text}")
+
+
+def error(text: str, at: float | None = None) -> bytes:
+    return encode(f"{clock(at) if at is not None else ''}*** Error: {text}")
+
+
+def private_sent(nick: str, text: str, at: float | None = None) -> bytes:
+    return encode(f"{clock(at) if at is not None else ''}-> *{nick}* {text}")
+
+
+def history_line(entry: HistoryEntry) -> bytes:
+    return encode(date_and_clock(entry.at) + render(entry.line))
 
 
 def render(event: Event) -> str:
@@ -35,12 +70,16 @@ def render(event: Event) -> str:
             return f"<{nick}> {text}"
         case Acted(nick=nick, text=text):
             return f"* {nick} {text}"
+        case PrivateMessage(sender=sender, text=text):
+            return f"*{sender}* {text}"
         case Joined(room=room, nick=nick):
             return f"*** {nick} has joined {room}"
         case Left(room=room, nick=nick, reason=reason):
             return f"*** {nick} has left {room} ({reason})"
         case Renamed(old=old, new=new):
             return f"*** {old} is now known as {new}"
+        case TopicChanged(room=room, nick=nick, topic=topic):
+            return f"*** {nick} set the topic of {room} to: {topic}"
         case Announcement(text=text):
             return f"*** {text}"
     raise TypeError(f"no line format for {event!r}")
@@ -51,8 +90,10 @@ class LineFormatter:
 
     __slots__ = ()
 
-    def format(self, event: Event) -> bytes:
-        return encode(render(event))
+    def format(self, event: Event, at: float | None = None) -> bytes:
+        if at is None:
+            return encode(render(event))
+        return encode(clock(at) + render(event))
 
 
 LINE_FORMATTER = LineFormatter()

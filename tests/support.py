@@ -26,9 +26,9 @@ WAIT_SECONDS = 10.0
 class MemoryChat:
     """A chat service and factory with a fake clock, and clients on StringTransports."""
 
-    def __init__(self, **factory_args: Any) -> None:
+    def __init__(self, service_args: dict[str, Any] | None = None, **factory_args: Any) -> None:
         self.clock = Clock()
-        self.service = ChatService(self.clock)
+        self.service = ChatService(self.clock, **(service_args or {}))
         self.factory = ChatFactory(self.service, **factory_args)
         self._next_port = 40000
 
@@ -105,7 +105,7 @@ def local_args(*extra: str) -> list[str]:
         "--listen", f"tcp:0:{LOCAL}",
         "--echo", f"tcp:0:{LOCAL}",
         "--echo-udp", "udp:0:interface=127.0.0.1",
-        *extra,
+        *(extra if "--state" in extra else ("--state", "none", *extra)),
     ]
 
 

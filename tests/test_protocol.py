@@ -132,13 +132,13 @@ def test_nick_may_change_case_of_own_name(chat: MemoryChat) -> None:
     assert take_lines(ta)[-1] == "*** alice is now known as Alice"
 
 
-def test_who_lists_everyone(chat: MemoryChat) -> None:
+def test_who_lists_everyone_in_the_room(chat: MemoryChat) -> None:
     a, ta = chat.connect()
     b, _ = chat.connect()
     b.dataReceived(b"/nick bob\n")
     take_lines(ta)
     a.dataReceived(b"/who\n")
-    assert take_lines(ta) == ["*** Users online (2): bob, guest1"]
+    assert take_lines(ta) == ["*** Users in #lobby (2): bob, guest1"]
 
 
 def test_help_lists_every_command(chat: MemoryChat) -> None:
@@ -146,7 +146,9 @@ def test_help_lists_every_command(chat: MemoryChat) -> None:
     take_lines(ta)
     a.dataReceived(b"/HELP\n")
     lines = take_lines(ta)
-    for name in ["/nick", "/me", "/who", "/help", "/quit"]:
+    for name in ["/nick", "/me", "/who", "/help", "/quit", "/join", "/rooms", "/topic",
+                 "/msg", "/reply", "/history", "/away", "/back", "/ignore", "/unignore",
+                 "/timestamps"]:
         assert any(line.startswith(f"*** {name}") for line in lines), (name, lines)
 
 
@@ -246,4 +248,5 @@ class TestShutdown:
         assert t.disconnecting and done.called
 
     def test_no_clients_stops_at_once(self, chat: MemoryChat) -> None:
-        assert chat.service.stopService() is None
+        stopped = chat.service.stopService()
+        assert stopped.called  # nothing to wait for: no clients, nothing queued to write
