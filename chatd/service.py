@@ -177,7 +177,7 @@ class ChatService(service.Service):
     def _leave(self, user: User) -> None:
         room = user.room
         room.members.discard(user)
-        if not room.worth_keeping:
+        if not room.worth_keeping and room.name != self.default_room:
             del self.rooms[room.key]
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
@@ -118,3 +120,36 @@ def test_tac_builds_the_same_service_as_the_plugin() -> None:
     assert [s.description for s in top if isinstance(s, ListeningService)] == [
         "tcp:7777", "tcp:7007", "udp:7007"
     ]
+
+
+def test_room_and_state_defaults() -> None:
+    options = parse()
+    assert options["default-room"] == "#lobby"
+    assert (options["history"], options["replay"]) == (100, 20)
+    assert options["state"] == "chatd.sqlite3"
+    assert options.motd == []
+
+
+def test_room_and_state_options(tmp_path: Path) -> None:
+    motd = tmp_path / "motd"
+    motd.write_bytes(b"line one\n\x1b[31mred\x1b[0m\n")
+    options = parse("--default-room", "main", "--history", "0", "--replay", "5",
+                    "--state", "none", "--motd", str(motd))
+    assert options["default-room"] == "#main"
+    assert (options["history"], options["replay"], options["state"]) == (0, 5, "none")
+    assert options.motd == ["line one", "[31mred[0m"]  # controls stripped like client text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--default-room", "#no room"], "--default-room: invalid room name"),
+        (["--history", "-1"], "-1 is negative"),
+        (["--replay", "many"], "invalid literal"),
+        (["--state", "/nonexistent/dir/chat.sqlite3"], "no such directory"),
+        (["--motd", "/nonexistent/motd"], "--motd '/nonexistent/motd': No such file"),
+    ],
+)
+def test_room_and_state_usage_errors(args: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError, match=message):
+        parse(*args)
