@@ -77,7 +77,8 @@ non_negative_float.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-define
 class Options(usage.Options):
     synopsis = (
         "[--listen ENDPOINT]... [--echo ENDPOINT]... "
-        "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo]"
+        "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
+        "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
     longdesc = (
         "A chat daemon: every line reaches everyone else. ENDPOINT is any Twisted server "
