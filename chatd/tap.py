@@ -14,9 +14,20 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
-from chatd.echo import DEFAULT_ECHO_IDLE_TIMEOUT, EchoDatagramProtocol, EchoFactory
+from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
+from chatd.echo import (
+    DEFAULT_ECHO_IDLE_TIMEOUT,
+    DEFAULT_UDP_MAX_SIZE,
+    DEFAULT_UDP_RATE,
+    DEFAULT_UDP_TOTAL_RATE,
+    EchoDatagramProtocol,
+    EchoFactory,
+)
+from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
+from chatd.limits import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_IP, ConnectionLimits
 from chatd.listening import Listen, ListeningService
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
+from chatd.ratelog import RateLimitedLog
 from chatd.service import ChatService
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -89,6 +100,32 @@ class Options(usage.Options):
          "Longest line in bytes; longer ones are refused (0: no limit).", non_negative_int],
         ["echo-idle-timeout", None, DEFAULT_ECHO_IDLE_TIMEOUT,
          "Close TCP echo connections silent this long (0: never).", non_negative_float],
+        ["flood-rate", None, DEFAULT_FLOOD_RATE,
+         "Lines per second one connection may send; more wait in a queue (0: no limit).",
+         non_negative_float],
+        ["flood-burst", None, DEFAULT_FLOOD_BURST,
+         "Lines one connection may send at once before --flood-rate applies.",
+         non_negative_int],
+        ["flood-queue", None, DEFAULT_FLOOD_QUEUE,
+         "Lines held back per connection before further ones are dropped.", non_negative_int],
+        ["max-clients", None, DEFAULT_MAX_CLIENTS,
+         "Chat connections in total; more are refused (0: no limit).", non_negative_int],
+        ["max-per-ip", None, DEFAULT_MAX_PER_IP,
+         "Connections from one address, for chat and for TCP echo each (0: no limit).",
+         non_negative_int],
+        ["send-buffer", None, DEFAULT_SEND_BUFFER,
+         "Bytes of unsent output a chat client may pile up (0: no limit).", non_negative_int],
+        ["send-grace", None, DEFAULT_SEND_GRACE,
+         "Seconds a client may stay over --send-buffer before it is cut off (0: none).",
+         non_negative_float],
+        ["idle-timeout", None, 0.0,
+         "Close chat connections silent this long (0: never).", non_negative_float],
+        ["echo-udp-rate", None, DEFAULT_UDP_RATE,
+         "UDP echo datagrams per second from one address (0: no limit).", non_negative_float],
+        ["echo-udp-total-rate", None, DEFAULT_UDP_TOTAL_RATE,
+         "UDP echo datagrams per second in all (0: no limit).", non_negative_float],
+        ["echo-udp-max-size", None, DEFAULT_UDP_MAX_SIZE,
+         "Largest UDP echo datagram answered, in bytes (0: no limit).", non_negative_int],
     ]
 
     def __init__(self) -> None:
@@ -144,16 +181,39 @@ def makeService(options: Options) -> service.MultiService:
     chat = ChatService(reactor, server_name=options["server-name"])
     chat.setServiceParent(top)
 
-    chat_factory = ChatFactory(chat, max_line=options["max-line"])
+    rejections = RateLimitedLog(reactor)
+    chat_factory = ChatFactory(
+        chat,
+        max_line=options["max-line"],
+        flood_rate=options["flood-rate"],
+        flood_burst=options["flood-burst"],
+        flood_queue=options["flood-queue"],
+        send_buffer=options["send-buffer"],
+        send_grace=options["send-grace"],
+        idle_timeout=options["idle-timeout"],
+        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
+        rejections=rejections,
+    )
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
-    echo_factory = EchoFactory(idle_timeout=options["echo-idle-timeout"])
+    echo_factory = EchoFactory(
+        idle_timeout=options["echo-idle-timeout"],
+        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
+        rejections=rejections,
+    )
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
     for description, port, interface in options.echo_udp_ports:
-        udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface)
+        echo_udp = EchoDatagramProtocol(
+            reactor,
+            rate=options["echo-udp-rate"],
+            total_rate=options["echo-udp-total-rate"],
+            max_size=options["echo-udp-max-size"],
+            rejections=rejections,
+        )
+        udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
     return top
 
@@ -164,12 +224,12 @@ def _listener(
     return ListeningService(description, lambda: endpoint.listen(factory))
 
 
-def _udp_listen(reactor: IReactorUDP, port: int, interface: str) -> Listen:
+def _udp_listen(
+    reactor: IReactorUDP, port: int, interface: str, echo: EchoDatagramProtocol
+) -> Listen:
     def listen() -> defer.Deferred[Any]:
         try:
-            return defer.succeed(
-                reactor.listenUDP(port, EchoDatagramProtocol(), interface, MAX_DATAGRAM)
-            )
+            return defer.succeed(reactor.listenUDP(port, echo, interface, MAX_DATAGRAM))
         except Exception:
             return defer.fail()
 

@@ -60,7 +60,8 @@ def test_three_clients_with_lf_crlf_and_cr(daemon: RunningDaemon) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
-def test_every_line_arrives_in_order(daemon: RunningDaemon) -> Any:
+def test_every_line_arrives_in_order() -> Any:
+    daemon = RunningDaemon(local_args("--flood-rate", "0"))  # order, not the flood limit
     port = daemon.chat_port
     sender = yield connect_client(port)
     receivers = yield defer.gatherResults([connect_client(port) for _ in range(5)])
@@ -71,6 +72,7 @@ def test_every_line_arrives_in_order(daemon: RunningDaemon) -> Any:
         assert said == [f"<guest1> line {i}" for i in range(500)]
     for client in (sender, *receivers):
         client.transport.loseConnection()
+    yield daemon.stop()
 
 
 class Collector(protocol.Protocol):
