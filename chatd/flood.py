@@ -2,10 +2,10 @@
 
 A token bucket (``rate`` lines per second, ``burst`` at once) decides when a line may go
 through. Lines over the rate are not thrown away: they wait in a bounded queue and are
-released at the rate, in order. Only lines past the queue bound are dropped; the first
-drop of an episode tells the sender once, and a sender still being dropped
+released at the rate, in order. Only lines past the queue bound are dropped. Drops less
+than ``persistent_after`` seconds apart belong to one episode; the first drop of an
+episode tells the sender, once, and a sender whose lines are still being dropped
 ``persistent_after`` seconds into an episode is flooding on purpose and gets disconnected.
-An episode ends when the queue has drained.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class FloodGate:
         self.queue: deque[bytes] = deque()
         self.dropped = 0  # in the current episode
         self._episode_started: float | None = None
+        self._last_drop = 0.0
         self._timer: IDelayedCall | None = None
         self._stopped = False
 
@@ -55,8 +56,6 @@ class FloodGate:
         if self._stopped:
             return
         if not self.queue and self.bucket.take(self.clock.seconds()):
-            self._episode_started = None  # a line went straight through: no flood now
-            self.dropped = 0
             self._deliver(line)
             return
         if len(self.queue) < self.queue_limit:
@@ -66,12 +65,16 @@ class FloodGate:
         self._drop()
 
     def _drop(self) -> None:
-        self.dropped += 1
         now = self.clock.seconds()
-        if self._episode_started is None:
+        quiet_since_last = now - self._last_drop >= self.persistent_after
+        self._last_drop = now
+        if self._episode_started is None or quiet_since_last:
             self._episode_started = now
+            self.dropped = 1
             self._on_overflow()
-        elif now - self._episode_started >= self.persistent_after:
+            return
+        self.dropped += 1
+        if now - self._episode_started >= self.persistent_after:
             self.stop()
             self._on_persistent()
 
@@ -83,9 +86,6 @@ class FloodGate:
         self._timer = None
         while self.queue and not self._stopped and self.bucket.take(self.clock.seconds()):
             self._deliver(self.queue.popleft())
-        if not self.queue:
-            self._episode_started = None
-            self.dropped = 0
         self._schedule()
 
     def stop(self) -> None:
