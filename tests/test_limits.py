@@ -387,3 +387,81 @@ def test_refused_newcomer_gets_one_line_and_is_closed(logged: list[str]) -> None
     a.connectionLost(Failure(ConnectionDone()))
     assert chat.factory.limits is not None and chat.factory.limits.total == 0
     assert any("connection refused" in line for line in logged)
+
+
+# --- UDP echo guards -----------------------------------------------------------------------
+
+
+class RecordingUDP:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+def udp_echo(**kwargs: Any) -> tuple[Any, RecordingUDP, Clock]:
+    from chatd.echo import EchoDatagramProtocol
+
+    clock = Clock()
+    echo = EchoDatagramProtocol(clock, rejections=RateLimitedLog(clock), **kwargs)
+    echo.transport = RecordingUDP()
+    return echo, echo.transport, clock
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["255.255.255.255", "224.0.0.1", "239.1.2.3", "0.0.0.0", "0.1.2.3", "::", "ff02::1",
+     "::ffff:0.0.0.5", "::ffff:224.0.0.9", "not an address"],
+)
+def test_udp_echo_ignores_bogus_sources(source: str) -> None:
+    echo, sent, _ = udp_echo()
+    echo.datagramReceived(b"ping", (source, 40000))
+    assert sent.sent == []
+
+
+@pytest.mark.parametrize("source", ["10.1.2.3", "192.168.1.255", "::1", "fe80::1%eth0"])
+def test_udp_echo_answers_ordinary_sources(source: str) -> None:
+    echo, sent, _ = udp_echo()
+    echo.datagramReceived(b"ping", (source, 40000))
+    assert sent.sent == [(b"ping", (source, 40000))]
+
+
+def test_udp_echo_size_bound() -> None:
+    echo, sent, _ = udp_echo(max_size=10)
+    echo.datagramReceived(b"x" * 11, ("10.0.0.1", 4000))
+    echo.datagramReceived(b"x" * 10, ("10.0.0.1", 4000))
+    assert [data for data, _ in sent.sent] == [b"x" * 10]
+
+
+def test_udp_echo_rate_per_source(logged: list[str]) -> None:
+    echo, sent, clock = udp_echo(rate=3, total_rate=0)
+    for _ in range(5):
+        echo.datagramReceived(b"a", ("10.0.0.1", 4000))
+        echo.datagramReceived(b"b", ("10.0.0.2", 4000))
+    assert [d for d, _ in sent.sent].count(b"a") == 3
+    assert [d for d, _ in sent.sent].count(b"b") == 3  # one source does not starve another
+    clock.advance(1)
+    echo.datagramReceived(b"a", ("10.0.0.1", 4000))
+    assert [d for d, _ in sent.sent].count(b"a") == 4
+    assert any("udp echo: source over its rate" in line for line in logged)
+
+
+def test_udp_echo_total_cap() -> None:
+    echo, sent, _ = udp_echo(rate=0, total_rate=5)
+    for i in range(20):
+        echo.datagramReceived(b"x", (f"10.0.0.{i}", 4000))
+    assert len(sent.sent) == 5
+
+
+def test_udp_echo_source_table_is_bounded() -> None:
+    from chatd import echo as echo_module
+
+    echo, sent, clock = udp_echo(rate=1, total_rate=0)
+    for i in range(echo_module.MAX_TRACKED_SOURCES + 5):
+        echo.datagramReceived(b"x", (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 4000))
+    assert len(echo.sources) == echo_module.MAX_TRACKED_SOURCES
+    clock.advance(2)  # every bucket is full again: the old sources can be forgotten
+    echo.datagramReceived(b"new", ("172.16.0.1", 4000))
+    assert sent.sent[-1] == (b"new", ("172.16.0.1", 4000))
+    assert len(echo.sources) == 1
