@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory
 
 
 class DelayedCall(Protocol):
@@ -26,4 +25,4 @@ class Clock(Protocol):
 
 
 class Endpoint(Protocol):
-    def connect(self, protocolFactory: Factory) -> Deferred[Any]: ...
+    def connect(self, protocolFactory: Any) -> Deferred[Any]: ...

@@ -135,11 +135,13 @@ class Connector:
         self.protocol.send(line)
         return True
 
-    def stop(self, timeout: float = 2.0) -> Deferred[None]:
+    def stop(self, grace: float = 0.0, timeout: float = 2.0) -> Deferred[None]:
         """Stop retrying and close the connection (after sending what is buffered).
 
-        The result fires once the connection is gone; if it has not gone after
-        ``timeout`` seconds it is aborted.
+        With ``grace``, first give the server that long to close the connection
+        itself (after a /quit, so that its goodbye is still shown). The result fires
+        once the connection is gone; if it has not gone ``timeout`` seconds later
+        it is aborted.
         """
         self._stopping = True
         if self._retry_call is not None and self._retry_call.active():
@@ -152,17 +154,22 @@ class Connector:
         d: Deferred[None] = Deferred()
         self._closed.append(d)
         transport: Any = self.protocol.transport
-        transport.loseConnection()
+        calls: list[DelayedCall] = []
+        if grace > 0:
+            calls.append(self.clock.callLater(grace, transport.loseConnection))
+        else:
+            transport.loseConnection()
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
-            call = self.clock.callLater(timeout, abort)
+            calls.append(self.clock.callLater(grace + timeout, abort))
 
-            def cancel_abort(result: None) -> None:
+        def cancel_calls(result: None) -> None:
+            for call in calls:
                 if call.active():
                     call.cancel()
-                return result
+            return result
 
-            d.addBoth(cancel_abort)
+        d.addBoth(cancel_calls)
         return d
 
     # --- internals ---------------------------------------------------------------

@@ -33,7 +33,7 @@ def _status(text: str, error: bool = False) -> Line:
 
 
 def _reason(reason: Failure) -> str:
-    message = reason.getErrorMessage().strip()
+    message = reason.getErrorMessage().strip().rstrip(".")
     return message or reason.type.__name__  # type: ignore[union-attr]
 
 
@@ -43,6 +43,7 @@ class ChatSession:
     ``queue_offline``: lines typed while disconnected wait for the next connection
     (pipe mode) instead of being refused (terminal mode). ``linger``: after input
     ends, how long to wait for the server's answers before quitting.
+    ``quit_grace``: after sending /quit, how long to let the server close first.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class ChatSession:
         queue_offline: bool = False,
         who_on_connect: bool = False,
         linger: float = 0.5,
+        quit_grace: float = 0.5,
     ) -> None:
         self.ui = ui
         self.clock = clock
@@ -62,6 +64,7 @@ class ChatSession:
         self.queue_offline = queue_offline
         self.who_on_connect = who_on_connect
         self.linger = linger
+        self.quit_grace = quit_grace
         self.book = NickBook()
         self.connector: Connector | None = None
         self.queue: list[str] = []
@@ -190,12 +193,13 @@ class ChatSession:
         self.quitting = True
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
+        grace = self.quit_grace if self.online else 0.0
         if not already_sent and self.online:
             self._send("/quit")
         if self.connector is None:
             self._finish(self.exit_code)
         else:
-            self.connector.stop().addBoth(lambda _: self._finish(self.exit_code))
+            self.connector.stop(grace=grace).addBoth(lambda _: self._finish(self.exit_code))
         return self.finished
 
     # --- internals ----------------------------------------------------------------
