@@ -49,7 +49,9 @@ class ChatUser(LineOnlyReceiver):
         cmd, _, rest = text.partition(" ")
         if cmd == "/nick":
             new = rest.strip()
-            if any(u.nick.casefold() == new.casefold() for u in self.factory.users if u is not self):
+            if any(
+                u.nick.casefold() == new.casefold() for u in self.factory.users if u is not self
+            ):
                 self.say(f'*** Error: nickname "{new}" is already taken')
                 return
             old, self.nick = self.nick, new
