@@ -84,7 +84,7 @@ def make(
 
 
 def test_protocol_splits_crlf_and_lf_and_decodes_leniently() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, ui, endpoint, _clock, connector = make()
     session.start(connector)
     endpoint.receive(b"<bob> one\r\n<bob> tw")
     endpoint.receive(b"o\n<bob> bad \xff byte\r\n")
@@ -93,7 +93,7 @@ def test_protocol_splits_crlf_and_lf_and_decodes_leniently() -> None:
 
 
 def test_protocol_sends_utf8_crlf_lines() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, _ui, endpoint, _clock, connector = make()
     session.start(connector)
     session.user_input("grüße")
     assert endpoint.transports[-1].value() == "grüße\r\n".encode()
@@ -118,7 +118,7 @@ def test_backoff_jitter_spreads_upwards() -> None:
 
 
 def test_connect_sends_nick_and_shows_status() -> None:
-    session, ui, endpoint, clock, connector = make(nick="alice")
+    session, ui, endpoint, _clock, connector = make(nick="alice")
     session.start(connector)
     assert endpoint.sent() == ["/nick alice"]
     assert ui.texts(Kind.STATUS) == ["Connecting to server:7777 ...", "Connected to server:7777"]
@@ -163,7 +163,7 @@ def test_reconnects_after_drop_and_asks_for_nick_again() -> None:
 
 
 def test_own_rename_is_requested_again_after_reconnect() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, _ui, endpoint, clock, connector = make()
     session.start(connector)
     assert endpoint.sent() == []
     endpoint.receive(b"*** Welcome to chatd! You are guest1. Type /help.\r\n")
@@ -187,7 +187,7 @@ def test_quick_drops_keep_backing_off() -> None:
 
 
 def test_typed_lines_are_sent_and_echoed_locally() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, ui, endpoint, _clock, connector = make()
     session.start(connector)
     endpoint.receive(b"*** Welcome to chatd! You are guest1. Type /help.\r\n")
     session.user_input("hello")
@@ -207,7 +207,7 @@ def test_typed_lines_are_sent_and_echoed_locally() -> None:
 
 
 def test_offline_lines_are_refused_in_terminal_mode() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, ui, endpoint, _clock, connector = make()
     endpoint.refuse = True
     session.start(connector)
     session.user_input("anyone?")
@@ -216,7 +216,7 @@ def test_offline_lines_are_refused_in_terminal_mode() -> None:
 
 
 def test_nicks_learned_from_chat_and_notices() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, _ui, endpoint, _clock, connector = make()
     session.start(connector)
     endpoint.receive(
         b"*** Welcome to chatd! You are guest1. Type /help.\r\n"
@@ -247,7 +247,7 @@ def test_quit_sends_quit_waits_for_server_then_closes() -> None:
 
 
 def test_quit_aborts_if_the_connection_will_not_close() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, _ui, endpoint, clock, connector = make()
     session.start(connector)
     session.quit()
     assert endpoint.sent() == ["/quit"]
@@ -256,7 +256,7 @@ def test_quit_aborts_if_the_connection_will_not_close() -> None:
 
 
 def test_quit_while_waiting_to_retry_cancels_retry() -> None:
-    session, ui, endpoint, clock, connector = make()
+    session, _ui, endpoint, clock, connector = make()
     endpoint.refuse = True
     session.start(connector)
     session.quit()
@@ -269,7 +269,7 @@ def test_quit_while_waiting_to_retry_cancels_retry() -> None:
 
 
 def test_pipe_mode_queues_until_connected_then_lingers_and_quits() -> None:
-    session, ui, endpoint, clock, connector = make(nick="bot", queue_offline=True, linger=0.5)
+    session, _ui, endpoint, clock, connector = make(nick="bot", queue_offline=True, linger=0.5)
     endpoint.refuse = True
     session.start(connector)
     session.user_input("one")

@@ -59,7 +59,7 @@ def test_unicode_nicks() -> None:
     line = classify("<Jürgen_2> grüß dich")
     assert line.nick == "Jürgen_2"
     assert fold("JÜRGEN_2") == fold("jürgen_2")
-    assert fold("ｆｕｌｌ") == "full"  # NFKC folds fullwidth letters
+    assert fold("\uff46\uff55\uff4c\uff4c") == "full"  # NFKC folds fullwidth letters
 
 
 @pytest.mark.parametrize(
