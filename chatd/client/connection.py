@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from chatd.client._types import Clock, DelayedCall, Endpoint
 
@@ -25,8 +26,13 @@ class Listener(Protocol):
     def disconnected(self, reason: Failure, retry_in: float | None) -> None: ...
 
 
+@implementer(IHandshakeListener)
 class ChatProtocol(LineReceiver):
-    """Split server output into lines (CRLF or LF), decode them as UTF-8."""
+    """Split server output into lines (CRLF or LF), decode them as UTF-8.
+
+    Over TLS the connection counts as made only once the handshake has completed
+    (so a certificate that fails verification is a failed connection attempt).
+    """
 
     delimiter = b"\n"
     MAX_LENGTH = 64 * 1024
@@ -35,7 +41,12 @@ class ChatProtocol(LineReceiver):
         self.connector = connector
 
     def connectionMade(self) -> None:
-        self.connector._made(self)
+        if not self.connector.tls:
+            self.connector._made(self)
+
+    def handshakeCompleted(self) -> None:
+        if self.connector.tls:
+            self.connector._made(self)
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -94,7 +105,9 @@ class Connector:
     """Keep one connection to the server: connect, and reconnect with backoff.
 
     A connection that lasted at least ``stable_after`` seconds resets the backoff,
-    so a server that accepts and drops at once is not hammered.
+    so a server that accepts and drops at once is not hammered. With ``tls`` the
+    connection counts as made when the TLS handshake completes; one lost before
+    that is a failed attempt.
     """
 
     def __init__(
@@ -105,6 +118,7 @@ class Connector:
         backoff: Backoff | None = None,
         retry: bool = True,
         stable_after: float = 10.0,
+        tls: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.clock = clock
@@ -112,6 +126,7 @@ class Connector:
         self.backoff = backoff or Backoff()
         self.retry = retry
         self.stable_after = stable_after
+        self.tls = tls
         self.protocol: ChatProtocol | None = None
         self.attempts = 0
         self._connected_at = 0.0
@@ -206,6 +221,8 @@ class Connector:
 
     def _lost(self, protocol: ChatProtocol, reason: Failure) -> None:
         if self.protocol is not protocol:
+            # Lost before it was made (TLS handshake failed): a failed attempt.
+            self._connect_failed(reason)
             return
         self.protocol = None
         if self.clock.seconds() - self._connected_at >= self.stable_after:

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     backoff = Backoff(cap=args.max_retry_delay)
 
     if interactive:
-        return _run_terminal(reactor, loop, endpoint, address, args.nick, backoff)
-    return _run_plain(reactor, endpoint, address, args.nick, backoff, args.linger)
+        return _run_terminal(reactor, loop, endpoint, address, args.nick, backoff, tls)
+    return _run_plain(reactor, endpoint, address, args.nick, backoff, args.linger, tls)
 
 
 def _run_terminal(
@@ -96,6 +96,7 @@ def _run_terminal(
     address: str,
     nick: str | None,
     backoff: Backoff,
+    tls: bool,
 ) -> int:
     from twisted.internet.defer import Deferred, DeferredList
 
@@ -107,7 +108,7 @@ def _run_terminal(
     done: list[Deferred[Any]] = []
 
     def begin() -> None:
-        session.start(Connector(endpoint, reactor, session, backoff))
+        session.start(Connector(endpoint, reactor, session, backoff, tls=tls))
         prompt = Deferred.fromFuture(loop.create_task(ui.run(session)))
         done.append(prompt)
         prompt.addBoth(lambda _: reactor.stop())
@@ -133,6 +134,7 @@ def _run_plain(
     nick: str | None,
     backoff: Backoff,
     linger: float,
+    tls: bool,
 ) -> int:
     from chatd.client.pipe import LineReader, PipeUI
 
@@ -146,7 +148,7 @@ def _run_plain(
     reader = LineReader(reactor.callFromThread, session.user_input, session.end_of_input)
 
     def begin() -> None:
-        session.start(Connector(endpoint, reactor, session, backoff))
+        session.start(Connector(endpoint, reactor, session, backoff, tls=tls))
         reader.start()
         session.finished.addBoth(lambda _: reactor.stop())
 
