@@ -32,6 +32,7 @@ class TerminalUI:
             history=InMemoryHistory(),
             completer=ChatCompleter(COMMANDS, self._nicks),
             complete_while_typing=False,
+            erase_when_done=True,  # the accepted line is shown as an echo instead
             style=self.style,
             include_default_pygments_style=False,
         )
