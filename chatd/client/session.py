@@ -73,7 +73,6 @@ class ChatSession:
         self.exit_code = 0
         self.finished: Deferred[int] = Deferred()
         self._linger_call: DelayedCall | None = None
-        self._ever_connected = False
 
     @property
     def online(self) -> bool:
@@ -92,7 +91,6 @@ class ChatSession:
             self.ui.show(_status(f"Reconnecting to {self.address} (attempt {attempt}) ..."))
 
     def connected(self) -> None:
-        self._ever_connected = True
         self.book = NickBook()
         self.ui.show(_status(f"Connected to {self.address}"))
         if self.wanted_nick:
