@@ -14,6 +14,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from chatd import commands, wire
+from chatd.output import ConnectionOutput, OutputBatch
 from chatd.service import ChatService, EventFormatter, User
 from chatd.text import TelnetFilter, decode_line
 
@@ -56,6 +57,7 @@ class ChatProtocol(LineOnlyReceiver):
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.output = ConnectionOutput(self.transport, self.factory.output_batch)
         self.MAX_LENGTH = self.factory.max_line
         if interfaces.ITCPTransport.providedBy(self.transport):
             self.transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
@@ -73,6 +75,11 @@ class ChatProtocol(LineOnlyReceiver):
     # --- Input -----------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        # Everything this read makes anyone receive goes out as one write per recipient.
+        with self.factory.output_batch:
+            self._handle_data(data)
+
+    def _handle_data(self, data: bytes) -> None:
         data = self._telnet.feed(data)
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -116,7 +123,7 @@ class ChatProtocol(LineOnlyReceiver):
     # --- Output: the ChatClient side -------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.output.send(data)
 
     def notice(self, text: str) -> None:
         self.send(wire.notice(text))
@@ -145,3 +152,4 @@ class ChatFactory(protocol.ServerFactory):
     def __init__(self, service: ChatService, max_line: int = DEFAULT_MAX_LINE) -> None:
         self.service = service
         self.max_line = max_line
+        self.output_batch = OutputBatch()  # shared, so one read coalesces across recipients
