@@ -91,8 +91,9 @@ class OperatorAuthenticator:
             if delay:
                 await task.deferLater(self.clock, delay)
             encoded = self.operators.get(name)
-            checked = encoded if encoded is not None else _decoy()
-            matched = await self._run(lambda: self._verify(password, checked))
+            matched = await self._run(
+                lambda: self._verify(password, encoded if encoded is not None else _decoy())
+            )
             return self._decide(matched, address, name, encoded is not None)
         finally:
             self._busy.discard(address)
