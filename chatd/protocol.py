@@ -6,7 +6,8 @@ to the chat service (or to a slash command), and writes whatever the service sen
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -15,8 +16,11 @@ from twisted.python.failure import Failure
 
 from chatd import commands, wire
 from chatd.output import ConnectionOutput, OutputBatch
-from chatd.service import ChatService, EventFormatter, User
+from chatd.service import ChatError, ChatService, EventFormatter, User
 from chatd.text import TelnetFilter, decode_line
+
+if TYPE_CHECKING:
+    from chatd.moderator import Moderator
 
 DEFAULT_MAX_LINE = 4096
 
@@ -61,7 +65,12 @@ class ChatProtocol(LineOnlyReceiver):
         self.MAX_LENGTH = self.factory.max_line
         if interfaces.ITCPTransport.providedBy(self.transport):
             self.transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
-        self.user = self.service.connect(self, describe_peer(self.transport.getPeer()))
+        try:
+            self.user = self.service.connect(self, describe_peer(self.transport.getPeer()))
+        except ChatError as e:  # refused (banned): one line saying why, then goodbye
+            self.error(str(e))
+            self.transport.loseConnection()
+            return
         self.notice(
             f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
             "Type /help for a list of commands."
@@ -87,7 +96,7 @@ class ChatProtocol(LineOnlyReceiver):
             data = self._buffer + data
         lines = data.split(b"\n")
         self._buffer = lines.pop()
-        limit = self.MAX_LENGTH
+        limit = self.MAX_LENGTH = self.factory.max_line  # a SIGHUP may have changed it
         for line in lines:
             if self.transport.disconnecting or self.user is None:
                 return
@@ -113,12 +122,13 @@ class ChatProtocol(LineOnlyReceiver):
         user = self.user
         if not text.strip() or user is None:
             return
-        if text.startswith("//"):
-            self.service.say(user, text[1:])
-        elif text.startswith("/"):
+        if text.startswith("/") and not text.startswith("//"):
             commands.dispatch(self, user, text)
-        else:
-            self.service.say(user, text)
+            return
+        try:
+            self.service.say(user, text[1:] if text.startswith("//") else text)
+        except ChatError as e:
+            self.error(str(e))
 
     # --- Output: the ChatClient side -------------------------------------------------------
 
@@ -153,3 +163,9 @@ class ChatFactory(protocol.ServerFactory):
         self.service = service
         self.max_line = max_line
         self.output_batch = OutputBatch()  # shared, so one read coalesces across recipients
+        self.moderator: Moderator | None = None  # operators and bans, when configured
+
+    reloadable_options = frozenset({"max-line"})
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        self.max_line = options["max-line"]
