@@ -8,7 +8,8 @@ length, the flood gate, the send-buffer guard, the idle timeout and the connecti
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -21,9 +22,13 @@ from chatd import commands, wire
 from chatd.backpressure import DEFAULT_SEND_GRACE, SendBufferGuard
 from chatd.flood import DEFAULT_FLOOD_QUEUE, FloodGate
 from chatd.limits import ConnectionLimits, describe_peer
+from chatd.output import ConnectionOutput, OutputBatch
 from chatd.ratelog import RateLimitedLog
-from chatd.service import ChatService, EventFormatter, User
+from chatd.service import ChatError, ChatService, EventFormatter, User
 from chatd.text import TelnetFilter, decode_line
+
+if TYPE_CHECKING:
+    from chatd.moderator import Moderator
 
 DEFAULT_MAX_LINE = 4096
 
@@ -63,6 +68,7 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        self.output = ConnectionOutput(self.transport, factory.output_batch)
         self.MAX_LENGTH = factory.max_line
         if interfaces.ITCPTransport.providedBy(self.transport):
             self.transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
@@ -79,7 +85,12 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
             )
         if factory.idle_timeout:
             self.setTimeout(factory.idle_timeout)
-        self.user = self.service.connect(self, describe_peer(self.transport.getPeer()))
+        try:
+            self.user = self.service.connect(self, describe_peer(self.transport.getPeer()))
+        except ChatError as e:  # refused (banned): one line saying why, then goodbye
+            self.error(str(e))
+            self._close()
+            return
         self.notice(
             f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
             "Type /help for a list of commands."
@@ -104,6 +115,11 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
+        # Everything this read makes anyone receive goes out as one write per recipient.
+        with self.factory.output_batch:
+            self._handle_data(data)
+
+    def _handle_data(self, data: bytes) -> None:
         data = self._telnet.feed(data)
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -111,7 +127,7 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
             data = self._buffer + data
         lines = data.split(b"\n")
         self._buffer = lines.pop()
-        limit = self.MAX_LENGTH
+        limit = self.MAX_LENGTH = self.factory.max_line  # a SIGHUP may have changed it
         for line in lines:
             if self.transport.disconnecting or self.user is None:
                 return
@@ -140,12 +156,13 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
         user = self.user
         if not text.strip() or user is None or self.transport.disconnecting:
             return
-        if text.startswith("//"):
-            self.service.say(user, text[1:])
-        elif text.startswith("/"):
+        if text.startswith("/") and not text.startswith("//"):
             commands.dispatch(self, user, text)
-        else:
-            self.service.say(user, text)
+            return
+        try:
+            self.service.say(user, text[1:] if text.startswith("//") else text)
+        except ChatError as e:
+            self.error(str(e))
 
     # --- Limits ----------------------------------------------------------------------------
 
@@ -219,7 +236,7 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
     def send(self, data: bytes) -> None:
         if self._cut_off or self.transport.disconnecting:
             return
-        self.transport.write(data)
+        self.output.send(data)
         if self._guard is not None:
             self._guard.wrote(len(data))
 
@@ -294,6 +311,9 @@ class ChatFactory(protocol.ServerFactory):
         self.limits = limits
         self.clock: IReactorTime = clock if clock is not None else service.reactor
         self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
+        # Shared, so one read coalesces output across recipients.
+        self.output_batch: OutputBatch = OutputBatch()
+        self.moderator: Moderator | None = None  # operators and bans, when configured
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         if self.limits is not None:
@@ -306,3 +326,8 @@ class ChatFactory(protocol.ServerFactory):
         if self.limits is not None:
             proto.counted_address = addr
         return proto
+
+    reloadable_options = frozenset({"max-line"})
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        self.max_line = options["max-line"]

@@ -9,6 +9,7 @@ and gives the same bytes to every local recipient.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.application import service
@@ -61,7 +62,7 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("client", "key", "nick", "peer", "room")
+    __slots__ = ("client", "key", "nick", "operator", "peer", "room")
 
     def __init__(self, client: ChatClient, nick: str, room: str, peer: str) -> None:
         self.client = client
@@ -69,12 +70,14 @@ class User:
         self.key = nick_key(nick)
         self.room = room
         self.peer = peer
+        self.operator: str | None = None  # the operator name after a successful /oper
 
 
 class ChatService(service.Service):
     """Holds who is connected and carries what they say to everyone else."""
 
     log = Logger()
+    reloadable_options = frozenset({"server-name"})
 
     def __init__(
         self,
@@ -93,11 +96,22 @@ class ChatService(service.Service):
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
+        # Policies (bans, mutes) plug in here; each check raises ChatError to refuse.
+        self.admission_checks: list[Callable[[str], None]] = []  # given the peer
+        self.speech_checks: list[Callable[[User], None]] = []
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        self.server_name = options["server-name"]
 
     # --- Connections -----------------------------------------------------------------------
 
     def connect(self, client: ChatClient, peer: str) -> User:
-        """Registers a new connection under a fresh guest nickname and announces it."""
+        """Registers a new connection under a fresh guest nickname and announces it.
+
+        Raises ChatError, saying why, when an admission check refuses ``peer``.
+        """
+        for check in self.admission_checks:
+            check(peer)
         nick = self._next_guest_nick()
         user = User(client, nick, DEFAULT_ROOM, peer)
         self.users[user.key] = user
@@ -128,10 +142,16 @@ class ChatService(service.Service):
     # --- What users do ---------------------------------------------------------------------
 
     def say(self, user: User, text: str) -> None:
+        self._may_speak(user)
         self.bus.publish(Said(user.room, user.nick, text))
 
     def act(self, user: User, text: str) -> None:
+        self._may_speak(user)
         self.bus.publish(Acted(user.room, user.nick, text))
+
+    def _may_speak(self, user: User) -> None:
+        for check in self.speech_checks:
+            check(user)
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""

@@ -7,13 +7,16 @@ Nothing imports the reactor at module level, so loading the plugin never install
 from __future__ import annotations
 
 import ipaddress
+import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
+from chatd import config
 from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
 from chatd.echo import (
     DEFAULT_ECHO_IDLE_TIMEOUT,
@@ -26,8 +29,12 @@ from chatd.echo import (
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
 from chatd.limits import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_IP, ConnectionLimits
 from chatd.listening import Listen, ListeningService
+from chatd.moderation_store import ModerationStore
+from chatd.moderator import Moderator
+from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
 from chatd.ratelog import RateLimitedLog
+from chatd.reloading import Reloader, ReloadOnHangup
 from chatd.service import ChatService
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -126,6 +133,10 @@ class Options(usage.Options):
          "UDP echo datagrams per second in all (0: no limit).", non_negative_float],
         ["echo-udp-max-size", None, DEFAULT_UDP_MAX_SIZE,
          "Largest UDP echo datagram answered, in bytes (0: no limit).", non_negative_int],
+        ["config", None, None,
+         "A TOML file setting any of these options; the command line wins over it."],
+        ["state", None, None,
+         "The SQLite state database (bans, mutes); without it they last until a restart."],
     ]
 
     def __init__(self) -> None:
@@ -133,6 +144,8 @@ class Options(usage.Options):
         self["listen"] = []
         self["echo"] = []
         self["echo-udp"] = []
+        self["operators"] = {}  # only the configuration file can set these
+        self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
@@ -148,6 +161,16 @@ class Options(usage.Options):
     def opt_echo_udp(self, description: str) -> None:
         """UDP echo, udp:PORT[:interface=ADDR]; repeatable [default: udp:7007]"""
         self["echo-udp"].append(description)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Applies the --config file first, then the command line, which therefore wins."""
+        self.argv = list(sys.argv[1:] if options is None else options)
+        path, given = config.scan_command_line(self, self.argv)
+        applied = config.apply_file(self, path, skip=given) if path is not None else set()
+        try:
+            super().parseOptions(self.argv)
+        except usage.UsageError as e:
+            raise config.blame_file(e, path, applied) if path is not None else e from None
 
     def postOptions(self) -> None:
         if self["no-echo"] and (self["echo"] or self["echo-udp"]):
@@ -194,6 +217,18 @@ def makeService(options: Options) -> service.MultiService:
         limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
         rejections=rejections,
     )
+    authenticator = OperatorAuthenticator(
+        reactor, options["operators"],
+        run=lambda check: threads.deferToThreadPool(
+            cast(Any, reactor), cast(Any, reactor).getThreadPool(), check
+        ),
+    )
+    store = ModerationStore(reactor, options["state"]) if options["state"] else None
+    moderator = Moderator(chat, reactor, authenticator, store)
+    moderator.setServiceParent(top)
+    chat_factory.moderator = moderator
+    reloader = Reloader(lambda: _reparse(options), options, [chat, chat_factory, authenticator])
+    ReloadOnHangup(reactor, reloader).setServiceParent(top)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
@@ -216,6 +251,13 @@ def makeService(options: Options) -> service.MultiService:
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
     return top
+
+
+def _reparse(options: Options) -> Options:
+    """The same command line parsed again, so the file is read afresh (for SIGHUP)."""
+    fresh = type(options)()
+    fresh.parseOptions(options.argv)
+    return fresh
 
 
 def _listener(
