@@ -7,12 +7,27 @@ Addresses that are not IP (UNIX sockets) count toward the total only.
 
 from __future__ import annotations
 
+import resource
 from collections import Counter
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
-DEFAULT_MAX_CLIENTS = 1000
 DEFAULT_MAX_PER_IP = 10
+# Descriptors kept back from chat clients: listening sockets, the log, the state database,
+# its thread pool, TCP echo clients.
+DESCRIPTOR_RESERVE = 100
+
+
+def default_max_clients() -> int:
+    """As many chat connections as the open-file limit allows, less a reserve.
+
+    Past the limit accept() fails with EMFILE and a newcomer gets no reason at all; just
+    below it, the newcomer is told the server is full. 0 (no limit) if there is no limit.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(soft - DESCRIPTOR_RESERVE, 1)
 
 
 def describe_peer(address: object) -> str:
@@ -34,8 +49,7 @@ def host_of(address: object) -> str | None:
 class ConnectionLimits:
     """Counts live connections; 0 means no limit for either bound."""
 
-    def __init__(self, max_total: int = DEFAULT_MAX_CLIENTS,
-                 max_per_host: int = DEFAULT_MAX_PER_IP) -> None:
+    def __init__(self, max_total: int, max_per_host: int = DEFAULT_MAX_PER_IP) -> None:
         self.max_total = max_total
         self.max_per_host = max_per_host
         self.total = 0

@@ -27,7 +27,7 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
-from chatd.limits import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_IP, ConnectionLimits
+from chatd.limits import DEFAULT_MAX_PER_IP, ConnectionLimits, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.moderation_store import ModerationStore
 from chatd.moderator import Moderator
@@ -115,8 +115,9 @@ class Options(usage.Options):
          non_negative_int],
         ["flood-queue", None, DEFAULT_FLOOD_QUEUE,
          "Lines held back per connection before further ones are dropped.", non_negative_int],
-        ["max-clients", None, DEFAULT_MAX_CLIENTS,
-         "Chat connections in total; more are refused (0: no limit).", non_negative_int],
+        ["max-clients", None, default_max_clients(),
+         "Chat connections in total; more are refused (0: no limit). The default is the "
+         "open-file limit less 100.", non_negative_int],
         ["max-per-ip", None, DEFAULT_MAX_PER_IP,
          "Connections from one address, for chat and for TCP echo each (0: no limit).",
          non_negative_int],

@@ -126,6 +126,9 @@ def test_example_file_sets_every_option_to_its_default() -> None:
     document = config.read_file(example)
     defaults = Options()
     missing = set(config.file_keys(defaults)) - set(document) - {"state"}
+    # The one default that depends on the machine (the open-file limit) is described there
+    # in a comment instead of being set.
+    missing -= {"max-clients"}
     assert not missing, f"chatd.example.toml lacks {sorted(missing)}"
     assert dict(parse("--config", example)) == dict(parse()) | {"config": example}
 

@@ -93,7 +93,7 @@ def test_unix_peers_count_toward_total_only() -> None:
 
 
 def test_released_hosts_are_forgotten() -> None:
-    limits = ConnectionLimits()
+    limits = ConnectionLimits(max_total=100)
     limits.admit(peer())
     limits.release(peer())
     assert not limits.per_host and limits.total == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
@@ -128,7 +130,8 @@ class TestLimitOptions:
         assert options["flood-rate"] == 10.0
         assert options["flood-burst"] == 50
         assert options["flood-queue"] == 200
-        assert options["max-clients"] == 1000
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert options["max-clients"] == soft - 100
         assert options["max-per-ip"] == 10
         assert options["send-buffer"] == 1024 * 1024
         assert options["send-grace"] == 10.0
