@@ -69,9 +69,12 @@ def parse_udp(description: str) -> tuple[int, str]:
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError(f"{text} is negative")
+        raise ValueError(f"{text!r} is not a whole number, 0 or more")
     return value
 
 
@@ -79,13 +82,16 @@ non_negative_int.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-d
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not value >= 0:
-        raise ValueError(f"{text} is not a number of seconds, 0 or more")
+        raise ValueError(f"{text!r} is not a number, 0 or more")
     return value
 
 
-non_negative_float.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+non_negative_float.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
