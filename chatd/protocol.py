@@ -167,8 +167,9 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
     # --- Limits ----------------------------------------------------------------------------
 
     def _line_released(self, line: bytes) -> None:
-        """A line the flood gate held back is now due."""
-        self.lineReceived(line)
+        """A line the flood gate held back is now due (from a timer, outside any read)."""
+        with self.factory.output_batch:
+            self.lineReceived(line)
 
     def _flood_overflow(self) -> None:
         gate = self._gate
