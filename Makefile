@@ -1,0 +1,34 @@
+# Quick start: `make run` serves chat on tcp:7777 and echo on tcp/udp 7007; `make test` tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Stamps record what was installed, so a changed pyproject.toml reinstalls.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/twistd --pidfile= -n chatd
+
+test: lint pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check chatd tests twisted chatd.tac
+	$(BIN)/mypy chatd
+
+pytest: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache

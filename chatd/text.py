@@ -1,0 +1,120 @@
+"""Where bytes become text: telnet filtering, UTF-8 decoding, control stripping, nicknames.
+
+Everything a client sends passes through here exactly once, at the edge, so the chat
+service only ever sees clean ``str``. The policy for message text is to *strip*
+(never to show) characters that can drive a terminal: C0 controls (tab becomes a space),
+DEL, C1 controls (including the 8-bit CSI U+009B) and the bidirectional embedding,
+override and isolate controls that could make one person's text look like another's nick.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# --- Telnet --------------------------------------------------------------------------------
+
+IAC = 0xFF
+SB = 0xFA
+SE = 0xF0
+WILL, WONT, DO, DONT = 0xFB, 0xFC, 0xFD, 0xFE
+
+# Filter states.
+_DATA, _IAC, _OPTION, _SUB, _SUB_IAC = range(5)
+
+
+class TelnetFilter:
+    """Removes telnet negotiation from a byte stream, across chunk boundaries.
+
+    Nothing is ever answered: a plain ``nc`` user never sees negotiation bytes, and a
+    telnet client that gets no answer simply stays in its default line mode.
+    ``IAC IAC`` (a literal 0xFF) is dropped too: it is never valid UTF-8 anyway.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state = _DATA
+
+    def feed(self, data: bytes) -> bytes:
+        if self._state == _DATA and IAC not in data:
+            return data  # the common case: no telnet at all
+        out = bytearray()
+        state = self._state
+        for byte in data:
+            if state == _DATA:
+                if byte == IAC:
+                    state = _IAC
+                else:
+                    out.append(byte)
+            elif state == _IAC:
+                if byte in (WILL, WONT, DO, DONT):
+                    state = _OPTION
+                elif byte == SB:
+                    state = _SUB
+                else:  # IAC IAC, or a two-byte command such as IAC NOP / IAC AYT
+                    state = _DATA
+            elif state == _OPTION:
+                state = _DATA
+            elif state == _SUB:
+                if byte == IAC:
+                    state = _SUB_IAC
+            elif state == _SUB_IAC:
+                state = _DATA if byte == SE else _SUB
+        self._state = state
+        return bytes(out)
+
+
+# --- Message text --------------------------------------------------------------------------
+
+# Bidirectional embeddings, overrides and isolates, and the Arabic letter mark.
+BIDI_CONTROLS = frozenset(
+    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x061C]
+)
+# Zero-width characters and LRM/RLM: fine inside a message, never inside a nickname.
+ZERO_WIDTH = frozenset(range(0x200B, 0x2010))
+
+_STRIP_TABLE: dict[int, str | None] = {cp: None for cp in range(0x20)}
+_STRIP_TABLE[0x09] = " "
+_STRIP_TABLE.update({cp: None for cp in range(0x7F, 0xA0)})
+_STRIP_TABLE.update({cp: None for cp in BIDI_CONTROLS})
+
+
+def clean_text(text: str) -> str:
+    """Strips everything in message text that could drive another user's terminal."""
+    if text.isprintable():  # fast path: no controls and no format characters at all
+        return text
+    return text.translate(_STRIP_TABLE)
+
+
+def decode_line(line: bytes) -> str:
+    """Turns one received line into clean text; invalid UTF-8 becomes U+FFFD."""
+    return clean_text(line.decode("utf-8", "replace"))
+
+
+# --- Nicknames -----------------------------------------------------------------------------
+
+NICK_MAX_LENGTH = 24
+NICK_RULE = (
+    f"1 to {NICK_MAX_LENGTH} letters (any script), digits, '_' or '-', "
+    "not starting with a digit or '-'"
+)
+# In Python's re, \w is a letter or digit of any script, or '_'; [^\W\d] drops the digits.
+_NICK_PATTERN = re.compile(r"[^\W\d][\w-]*")
+
+
+class InvalidNickname(ValueError):
+    """The requested nickname breaks the nickname rule."""
+
+
+def normalize_nick(requested: str) -> str:
+    """Returns the nickname as it will be shown (NFKC), or raises InvalidNickname."""
+    nick = unicodedata.normalize("NFKC", requested)
+    if not 0 < len(nick) <= NICK_MAX_LENGTH or not _NICK_PATTERN.fullmatch(nick):
+        raise InvalidNickname(f"invalid nickname: use {NICK_RULE}")
+    return nick
+
+
+def nick_key(nick: str) -> str:
+    """The form two nicknames are compared in: NFKC, case-folded, NFKC again."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())
