@@ -78,7 +78,8 @@ def measure(
     try:
         for scen, fn, fresh in plan:
             got: list[dict[str, float]] = []
-            for i in range(runs):
+            n_runs = sz.scale_runs if fresh else runs
+            for i in range(n_runs):
                 srv = None
                 try:
                     if fresh:
@@ -91,9 +92,9 @@ def measure(
                         raise Skip(f"{name} died (exit {srv.proc.returncode})")
                     r = fn(srv, sz)
                     got.append(r)
-                    log(f"  [{name}] {scen} run {i + 1}/{runs}: {_summary(scen, r)}")
+                    log(f"  [{name}] {scen} run {i + 1}/{n_runs}: {_summary(scen, r)}")
                 except (GenTimeout, OSError, EOFError) as e:
-                    log(f"  [{name}] {scen} run {i + 1}/{runs}: FAILED: {e}")
+                    log(f"  [{name}] {scen} run {i + 1}/{n_runs}: FAILED: {e}")
                     if os.environ.get("BENCH_DEBUG"):
                         traceback.print_exc()
                     if shared is not None and shared.proc.poll() is not None:
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-seconds", type=float)
     ap.add_argument("--scale-conns", type=int)
     ap.add_argument("--scale-procs", type=int)
-    ap.add_argument("--scale-timeout", type=float)
+    ap.add_argument("--scale-timeout", type=float, help="seconds allowed to connect (180)")
+    ap.add_argument("--scale-runs", type=int, help="fresh-server scale runs (1)")
     ap.add_argument("--echo-mib", type=int)
     ap.add_argument(
         "--docs",
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sz = Sizes.quick() if args.quick else Sizes()
     for field in ("receivers", "burst_lines", "closed_msgs", "paced_seconds", "scale_conns",
-                  "scale_procs", "scale_timeout", "echo_mib"):  # fmt: skip
+                  "scale_procs", "scale_timeout", "scale_runs", "echo_mib"):  # fmt: skip
         if getattr(args, field) is not None:
             setattr(sz, field, getattr(args, field))
     runs = args.runs or (1 if args.quick else 3)

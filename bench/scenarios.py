@@ -36,16 +36,17 @@ class Sizes:
     scale_conns: int = 19000
     scale_procs: int = 4
     scale_broadcasts: int = 5
-    scale_timeout: float = 300.0
+    scale_timeout: float = 180.0
+    scale_runs: int = 1
     echo_mib: int = 64
     echo_rtts: int = 20000
-    echo_udp: int = 100000
+    echo_udp: int = 20000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(burst_lines=500, closed_msgs=200, paced_seconds=2.0, scale_conns=4000,
-                   scale_broadcasts=3, scale_timeout=120.0, echo_mib=8, echo_rtts=5000,
-                   echo_udp=20000)  # fmt: skip
+                   scale_broadcasts=3, scale_timeout=60.0, echo_mib=8, echo_rtts=5000,
+                   echo_udp=5000)  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -396,7 +397,7 @@ def echo_udp(server: Running, sz: Sizes, window: int = 32) -> dict[str, float]:
         s.setblocking(False)
         meter = _Meter(server)
         t0 = time.monotonic()
-        deadline = t0 + 60
+        deadline = t0 + 20
         sent = got = lost = inflight = 0
         while got + lost < sz.echo_udp and time.monotonic() < deadline:
             while inflight < window and sent < sz.echo_udp:
