@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     scens = [s.strip() for s in args.scenarios.split(",") if s.strip()]
 
+    # SIGTERM (a stopped make, a CI timeout) unwinds like Ctrl-C, so servers and
+    # generator processes are stopped by the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     nofile = raise_nofile()
     ncpu = os.cpu_count() or 1
     if ncpu > max(args.server_core, args.gen_core):
