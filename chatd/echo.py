@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -33,6 +34,7 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _LIMITED_BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than echoing a datagram
 def is_bogus_source(host: str) -> bool:
     """True for broadcast, multicast, unspecified and 0.0.0.0/8 source addresses."""
     try:
