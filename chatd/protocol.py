@@ -72,6 +72,9 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
         self.MAX_LENGTH = factory.max_line
         if interfaces.ITCPTransport.providedBy(self.transport):
             self.transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
+            # chatd coalesces its own output per read (chatd/output.py); Nagle would only hold
+            # a line back behind the peer's delayed ACK of the previous one.
+            self.transport.setTcpNoDelay(True)
         if factory.send_buffer:
             self._guard = SendBufferGuard(
                 factory.clock, factory.send_buffer, factory.send_grace,

@@ -234,3 +234,14 @@ def test_unix_socket_chat(tmp_path: Path) -> Any:
         b.transport.loseConnection()
     finally:
         yield running.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_chat_sockets_have_keepalive_and_nodelay(daemon: RunningDaemon) -> Any:
+    """Keepalive finds dead peers; NODELAY stops Nagle holding a line behind an ACK."""
+    client = yield connect_client(daemon.chat_port)
+    [server_side] = [u.client for u in daemon.chat.users.values()]
+    sock = server_side.transport.getHandle()
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    client.transport.loseConnection()
