@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import interfaces, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
@@ -68,6 +68,8 @@ class EchoProtocol(protocol.Protocol, TimeoutMixin):
         # connection stays bounded by the new figure.
         self.transport.bufferSize = ECHO_BUFFER_SIZE
         self.transport.registerProducer(self.transport, True)
+        if interfaces.ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)  # an echo is answered now, not after an ACK
         self.setTimeout(self.factory.idle_timeout or None)
 
     def dataReceived(self, data: bytes) -> None:
