@@ -238,3 +238,7 @@ def _help(session: ChatProtocol, user: User, args: str) -> None:
 @command("quit", "/quit [REASON]", "leave the chat; others see REASON")
 def _quit(session: ChatProtocol, user: User, args: str) -> None:
     session.quit(args or "quit")
+
+
+# The operator commands live in their own module; importing it registers them after these.
+from chatd import operator_commands  # noqa: E402, F401

@@ -1,19 +1,53 @@
-"""The RFC 862 echo service, over TCP and UDP."""
+"""The RFC 862 echo service, over TCP and UDP, with the guards an open echo port needs."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import interfaces, protocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from chatd.bucket import TokenBucket
+from chatd.limits import ConnectionLimits, describe_peer
+from chatd.output import write_now
+from chatd.ratelog import RateLimitedLog
+
+ECHO_BUFFER_SIZE = 256 * 1024
 DEFAULT_ECHO_IDLE_TIMEOUT = 300.0
+DEFAULT_UDP_RATE = 10.0  # datagrams per second from one source address
+DEFAULT_UDP_TOTAL_RATE = 1000.0  # datagrams per second from everyone together
+DEFAULT_UDP_MAX_SIZE = 1472  # the largest datagram one Ethernet frame carries unfragmented
+MAX_TRACKED_SOURCES = 10_000
 
 # Source ports of the classic small services (echo, discard, daytime, qotd, chargen, time),
 # and 0, which no real client sends from. Answering them lets two such services
 # ping-pong a datagram between each other forever.
 LOOP_PORTS = frozenset({0, 7, 9, 13, 17, 19, 37})
+
+# Sources no real client has: answering them could only reach many hosts at once or none.
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_LIMITED_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than echoing a datagram
+def is_bogus_source(host: str) -> bool:
+    """True for broadcast, multicast, unspecified and 0.0.0.0/8 source addresses."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        return (
+            address in _THIS_NETWORK or address == _LIMITED_BROADCAST or address.is_multicast
+        )
+    return address.is_multicast or address.is_unspecified
 
 
 class EchoProtocol(protocol.Protocol, TimeoutMixin):
@@ -26,37 +60,127 @@ class EchoProtocol(protocol.Protocol, TimeoutMixin):
 
     transport: Any  # ITCPTransport plus IConsumer and IPushProducer
     factory: EchoFactory
+    counted_address: object = None
 
     def connectionMade(self) -> None:
+        # Twisted reads at most bufferSize bytes per recv() and pauses its producer once that
+        # much is queued. 64 KiB halves streaming echo against 256 KiB; the backlog per
+        # connection stays bounded by the new figure.
+        self.transport.bufferSize = ECHO_BUFFER_SIZE
         self.transport.registerProducer(self.transport, True)
+        if interfaces.ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)  # an echo is answered now, not after an ACK
         self.setTimeout(self.factory.idle_timeout or None)
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
-        self.transport.write(data)
+        write_now(self.transport, data)  # echo at once, not on the reactor's next turn
 
     def timeoutConnection(self) -> None:
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.setTimeout(None)
+        if self.counted_address is not None and self.factory.limits is not None:
+            self.factory.limits.release(self.counted_address)
+            self.counted_address = None
 
 
 class EchoFactory(protocol.ServerFactory):
     protocol = EchoProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
     noisy = False
 
-    def __init__(self, idle_timeout: float = DEFAULT_ECHO_IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        idle_timeout: float = DEFAULT_ECHO_IDLE_TIMEOUT,
+        limits: ConnectionLimits | None = None,
+        rejections: RateLimitedLog | None = None,
+    ) -> None:
         self.idle_timeout = idle_timeout
+        self.limits = limits
+        self.rejections = rejections
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if self.limits is not None:
+            refusal = self.limits.admit(addr)
+            if refusal is not None:
+                # Echo has no way to say why: whatever we sent would look like an echo.
+                if self.rejections is not None:
+                    self.rejections.event("echo connection refused", describe_peer(addr), refusal)
+                return None
+        proto = super().buildProtocol(addr)
+        assert isinstance(proto, EchoProtocol)
+        if self.limits is not None:
+            proto.counted_address = addr
+        return proto
 
 
 class EchoDatagramProtocol(protocol.DatagramProtocol):
-    """Sends every datagram back to where it came from, unless that could start a loop."""
+    """Sends datagrams back to where they came from, unless that could do harm.
+
+    Dropped without an answer: datagrams larger than ``max_size``; those from a source port
+    of a small service (a loop) or from a bogus source address (a reflection at a whole
+    network); those over ``rate`` per second from one address or ``total_rate`` per second
+    in all (0 turns either rate limit off). Each bucket allows one second's worth at once.
+    """
 
     noisy = False
     transport: Any  # IUDPTransport once listening
 
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        rate: float = DEFAULT_UDP_RATE,
+        total_rate: float = DEFAULT_UDP_TOTAL_RATE,
+        max_size: int = DEFAULT_UDP_MAX_SIZE,
+        rejections: RateLimitedLog | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        self.clock = clock
+        self.rate = rate
+        self.max_size = max_size
+        self.rejections = rejections
+        self.total = TokenBucket(total_rate, total_rate, clock.seconds()) if total_rate else None
+        self.sources: dict[str, TokenBucket] = {}
+        self._pruned_at = float("-inf")
+
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        if addr[1] in LOOP_PORTS:
+        host, port = addr[0], addr[1]
+        if port in LOOP_PORTS or is_bogus_source(host):
+            self._dropped("udp echo: loop or bogus source", host, port)
+            return
+        if self.max_size and len(datagram) > self.max_size:
+            self._dropped("udp echo: datagram too large", host, port)
+            return
+        now = self.clock.seconds()
+        if self.rate and not self._source_allows(host, now):
+            self._dropped("udp echo: source over its rate", host, port)
+            return
+        if self.total is not None and not self.total.take(now):
+            self._dropped("udp echo: total rate reached", host, port)
             return
         self.transport.write(datagram, addr)
+
+    def _source_allows(self, host: str, now: float) -> bool:
+        bucket = self.sources.get(host)
+        if bucket is None:
+            if len(self.sources) >= MAX_TRACKED_SOURCES and not self._prune(now):
+                return False  # too many sources at once: fail closed until some go quiet
+            bucket = self.sources[host] = TokenBucket(self.rate, self.rate, now)
+        return bucket.take(now)
+
+    def _prune(self, now: float) -> bool:
+        """Forgets sources whose buckets are full again (at most once a second)."""
+        if now - self._pruned_at < 1.0:
+            return False
+        self._pruned_at = now
+        self.sources = {h: b for h, b in self.sources.items() if not b.is_full(now)}
+        return len(self.sources) < MAX_TRACKED_SOURCES
+
+    def _dropped(self, kind: str, host: str, port: int) -> None:
+        if self.rejections is not None:
+            self.rejections.event(kind, f"{host}:{port}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer
@@ -72,7 +72,7 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("__weakref__", "away", "client", "ignoring", "key", "nick", "peer",
+    __slots__ = ("__weakref__", "away", "client", "ignoring", "key", "nick", "operator", "peer",
                  "reply_to", "room", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, room: Room, peer: str) -> None:
@@ -86,12 +86,14 @@ class User:
         self.ignoring: weakref.WeakSet[User] = weakref.WeakSet()
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
+        self.operator: str | None = None  # the operator name after a successful /oper
 
 
 class ChatService(service.Service):
     """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
+    reloadable_options = frozenset({"server-name"})
 
     def __init__(
         self,
@@ -121,6 +123,12 @@ class ChatService(service.Service):
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
+        # Policies (bans, mutes) plug in here; each check raises ChatError to refuse.
+        self.admission_checks: list[Callable[[str], None]] = []  # given the peer
+        self.speech_checks: list[Callable[[User], None]] = []
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        self.server_name = options["server-name"]
 
     def startService(self) -> None:
         """Brings back the saved rooms, topics and history before anyone connects."""
@@ -133,7 +141,12 @@ class ChatService(service.Service):
     # --- Connections -----------------------------------------------------------------------
 
     def connect(self, client: ChatClient, peer: str) -> User:
-        """Registers a new connection under a fresh guest nickname in the default room."""
+        """Registers a new connection under a fresh guest nickname in the default room.
+
+        Raises ChatError, saying why, when an admission check refuses ``peer``.
+        """
+        for check in self.admission_checks:
+            check(peer)
         nick = self._next_guest_nick()
         room = self._room(self.default_room)
         user = User(client, nick, room, peer)
@@ -233,9 +246,11 @@ class ChatService(service.Service):
     # --- What users say --------------------------------------------------------------------
 
     def say(self, user: User, text: str) -> None:
+        self._may_speak(user)
         self._speak(user.room, Said(user.room.name, user.nick, text))
 
     def act(self, user: User, text: str) -> None:
+        self._may_speak(user)
         self._speak(user.room, Acted(user.room.name, user.nick, text))
 
     def _speak(self, room: Room, line: ChatLine) -> None:
@@ -273,6 +288,10 @@ class ChatService(service.Service):
         return target
 
     # --- Personal settings -----------------------------------------------------------------
+
+    def _may_speak(self, user: User) -> None:
+        for check in self.speech_checks:
+            check(user)
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""

@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
-from chatd.echo import DEFAULT_ECHO_IDLE_TIMEOUT, EchoDatagramProtocol, EchoFactory
+from chatd import config
+from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
+from chatd.echo import (
+    DEFAULT_ECHO_IDLE_TIMEOUT,
+    DEFAULT_UDP_MAX_SIZE,
+    DEFAULT_UDP_RATE,
+    DEFAULT_UDP_TOTAL_RATE,
+    EchoDatagramProtocol,
+    EchoFactory,
+)
+from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
+from chatd.limits import DEFAULT_MAX_PER_IP, ConnectionLimits, default_max_clients
 from chatd.listening import Listen, ListeningService
+from chatd.moderation_store import ModerationStore
+from chatd.moderator import Moderator
+from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
+from chatd.ratelog import RateLimitedLog
+from chatd.reloading import Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
 from chatd.service import DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM, ChatService
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store
@@ -55,9 +73,12 @@ def parse_udp(description: str) -> tuple[int, str]:
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError(f"{text} is negative")
+        raise ValueError(f"{text!r} is not a whole number, 0 or more")
     return value
 
 
@@ -65,13 +86,16 @@ non_negative_int.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-d
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not value >= 0:
-        raise ValueError(f"{text} is not a number of seconds, 0 or more")
+        raise ValueError(f"{text!r} is not a number, 0 or more")
     return value
 
 
-non_negative_float.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+non_negative_float.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -94,13 +118,43 @@ class Options(usage.Options):
          "Longest line in bytes; longer ones are refused (0: no limit).", non_negative_int],
         ["echo-idle-timeout", None, DEFAULT_ECHO_IDLE_TIMEOUT,
          "Close TCP echo connections silent this long (0: never).", non_negative_float],
+        ["flood-rate", None, DEFAULT_FLOOD_RATE,
+         "Lines per second one connection may send; more wait in a queue (0: no limit).",
+         non_negative_float],
+        ["flood-burst", None, DEFAULT_FLOOD_BURST,
+         "Lines one connection may send at once before --flood-rate applies.",
+         non_negative_int],
+        ["flood-queue", None, DEFAULT_FLOOD_QUEUE,
+         "Lines held back per connection before further ones are dropped.", non_negative_int],
+        ["max-clients", None, default_max_clients(),
+         "Chat connections in total; more are refused (0: no limit). The default is the "
+         "open-file limit less 100.", non_negative_int],
+        ["max-per-ip", None, DEFAULT_MAX_PER_IP,
+         "Connections from one address, for chat and for TCP echo each (0: no limit).",
+         non_negative_int],
+        ["send-buffer", None, DEFAULT_SEND_BUFFER,
+         "Bytes of unsent output a chat client may pile up (0: no limit).", non_negative_int],
+        ["send-grace", None, DEFAULT_SEND_GRACE,
+         "Seconds a client may stay over --send-buffer before it is cut off (0: none).",
+         non_negative_float],
+        ["idle-timeout", None, 0.0,
+         "Close chat connections silent this long (0: never).", non_negative_float],
+        ["echo-udp-rate", None, DEFAULT_UDP_RATE,
+         "UDP echo datagrams per second from one address (0: no limit).", non_negative_float],
+        ["echo-udp-total-rate", None, DEFAULT_UDP_TOTAL_RATE,
+         "UDP echo datagrams per second in all (0: no limit).", non_negative_float],
+        ["echo-udp-max-size", None, DEFAULT_UDP_MAX_SIZE,
+         "Largest UDP echo datagram answered, in bytes (0: no limit).", non_negative_int],
+        ["config", None, None,
+         "A TOML file setting any of these options; the command line wins over it."],
+        ["state", None, DEFAULT_STATE,
+         "The SQLite state database: rooms, topics, history, bans, mutes "
+         "('none': keep them in memory only, until a restart)."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
-        ["state", None, DEFAULT_STATE,
-         "SQLite file for rooms, topics and history ('none': keep them in memory only)."],
         ["motd", None, None, "A text file shown to each client after the greeting."],
     ]
 
@@ -109,6 +163,8 @@ class Options(usage.Options):
         self["listen"] = []
         self["echo"] = []
         self["echo-udp"] = []
+        self["operators"] = {}  # only the configuration file can set these
+        self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
@@ -125,6 +181,16 @@ class Options(usage.Options):
     def opt_echo_udp(self, description: str) -> None:
         """UDP echo, udp:PORT[:interface=ADDR]; repeatable [default: udp:7007]"""
         self["echo-udp"].append(description)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Applies the --config file first, then the command line, which therefore wins."""
+        self.argv = list(sys.argv[1:] if options is None else options)
+        path, given = config.scan_command_line(self, self.argv)
+        applied = config.apply_file(self, path, skip=given) if path is not None else set()
+        try:
+            super().parseOptions(self.argv)
+        except usage.UsageError as e:
+            raise config.blame_file(e, path, applied) if path is not None else e from None
 
     def postOptions(self) -> None:
         if self["no-echo"] and (self["echo"] or self["echo-udp"]):
@@ -184,18 +250,61 @@ def makeService(options: Options) -> service.MultiService:
     )
     chat.setServiceParent(top)
 
-    chat_factory = ChatFactory(chat, max_line=options["max-line"])
+    rejections = RateLimitedLog(reactor)
+    chat_factory = ChatFactory(
+        chat,
+        max_line=options["max-line"],
+        flood_rate=options["flood-rate"],
+        flood_burst=options["flood-burst"],
+        flood_queue=options["flood-queue"],
+        send_buffer=options["send-buffer"],
+        send_grace=options["send-grace"],
+        idle_timeout=options["idle-timeout"],
+        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
+        rejections=rejections,
+    )
+    authenticator = OperatorAuthenticator(
+        reactor, options["operators"],
+        run=lambda check: threads.deferToThreadPool(
+            cast(Any, reactor), cast(Any, reactor).getThreadPool(), check
+        ),
+    )
+    state = None if options["state"] == MEMORY_ONLY else options["state"]
+    store = ModerationStore(reactor, state) if state else None
+    moderator = Moderator(chat, reactor, authenticator, store)
+    moderator.setServiceParent(top)
+    chat_factory.moderator = moderator
+    reloader = Reloader(lambda: _reparse(options), options, [chat, chat_factory, authenticator])
+    ReloadOnHangup(reactor, reloader).setServiceParent(top)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
-    echo_factory = EchoFactory(idle_timeout=options["echo-idle-timeout"])
+    echo_factory = EchoFactory(
+        idle_timeout=options["echo-idle-timeout"],
+        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
+        rejections=rejections,
+    )
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
     for description, port, interface in options.echo_udp_ports:
-        udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface)
+        echo_udp = EchoDatagramProtocol(
+            reactor,
+            rate=options["echo-udp-rate"],
+            total_rate=options["echo-udp-total-rate"],
+            max_size=options["echo-udp-max-size"],
+            rejections=rejections,
+        )
+        udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
     return top
+
+
+def _reparse(options: Options) -> Options:
+    """The same command line parsed again, so the file is read afresh (for SIGHUP)."""
+    fresh = type(options)()
+    fresh.parseOptions(options.argv)
+    return fresh
 
 
 def _listener(
@@ -204,12 +313,12 @@ def _listener(
     return ListeningService(description, lambda: endpoint.listen(factory))
 
 
-def _udp_listen(reactor: IReactorUDP, port: int, interface: str) -> Listen:
+def _udp_listen(
+    reactor: IReactorUDP, port: int, interface: str, echo: EchoDatagramProtocol
+) -> Listen:
     def listen() -> defer.Deferred[Any]:
         try:
-            return defer.succeed(
-                reactor.listenUDP(port, EchoDatagramProtocol(), interface, MAX_DATAGRAM)
-            )
+            return defer.succeed(reactor.listenUDP(port, echo, interface, MAX_DATAGRAM))
         except Exception:
             return defer.fail()
 

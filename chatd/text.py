@@ -3,8 +3,9 @@
 Everything a client sends passes through here exactly once, at the edge, so the chat
 service only ever sees clean ``str``. The policy for message text is to *strip*
 (never to show) characters that can drive a terminal: C0 controls (tab becomes a space),
-DEL, C1 controls (including the 8-bit CSI U+009B) and the bidirectional embedding,
-override and isolate controls that could make one person's text look like another's nick.
+DEL, C1 controls (including the 8-bit CSI U+009B), the Unicode line and paragraph
+separators, and the bidirectional embedding, override and isolate controls that could make
+one person's text look like another's nick.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ _STRIP_TABLE: dict[int, str | None] = {cp: None for cp in range(0x20)}
 _STRIP_TABLE[0x09] = " "
 _STRIP_TABLE.update({cp: None for cp in range(0x7F, 0xA0)})
 _STRIP_TABLE.update({cp: None for cp in BIDI_CONTROLS})
+# The Unicode line and paragraph separators: some clients start a new line for them, which
+# would let a message forge a line of its own.
+_STRIP_TABLE.update({0x2028: None, 0x2029: None})
 
 
 def clean_text(text: str) -> str:

@@ -117,7 +117,7 @@ class LineClient(protocol.Protocol):
         self._partial = b""
         self._waiters: list[tuple[re.Pattern[str], defer.Deferred[str]]] = []
         self.closed: defer.Deferred[None] = defer.Deferred()
-        self._seen = 0
+        self._consumed: set[int] = set()
 
     def dataReceived(self, data: bytes) -> None:
         data = self._partial + data
@@ -138,7 +138,11 @@ class LineClient(protocol.Protocol):
         self.transport.write(data)
 
     def wait_for(self, pattern: str) -> defer.Deferred[str]:
-        """Fires with the first not-yet-consumed line matching ``pattern`` (re.search)."""
+        """Fires with the first not-yet-consumed line matching ``pattern`` (re.search).
+
+        Lines that arrive from different senders may interleave in any order; a line that
+        does not match is left for a later wait_for.
+        """
         d: defer.Deferred[str] = defer.Deferred()
         self._waiters.append((re.compile(pattern), d))
         self._check()
@@ -153,17 +157,13 @@ class LineClient(protocol.Protocol):
         d.errback(AssertionError(f"no line matching {pattern!r}; lines: {self.lines}"))
 
     def _check(self) -> None:
-        while self._waiters and self._seen < len(self.lines):
-            line = self.lines[self._seen]
-            self._seen += 1
-            for i, (pattern, waiter) in enumerate(self._waiters):
-                if pattern.search(line):
-                    del self._waiters[i]
+        for pattern, waiter in list(self._waiters):
+            for index, line in enumerate(self.lines):
+                if index not in self._consumed and pattern.search(line):
+                    self._consumed.add(index)
+                    self._waiters.remove((pattern, waiter))
                     waiter.callback(line)
                     break
-
-    def lines_since(self, start: int) -> list[str]:
-        return self.lines[start:]
 
 
 @defer.inlineCallbacks

@@ -64,7 +64,8 @@ def test_three_clients_with_lf_crlf_and_cr(daemon: RunningDaemon) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
-def test_every_line_arrives_in_order(daemon: RunningDaemon) -> Any:
+def test_every_line_arrives_in_order() -> Any:
+    daemon = RunningDaemon(local_args("--flood-rate", "0"))  # order, not the flood limit
     port = daemon.chat_port
     sender = yield connect_client(port)
     receivers = yield defer.gatherResults([connect_client(port) for _ in range(5)])
@@ -75,6 +76,7 @@ def test_every_line_arrives_in_order(daemon: RunningDaemon) -> Any:
         assert said == [f"<guest1> line {i}" for i in range(500)]
     for client in (sender, *receivers):
         client.transport.loseConnection()
+    yield daemon.stop()
 
 
 class Collector(protocol.Protocol):
@@ -238,3 +240,14 @@ def test_unix_socket_chat(tmp_path: Path) -> Any:
         b.transport.loseConnection()
     finally:
         yield running.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_chat_sockets_have_keepalive_and_nodelay(daemon: RunningDaemon) -> Any:
+    """Keepalive finds dead peers; NODELAY stops Nagle holding a line behind an ACK."""
+    client = yield connect_client(daemon.chat_port)
+    [server_side] = [u.client for u in daemon.chat.users.values()]
+    sock = server_side.transport.getHandle()
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    client.transport.loseConnection()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,8 @@ def test_room_and_state_options(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--default-room", "#no room"], "--default-room: invalid room name"),
-        (["--history", "-1"], "-1 is negative"),
-        (["--replay", "many"], "invalid literal"),
+        (["--history", "-1"], "not a whole number, 0 or more"),
+        (["--replay", "many"], "not a whole number, 0 or more"),
         (["--state", "/nonexistent/dir/chat.sqlite3"], "no such directory"),
         (["--motd", "/nonexistent/motd"], "--motd '/nonexistent/motd': No such file"),
     ],
@@ -153,3 +154,47 @@ def test_room_and_state_options(tmp_path: Path) -> None:
 def test_room_and_state_usage_errors(args: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=message):
         parse(*args)
+
+
+class TestLimitOptions:
+    def test_defaults(self) -> None:
+        options = Options()
+        options.parseOptions([])
+        assert options["max-line"] == 4096
+        assert options["flood-rate"] == 10.0
+        assert options["flood-burst"] == 50
+        assert options["flood-queue"] == 200
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert options["max-clients"] == soft - 100
+        assert options["max-per-ip"] == 10
+        assert options["send-buffer"] == 1024 * 1024
+        assert options["send-grace"] == 10.0
+        assert options["idle-timeout"] == 0.0
+        assert options["echo-udp-rate"] == 10.0
+        assert options["echo-udp-total-rate"] == 1000.0
+        assert options["echo-udp-max-size"] == 1472
+
+    @pytest.mark.parametrize(
+        ("option", "value", "expected"),
+        [
+            ("--flood-rate", "2.5", 2.5), ("--flood-burst", "0", 0), ("--flood-queue", "7", 7),
+            ("--max-clients", "0", 0), ("--max-per-ip", "3", 3),
+            ("--send-buffer", "65536", 65536), ("--send-grace", "0.5", 0.5),
+            ("--idle-timeout", "600", 600.0), ("--echo-udp-rate", "0", 0.0),
+            ("--echo-udp-total-rate", "50", 50.0), ("--echo-udp-max-size", "512", 512),
+        ],
+    )
+    def test_values(self, option: str, value: str, expected: float) -> None:
+        options = Options()
+        options.parseOptions([option, value])
+        assert options[option[2:]] == expected
+
+    @pytest.mark.parametrize(
+        "option",
+        ["--flood-rate", "--flood-burst", "--flood-queue", "--max-clients", "--max-per-ip",
+         "--send-buffer", "--send-grace", "--idle-timeout", "--echo-udp-rate",
+         "--echo-udp-total-rate", "--echo-udp-max-size"],
+    )
+    def test_negative_is_a_usage_error(self, option: str) -> None:
+        with pytest.raises(usage.UsageError, match=r"negative|0 or more"):
+            Options().parseOptions([option, "-1"])

@@ -29,6 +29,7 @@ class Daemon:
         self.port = free_port()
         self.process = subprocess.Popen(
             [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", str(state),
+             "--flood-rate", "0",
              "--listen", f"tcp:{self.port}:interface=127.0.0.1"],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -117,7 +118,8 @@ def test_sigkill_leaves_a_clean_database_with_all_but_the_last_second(
 @defer.inlineCallbacks
 def broadcast_latencies(args: list[str], lines: int = 150) -> Any:
     """Seconds from sending a line until the last of ten listeners has it, line by line."""
-    daemon = RunningDaemon(local_args(*args, "--history", "1000"))
+    daemon = RunningDaemon(local_args(*args, "--history", "1000", "--flood-rate", "0",
+                                      "--max-per-ip", "0"))
     try:
         sender = yield connect_client(daemon.chat_port)
         listeners = yield defer.gatherResults(

@@ -1,0 +1,1 @@
+"""Reference servers that chatd is measured against, started by the harness."""

@@ -1,0 +1,246 @@
+"""The results table (terminal and Markdown), the target check, and the PNG chart."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHATD = "chatd"
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    scenario: str
+    field: str
+    higher_better: bool | None  # None: informational, no ratio
+    digits: int = 0
+
+
+ROWS = [
+    Row("1. Burst fan-out: deliveries/s", "burst", "deliveries_per_s", True),
+    Row("1. Burst: lines lost", "burst", "lost", None),
+    Row("1. Burst: generator CPU %", "burst", "gen_cpu_pct", None),
+    Row("1. Burst: server CPU %", "burst", "server_cpu_pct", None),
+    Row("2. Closed loop: messages/s", "closed", "msgs_per_s", True),
+    Row("2. Closed loop: to last receiver p50 ms", "closed", "last_p50_ms", False, 2),
+    Row("2. Closed loop: to last receiver p99 ms", "closed", "last_p99_ms", False, 2),
+    Row("3. Paced 4x50/s: latency p50 ms", "paced", "p50_ms", False, 2),
+    Row("3. Paced 4x50/s: latency p99 ms", "paced", "p99_ms", False, 2),
+    Row("4. Scale: idle connections reached", "scale", "connections", True),
+    Row("4. Scale: connect phase s", "scale", "connect_s", False, 1),
+    Row("4. Scale: broadcast to last ms", "scale", "bcast_ms", False, 1),
+    Row("4. Scale: server KiB per connection", "scale", "rss_kib_per_conn", False, 2),
+    Row("5. Echo TCP stream MiB/s (4 conns)", "echo_stream", "mib_per_s", True, 1),
+    Row("5. Echo 64-byte round trips/s", "echo_rtt", "rtt_per_s", True),
+    Row("5. Echo UDP datagrams/s", "echo_udp", "dgrams_per_s", True),
+]
+
+Results = dict[str, dict[str, dict[str, float]]]  # server -> scenario -> field -> median
+
+
+def value(res: Results, server: str, row: Row) -> float | None:
+    v = res.get(server, {}).get(row.scenario, {}).get(row.field)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def fmt(v: float | None, digits: int) -> str:
+    if v is None:
+        return "-"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(res: Results, servers: list[str], row: Row) -> float | None:
+    """chatd's advantage over the best peer: >1 means chatd is better on this row."""
+    if row.higher_better is None:
+        return None
+    mine = value(res, CHATD, row)
+    peers = [v for s in servers if s != CHATD and (v := value(res, s, row)) is not None]
+    if mine is None or not peers:
+        return None
+    if row.higher_better:
+        best = max(peers)
+        return mine / best if best else None
+    best = min(peers)
+    return best / mine if mine else None
+
+
+def table(res: Results, servers: list[str]) -> list[list[str]]:
+    head = ["scenario", *servers, "chatd / best peer"]
+    rows = [head]
+    for row in ROWS:
+        if all(value(res, s, row) is None for s in servers):
+            continue
+        r = ratio(res, servers, row)
+        rows.append([row.label, *(fmt(value(res, s, row), row.digits) for s in servers),
+                     "-" if r is None else f"{r:.2f}x"])  # fmt: skip
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        out.append("  ".join(cells))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def md_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" + "--:|" * (len(rows[0]) - 1)]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def _get(res: Results, server: str, scenario: str, field: str) -> float | None:
+    return value(res, server, Row("", scenario, field, None))
+
+
+def targets(res: Results) -> list[str]:
+    """Issue 4's targets, each judged on this run's figures."""
+    lines: list[str] = []
+
+    def judge(name: str, mine: float | None, goal: float | None, higher: bool, unit: str) -> None:
+        if mine is None or goal is None:
+            lines.append(f"- {name}: not measured (a server was skipped)")
+            return
+        ok = mine >= goal if higher else mine <= goal
+        gap = (mine / goal - 1) * 100 if goal else 0.0
+        verdict = "met" if ok else "NOT met"
+        lines.append(f"- {name}: {verdict} (chatd {mine:,.2f} vs {goal:,.2f} {unit}, {gap:+.0f}%)")
+
+    judge(
+        "Burst deliveries/s >= ngircd",
+        _get(res, CHATD, "burst", "deliveries_per_s"),
+        _get(res, "ngircd", "burst", "deliveries_per_s"),
+        True,
+        "lines/s",
+    )
+    for peer in ("asyncio", "ngircd"):
+        judge(
+            f"Closed-loop messages/s >= {peer}",
+            _get(res, CHATD, "closed", "msgs_per_s"),
+            _get(res, peer, "closed", "msgs_per_s"),
+            True,
+            "msgs/s",
+        )
+    judge(
+        "Paced p99 <= ngircd",
+        _get(res, CHATD, "paced", "p99_ms"),
+        _get(res, "ngircd", "paced", "p99_ms"),
+        False,
+        "ms",
+    )
+    judge(
+        "Scale: 19,000 concurrent clients",
+        _get(res, CHATD, "scale", "connections"),
+        19000.0,
+        True,
+        "connections",
+    )
+    judge(
+        "Scale: <= 3 KiB per idle connection",
+        _get(res, CHATD, "scale", "rss_kib_per_conn"),
+        3.0,
+        False,
+        "KiB",
+    )
+    judge(
+        "Scale: broadcast reaches all in < 1 s",
+        _get(res, CHATD, "scale", "bcast_ms"),
+        1000.0,
+        False,
+        "ms",
+    )
+    xin = _get(res, "xinetd", "echo_stream", "mib_per_s")
+    judge("Echo streaming >= 1.5x xinetd", _get(res, CHATD, "echo_stream", "mib_per_s"),
+          None if xin is None else 1.5 * xin, True, "MiB/s")  # fmt: skip
+    return lines
+
+
+def ceiling(res: Results) -> str:
+    """The generator's own limit, from the burst against the fastest peer."""
+    best, best_rate = None, 0.0
+    for server, scen in res.items():
+        if server == CHATD:
+            continue
+        rate = scen.get("burst", {}).get("deliveries_per_s", 0.0)
+        if rate > best_rate:
+            best, best_rate = server, rate
+    if best is None:
+        return "Generator ceiling: not measured (no peer ran the burst)."
+    gen = res[best]["burst"].get("gen_cpu_pct", 0.0)
+    srv = res[best]["burst"].get("server_cpu_pct", 0.0)
+    est = best_rate / (gen / 100) if gen > 0 else float("inf")
+    return (f"Generator ceiling: against the fastest peer ({best}) the burst reached "
+            f"{best_rate:,.0f} deliveries/s with the generator's core {gen:.0f}% busy "
+            f"(server {srv:.0f}%); at 100% of its core the generator would count about "
+            f"{est:,.0f} deliveries/s, so every server below that was measured, "
+            f"not the generator.")  # fmt: skip
+
+
+def chart(res: Results, servers: list[str], path: Path) -> bool:
+    """Grouped bars, each row scaled so the best server = 1.0 (higher is better)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in ROWS if r.higher_better is not None
+            and any(value(res, s, r) is not None for s in servers)]  # fmt: skip
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(12, 0.55 * len(rows) * len(servers) / 3 + 2.5))
+    h = 0.8 / len(servers)
+    for i, s in enumerate(servers):
+        ys, ws = [], []
+        for j, r in enumerate(rows):
+            vals = [v for t in servers if (v := value(res, t, r)) is not None and v > 0]
+            v = value(res, s, r)
+            if v is None or v <= 0 or not vals:
+                continue
+            score = v / max(vals) if r.higher_better else min(vals) / v
+            ys.append(j + i * h)
+            ws.append(score)
+        ax.barh(ys, ws, height=h, label=s)
+    ax.set_yticks([j + 0.4 - h / 2 for j in range(len(rows))])
+    ax.set_yticklabels([r.label for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("relative to the best server on each row (1.0 = best; higher is better)")
+    ax.legend(loc="lower right")
+    ax.set_title("chatd and its peers, one run on one machine")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+BEGIN = "<!-- bench:begin (generated by `make bench`; edit outside these markers) -->"
+END = "<!-- bench:end -->"
+
+
+def write_docs(path: Path, generated: str) -> None:
+    """Replace the generated block of docs/benchmarks.md, keeping hand-written text."""
+    block = f"{BEGIN}\n{generated.rstrip()}\n{END}"
+    if path.exists():
+        text = path.read_text()
+        if BEGIN in text and END in text:
+            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: block, text,
+                          flags=re.S)  # fmt: skip
+            path.write_text(text)
+            return
+        path.write_text(text.rstrip() + "\n\n" + block + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\n" + block + "\n")

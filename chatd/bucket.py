@@ -1,0 +1,35 @@
+"""A token bucket: ``rate`` events per second on average, up to ``burst`` at once."""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    __slots__ = ("burst", "filled_at", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0:
+            raise ValueError("a token bucket needs a positive rate")
+        self.rate = rate
+        self.burst = max(burst, 1.0)  # a bucket that holds nothing would let nothing through
+        self.tokens = self.burst
+        self.filled_at = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.filled_at) * self.rate)
+        self.filled_at = now
+
+    def take(self, now: float) -> bool:
+        """Spends one token if there is one."""
+        self.refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until the next token, as of the last refill."""
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+    def is_full(self, now: float) -> bool:
+        self.refill(now)
+        return self.tokens >= self.burst

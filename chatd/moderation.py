@@ -1,0 +1,205 @@
+"""Moderation as values and rules: durations, ban targets, bans and mutes, and their expiry.
+
+Nothing here touches a socket or a database: the chat front-end asks these objects
+questions (is this address banned? is this user muted?) and the store persists what they
+hold. Time always comes from an ``IReactorTime``, so expiry is tested with ``task.Clock``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+# Every operator action goes to this namespace, always with the operator's name, so an
+# admin can route it to its own file with a log observer filtered on the namespace.
+audit = Logger(namespace="chatd.audit")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)([smhdw])")
+MAX_DURATION = 10 * 365 * 86400  # longer than this is a typo; leave DURATION out for forever
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``10m``, ``2h``, ``7d``, ``1w``, ``90s`` or a sum like ``1h30m``."""
+    lowered = text.strip().lower()
+    if not lowered or _DURATION.sub("", lowered):
+        raise ValueError(f'"{text}" is not a duration like 10m, 2h or 7d')
+    seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(lowered))
+    if not 0 < seconds <= MAX_DURATION:
+        raise ValueError(f'duration "{text}" must be more than 0 and at most 10 years')
+    return seconds
+
+
+def looks_like_duration(text: str) -> bool:
+    try:
+        parse_duration(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: ``2h``, ``1d3h``, ``45s``."""
+    remaining = max(1, round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size:
+            count, remaining = divmod(remaining, size)
+            parts.append(f"{count}{unit}")
+        if len(parts) == 2:
+            break
+    return "".join(parts)
+
+
+def format_time(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+
+
+def normalize_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address, with IPv4-mapped IPv6 (``::ffff:1.2.3.4``) turned into plain IPv4.
+
+    A dual-stack listener reports IPv4 peers in the mapped form; a ban on 1.2.3.4 must
+    catch them all the same.
+    """
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_ban_target(text: str) -> Network:
+    """An address (``203.0.113.7``, ``2001:db8::1``) or CIDR block (``203.0.113.0/24``)."""
+    try:
+        if "/" in text:
+            network = ipaddress.ip_network(text, strict=False)
+            if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+                mapped = network.network_address.ipv4_mapped
+                if mapped is not None:
+                    return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            return network
+        return ipaddress.ip_network(normalize_address(text))
+    except ValueError:
+        raise ValueError(f'"{text}" is not an IP address or CIDR block') from None
+
+
+def peer_host(peer: str) -> str | None:
+    """The IP address in a ``host:port`` peer description, or None (say, a UNIX socket)."""
+    host, sep, port = peer.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        return str(normalize_address(host))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A banned address or block. ``expires`` is None for a permanent ban."""
+
+    network: Network
+    reason: str
+    by: str
+    created: float
+    expires: float | None
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+    def expiry(self, now: float) -> str:
+        if self.expires is None:
+            return "permanent"
+        return f"until {format_time(self.expires)}, {format_duration(self.expires - now)} from now"
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """A muted nickname (by its ``nick_key``), and the address it was muted on, if any."""
+
+    key: str
+    nick: str
+    host: str | None
+    by: str
+    created: float
+    expires: float | None
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+
+class _Record(Protocol):
+    @property
+    def created(self) -> float: ...
+
+    def active(self, now: float) -> bool: ...
+
+
+K = TypeVar("K")
+V = TypeVar("V", bound=_Record)
+
+
+class _Expiring(Generic[K, V]):
+    """Records in force, by key. Expired ones lift themselves: dropped when next looked at."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._records: dict[K, V] = {}
+
+    def _put(self, key: K, record: V) -> None:
+        self._records[key] = record
+
+    def remove(self, key: K) -> V | None:
+        return self._records.pop(key, None)
+
+    def current(self) -> list[V]:
+        """Records still in force, oldest first; forgets those that have expired."""
+        now = self.clock.seconds()
+        for key in [k for k, r in self._records.items() if not r.active(now)]:
+            del self._records[key]
+        return sorted(self._records.values(), key=lambda r: r.created)
+
+
+class BanList(_Expiring[Network, Ban]):
+    """The bans in force."""
+
+    def add(self, ban: Ban) -> None:
+        self._put(ban.network, ban)
+
+    def match(self, host: str | None) -> Ban | None:
+        """The ban in force that covers ``host``, the narrowest one if several do."""
+        if host is None:
+            return None
+        try:
+            address = normalize_address(host)
+        except ValueError:
+            return None
+        covering = [b for b in self.current() if address in b.network]
+        return max(covering, key=lambda b: b.network.prefixlen, default=None)
+
+
+class MuteList(_Expiring[str, Mute]):
+    """The mutes in force. A mute covers its nickname, and its address as well, so neither
+    a /nick nor a reconnect under a fresh guest name gets around it."""
+
+    def add(self, mute: Mute) -> None:
+        self._put(mute.key, mute)
+
+    def match(self, key: str, host: str | None) -> Mute | None:
+        for mute in self.current():
+            if mute.key == key or (host is not None and mute.host == host):
+                return mute
+        return None
+
+
+def audit_action(operator: str, action: str, **fields: Any) -> None:
+    """One audit line: who did what, with the details as structured fields."""
+    details = "".join(f" {k}={{{k}}}" for k in fields)
+    audit.info("operator {operator} " + action + details, operator=operator, **fields)

@@ -1,0 +1,106 @@
+"""Operator slash commands: parsing only; the moderator does the work and the auditing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatd.commands import command
+from chatd.moderation import looks_like_duration, parse_duration
+from chatd.service import ChatError, User
+
+if TYPE_CHECKING:
+    from chatd.moderator import Moderator
+    from chatd.protocol import ChatProtocol
+
+
+def _moderator(session: ChatProtocol) -> Moderator:
+    moderator = session.factory.moderator
+    if moderator is None:
+        raise ChatError("this server has no operators")
+    return moderator
+
+
+def _words(args: str, count: int, usage: str) -> list[str]:
+    """The first ``count`` words of ``args`` (all required) and the rest, possibly empty."""
+    words = args.split(None, count)
+    if len(words) < count:
+        raise ChatError(f"usage: {usage}")
+    return words + [""] * (count + 1 - len(words))
+
+
+def _duration_and_rest(text: str) -> tuple[int | None, str]:
+    """An optional leading DURATION, then the rest (a reason)."""
+    first, _, rest = text.partition(" ")
+    if first and looks_like_duration(first):
+        return parse_duration(first), rest.strip()
+    return None, text
+
+
+@command("oper", "/oper NAME PASSWORD", "become an operator")
+def _oper(session: ChatProtocol, user: User, args: str) -> None:
+    _moderator(session).oper(user, args, session.notice, session.error)
+
+
+@command("kick", "/kick NICK [REASON]", "(operators) disconnect someone")
+def _kick(session: ChatProtocol, user: User, args: str) -> None:
+    nick, reason = _words(args, 1, "/kick NICK [REASON]")
+    _moderator(session).kick(user, nick, reason)
+
+
+BAN_USAGE = "/ban NICK|ADDRESS|CIDR [DURATION] [REASON]"
+
+
+@command("ban", BAN_USAGE, "(operators) ban an address, or a user's address; 10m, 2h, 7d")
+def _ban(session: ChatProtocol, user: User, args: str) -> None:
+    what, rest = _words(args, 1, BAN_USAGE)
+    seconds, reason = _duration_and_rest(rest)
+    session.notice(_moderator(session).ban(user, what, seconds, reason))
+
+
+@command("unban", "/unban ADDRESS|CIDR", "(operators) lift a ban")
+def _unban(session: ChatProtocol, user: User, args: str) -> None:
+    what, rest = _words(args, 1, "/unban ADDRESS|CIDR")
+    if rest:
+        raise ChatError("usage: /unban ADDRESS|CIDR")
+    session.notice(_moderator(session).unban(user, what))
+
+
+@command("bans", "/bans", "(operators) list bans: who, when, why, until when")
+def _bans(session: ChatProtocol, user: User, args: str) -> None:
+    for line in _moderator(session).list_bans(user):
+        session.notice(line)
+
+
+@command("mute", "/mute NICK [DURATION]", "(operators) refuse someone's lines")
+def _mute(session: ChatProtocol, user: User, args: str) -> None:
+    nick, rest = _words(args, 1, "/mute NICK [DURATION]")
+    seconds = None
+    if rest:
+        try:
+            seconds = parse_duration(rest)
+        except ValueError as e:
+            raise ChatError(str(e)) from None
+    _moderator(session).mute(user, nick, seconds)
+
+
+@command("unmute", "/unmute NICK", "(operators) let someone talk again")
+def _unmute(session: ChatProtocol, user: User, args: str) -> None:
+    nick, rest = _words(args, 1, "/unmute NICK")
+    if rest:
+        raise ChatError("usage: /unmute NICK")
+    _moderator(session).unmute(user, nick)
+
+
+@command("wall", "/wall TEXT", "(operators) a notice to everyone")
+def _wall(session: ChatProtocol, user: User, args: str) -> None:
+    if not args:
+        raise ChatError("usage: /wall TEXT")
+    _moderator(session).wall(user, args)
+
+
+@command("rename", "/rename NICK NEWNICK", "(operators) change someone's nickname")
+def _rename(session: ChatProtocol, user: User, args: str) -> None:
+    nick, new, rest = _words(args, 2, "/rename NICK NEWNICK")
+    if rest:
+        raise ChatError("usage: /rename NICK NEWNICK")
+    _moderator(session).force_rename(user, nick, new)

@@ -1,0 +1,105 @@
+"""How bytes leave chatd: coalesced per burst of input, and sent at once when possible.
+
+Fan-out is the hot path: one line read from one client becomes one write to each of N
+others. Two costs dominate it in stock Twisted, and this module removes both.
+
+1. A client that pastes 500 lines makes 500 x N writes. While chatd handles one read
+   (``OutputBatch`` is active), each connection's output is collected and joined, so every
+   recipient gets one write per read instead of one per line. Nothing waits for a later
+   reactor turn: the batch is flushed before ``dataReceived`` returns.
+
+2. ``transport.write`` never sends: it queues the bytes and registers the socket for
+   writability with epoll, and the reactor sends on its next turn and unregisters again:
+   two ``epoll_ctl`` calls and a turn of latency for every recipient of every line.
+   ``write_now`` calls ``send()`` itself when Twisted has nothing queued for that socket,
+   and hands only what the kernel would not take to ``transport.write``.
+
+``write_now`` reads private attributes of ``twisted.internet.tcp.Connection`` (its queue:
+``dataBuffer``, ``offset``, ``_tempDataLen``; and ``socket``). That is the only reach past
+Twisted's public API in chatd; the tests in ``tests/test_output.py`` pin the behaviour it
+relies on, so a Twisted upgrade that changes it fails there first. Any other transport
+(TLS, in-memory test transports) takes the ordinary ``transport.write`` path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Writes ``data`` to ``transport``, calling send() directly when nothing is queued."""
+    if (
+        isinstance(transport, tcp.Connection)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # Full (EAGAIN), or broken: either way Twisted's own write path queues the
+            # bytes or finds and reports the error exactly as it would have without us.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+class OutputBatch:
+    """While active, connections collect their output and are flushed together at the end.
+
+    Reentrant: a nested ``with`` (a command that itself triggers input handling) flushes
+    only when the outermost one ends.
+    """
+
+    __slots__ = ("_depth", "_dirty")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._dirty: list[ConnectionOutput] = []
+
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
+    def __enter__(self) -> OutputBatch:
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            dirty, self._dirty = self._dirty, []
+            for output in dirty:
+                output.flush()
+
+    def mark_dirty(self, output: ConnectionOutput) -> None:
+        self._dirty.append(output)
+
+
+class ConnectionOutput:
+    """One connection's outgoing bytes."""
+
+    __slots__ = ("_batch", "_pending", "transport")
+
+    def __init__(self, transport: Any, batch: OutputBatch) -> None:
+        self.transport = transport
+        self._batch = batch
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        if not self._batch.active:
+            write_now(self.transport, data)
+            return
+        if not self._pending:
+            self._batch.mark_dirty(self)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))

@@ -1,0 +1,85 @@
+"""Property tests: random hostile byte streams, split anywhere, through the line protocol."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatd.text import BIDI_CONTROLS
+from tests.support import MemoryChat
+
+# Pieces a hostile client would mix: escapes, telnet negotiation, C1 controls in UTF-8,
+# bidi overrides, broken UTF-8, line endings, commands, and plain text.
+PIECES = st.sampled_from(
+    [
+        b"\x1b[2J", b"\x1b]0;title\x07", b"\x07", b"\x00", b"\x7f", b"\t", b"\x08",
+        b"\xff\xfb\x01", b"\xff\xfd", b"\xff\xfa\x18\x00xterm", b"\xff\xf0", b"\xff\xff",
+        "\u009b31m".encode(), "\u202egnp.exe".encode(), "\u2066x\u2069".encode(),
+        "\u2028".encode(), b"\xc2", b"\xe2\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+        b"\n", b"\r", b"\r\n", b"/nick ", b"/me ", b"/quit", b"//", b"/who",
+        b"hello", " ☂ zoë 東京".encode(), b"alice",
+    ]
+)
+STREAMS = st.one_of(
+    st.binary(max_size=400),
+    st.lists(st.one_of(PIECES, st.binary(max_size=8)), max_size=60).map(b"".join),
+)
+
+
+def forbidden(ch: str) -> bool:
+    """A character no other client may ever receive inside a line."""
+    cp = ord(ch)
+    return (
+        cp < 0x20 or 0x7F <= cp <= 0x9F or cp in BIDI_CONTROLS or cp in (0x2028, 0x2029)
+    )
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def check_output(raw: bytes) -> list[str]:
+    """Output is valid UTF-8, CRLF-terminated lines with nothing forbidden in them."""
+    text = raw.decode("utf-8")  # strict: raises on invalid UTF-8
+    assert text == "" or text.endswith("\r\n")
+    lines = text.split("\r\n")[:-1]
+    for line in lines:
+        bad = [f"U+{ord(c):04X}" for c in line if forbidden(c)]
+        assert not bad, (line, bad)
+    return lines
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=STREAMS, cuts=st.lists(st.integers(min_value=0), max_size=12),
+       max_line=st.sampled_from([0, 16, 4096]))
+def test_random_streams_never_raise_and_others_get_only_clean_text(
+    stream: bytes, cuts: list[int], max_line: int
+) -> None:
+    chat = MemoryChat(max_line=max_line, flood_rate=50, flood_burst=5, flood_queue=20)
+    sender, ts = chat.connect()
+    _, other = chat.connect()
+    for chunk in split(stream, cuts):
+        sender.dataReceived(chunk)
+    chat.clock.pump([0.1] * 20)  # let the flood gate release what it queued
+    check_output(other.value())
+    check_output(ts.value())
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=STREAMS, cuts=st.lists(st.integers(min_value=0), max_size=12),
+       max_line=st.sampled_from([0, 16, 4096]))
+def test_where_a_stream_is_split_does_not_change_what_others_see(
+    stream: bytes, cuts: list[int], max_line: int
+) -> None:
+    outputs = []
+    for chunks in ([stream], split(stream, cuts)):
+        chat = MemoryChat(max_line=max_line)
+        sender, _ = chat.connect()
+        _, other = chat.connect()
+        for chunk in chunks:
+            if sender.transport.disconnecting:  # type: ignore[union-attr]
+                break
+            sender.dataReceived(chunk)
+        outputs.append(other.value())
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,172 @@
+"""SIGHUP over a live daemon: a real twistd process, clients that stay connected, a reload
+that takes effect, and a broken file that changes nothing. Also bans over real sockets."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatd.passwd import hash_password
+from tests.test_e2e import connect, free_port, read_until
+
+pytestmark = pytest.mark.slow
+CHEAP_HASH = hash_password("opsecret", n=2**4)
+
+
+def config_text(port: int, state: Path, name: str, max_line: int, operators: str = "") -> str:
+    return f"""
+listen = ["tcp:{port}:interface=127.0.0.1"]
+no-echo = true
+server-name = "{name}"
+max-line = {max_line}
+state = "{state}"
+[operators]
+{operators}
+"""
+
+
+def wait_for_log(log: Path, needle: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if needle in text:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not in log:\n{log.read_text()}")
+
+
+class Daemon:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.state = tmp_path / "state.sqlite3"
+        self.config = tmp_path / "chatd.toml"
+        self.log = tmp_path / "twistd.log"
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "twistd"), "--pidfile=", "-n", "chatd",
+                 "--config", str(self.config)],
+                cwd=self.tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def hangup(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=15)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = Daemon(tmp_path)
+    yield running
+    running.stop()
+    if running.process is not None and running.process.poll() is None:
+        running.process.kill()
+
+
+def greeting_after_reload(port: int, expected: bytes) -> socket.socket:
+    """A new connection, retried until the reload (asynchronous to the signal) shows."""
+    deadline = time.monotonic() + 10
+    while True:
+        sock = connect(port)
+        greeting = read_until(sock, b"commands.")
+        if expected in greeting:
+            return sock
+        sock.close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{expected!r} not in {greeting!r}")
+        time.sleep(0.1)
+
+
+def test_sighup_reloads_while_clients_stay_connected(daemon: Daemon) -> None:
+    daemon.write(config_text(daemon.port, daemon.state, "before", 100))
+    daemon.start()
+    alice = connect(daemon.port)
+    assert b"Welcome to before!" in read_until(alice, b"commands.")
+    bob = connect(daemon.port)
+    read_until(bob, b"commands.")
+
+    daemon.write(config_text(daemon.port, daemon.state, "after", 50,
+                             f'root = "{CHEAP_HASH}"'))
+    daemon.hangup()
+    carol = greeting_after_reload(daemon.port, b"Welcome to after!")
+    log = wait_for_log(daemon.log, "max-line changed from 100 to 50")
+    assert "server-name changed from 'before' to 'after'" in log
+    assert "operators changed" in log and CHEAP_HASH not in log
+
+    # The connections made before the reload are still there and use the new settings.
+    alice.sendall(b"still here\n")
+    read_until(bob, b"<guest1> still here\r\n")
+    alice.sendall(b"x" * 60 + b"\n")
+    read_until(alice, b"line too long (the limit is 50 bytes)")
+    alice.sendall(b"/oper root opsecret\n")
+    read_until(alice, b"You are now an operator (root).")
+
+    # A broken file: the old configuration stays, the log says why.
+    daemon.write("max-line = oops\n")
+    daemon.hangup()
+    wait_for_log(daemon.log, "Configuration not reloaded")
+    bob.sendall(b"y" * 45 + b"\n")
+    read_until(carol, b"<guest2> " + b"y" * 45)
+    for sock in (alice, bob, carol):
+        sock.close()
+    assert "Traceback" not in daemon.log.read_text()
+
+
+def test_ban_by_nick_holds_across_reconnect_and_restart(daemon: Daemon) -> None:
+    daemon.write(config_text(daemon.port, daemon.state, "chatd", 4096,
+                             f'root = "{CHEAP_HASH}"'))
+    daemon.start()
+    op = connect(daemon.port)
+    read_until(op, b"commands.")
+    op.sendall(b"/oper root opsecret\n")
+    read_until(op, b"You are now an operator")
+    # The abuser comes from another loopback address, so the ban does not hit the operator.
+    abuser = socket.create_connection(("127.0.0.1", daemon.port), timeout=5,
+                                      source_address=("127.0.0.2", 0))
+    read_until(abuser, b"commands.")
+    op.sendall(b"/ban guest2 1h spam\n")
+    read_until(abuser, b"You have been banned by guest1 for 1h: spam")
+    read_until(op, b"Banned 127.0.0.2/32")
+
+    def refused() -> bytes:
+        again = socket.create_connection(("127.0.0.1", daemon.port), timeout=5,
+                                         source_address=("127.0.0.2", 0))
+        data = read_until(again, b"\r\n")
+        again.close()
+        return data
+
+    assert refused().startswith(b"*** Error: you are banned from this server: spam (until ")
+    op.close()
+    abuser.close()
+    daemon.stop()
+    daemon.start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            line = refused()
+            break
+        except (ConnectionRefusedError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert line.startswith(b"*** Error: you are banned from this server: spam (until ")
+    audit = daemon.log.read_text()
+    assert "operator root banned" in audit and "[chatd.audit" in audit
