@@ -24,7 +24,7 @@ from bench.servers import Running, Skip
 from bench.swarm import GenTimeout
 from bench.sysutil import machine_description, raise_nofile
 
-CHAT_SERVERS = ["chatd", "threaded", "asyncio", "ngircd", "inspircd"]
+CHAT_SERVERS = ["chatd", "chatd-state-none", "threaded", "asyncio", "ngircd", "inspircd"]
 ECHO_SERVERS = ["chatd", "xinetd", "asyncio", "threaded"]
 ALL_SCENARIOS = ["burst", "closed", "paced", "scale", "echo"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,7 @@ def log(msg: str) -> None:
 def starter(name: str, core: int, nofile: int) -> Callable[[], Running]:
     table: dict[str, Callable[[], Running]] = {
         "chatd": lambda: servers.start_chatd(core),
+        "chatd-state-none": lambda: servers.start_chatd(core, state="none"),
         "threaded": lambda: servers.start_threaded(core),
         "asyncio": lambda: servers.start_asyncio(core),
         "ngircd": lambda: servers.start_ngircd(core),

@@ -75,7 +75,11 @@ def _popen(cmd: list[str], core: int, tmp: Path, name: str) -> subprocess.Popen[
 
 
 # ------------------------------------------------------------------ chatd
-def start_chatd(core: int, chat: bool = True, echo: bool = True) -> Running:
+def start_chatd(
+    core: int, chat: bool = True, echo: bool = True, state: str | None = None
+) -> Running:
+    """chatd as shipped; ``state="none"`` runs it without the SQLite history writer, to
+    show what persistence costs."""
     twistd = shutil.which("twistd", path=str(Path(sys.executable).parent)) or shutil.which("twistd")
     if twistd is None:
         raise Skip("chatd: twistd not found (pip install -e .)")
@@ -94,9 +98,13 @@ def start_chatd(core: int, chat: bool = True, echo: bool = True) -> Running:
            # rate is that limit, and the total cap is what a single source would hit.
            "--flood-rate", "0", "--max-per-ip", "0",
            "--echo-udp-rate", "0", "--echo-udp-total-rate", "0"]  # fmt: skip
-    proc = _popen(cmd, core, tmp, "chatd")
-    _wait_port(port, proc, "chatd")
-    return Running("chatd", proc, proc.pid, CHAT, port, eport, uport, tmp)
+    # The default --state is chatd.sqlite3 in the working directory, here the temp dir.
+    name = "chatd" if state is None else f"chatd-state-{state}"
+    if state is not None:
+        cmd += ["--state", state]
+    proc = _popen(cmd, core, tmp, name)
+    _wait_port(port, proc, name)
+    return Running(name, proc, proc.pid, CHAT, port, eport, uport, tmp)
 
 
 # ------------------------------------------------------------------ Python peers
