@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,31 +10,13 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
+from chatd.startup import StartupError, report_plainly
+
 Listen = Callable[[], "defer.Deferred[Any]"]
 
 
-class CannotListen(Exception):
+class CannotListen(StartupError):
     """A port could not be bound; the message names the endpoint as the user wrote it."""
-
-
-def _report_cannot_listen_plainly() -> None:
-    """Makes an uncaught CannotListen print one line instead of a traceback.
-
-    twistd lets exceptions from starting the application propagate (after removing its
-    pidfile and telling a daemonizing parent), so the last stop is Python's excepthook.
-    """
-    previous = sys.excepthook
-    if getattr(previous, "chatd_plain", False):
-        return
-
-    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if isinstance(value, CannotListen):
-            sys.stderr.write(f"chatd: {value}\n")
-        else:
-            previous(kind, value, tb)
-
-    excepthook.chatd_plain = True  # type: ignore[attr-defined]
-    sys.excepthook = excepthook
 
 
 class ListeningService(service.Service):
@@ -62,7 +43,7 @@ class ListeningService(service.Service):
         result = outcome[0]
         if isinstance(result, Failure):
             reason = result.getErrorMessage()
-            _report_cannot_listen_plainly()
+            report_plainly()
             raise CannotListen(f"cannot listen on {self.description}: {reason}")
         self.port = result
 
