@@ -74,7 +74,16 @@ class Announcement:
     text: str
 
 
-Event = Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
+@dataclass(frozen=True, slots=True)
+class RoomNotice:
+    """A server notice to the members of one room (for example, that someone was muted)."""
+
+    room: str
+    text: str
+
+
+Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
+         | RoomNotice)
 # What a room's history keeps.
 ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]

@@ -1,20 +1,22 @@
 """What operators do to the chat: kick, ban, mute, wall and rename, announced and audited.
 
 The ``Moderator`` sits beside the chat service: it holds the bans and mutes in force, tells
-the service whom to refuse at connect and whose lines to refuse, persists every change in
-the state database, and writes every operator action to the ``chatd.audit`` log.
+the service whom to refuse at connect and whose lines to refuse, keeps every change in the
+chat service's store (the ``bans`` and ``mutes`` tables), and writes every operator action
+to the ``chatd.audit`` log.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from chatd.events import Announcement, Event
+from chatd.events import Announcement, Event, RoomNotice
 from chatd.moderation import (
     Ban,
     BanList,
@@ -26,10 +28,15 @@ from chatd.moderation import (
     parse_ban_target,
     peer_host,
 )
-from chatd.moderation_store import ModerationStore
 from chatd.operators import OperatorAuthenticator
 from chatd.service import ChatError, ChatService, User
 from chatd.text import InvalidNickname, nick_key, normalize_nick
+
+_SAVE_BAN = "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?)"
+_DELETE_BAN = "DELETE FROM bans WHERE network = ?"
+_SAVE_MUTE = "INSERT OR REPLACE INTO mutes VALUES (?, ?, ?, ?, ?, ?)"
+_DELETE_MUTE = "DELETE FROM mutes WHERE key = ?"
+_IN_FORCE = "WHERE expires IS NULL OR expires > ?"
 
 
 def tell(user: User, event: Event) -> None:
@@ -45,27 +52,31 @@ class Moderator(service.Service):
         chat: ChatService,
         clock: IReactorTime,
         authenticator: OperatorAuthenticator,
-        store: ModerationStore | None = None,
     ) -> None:
         self.setName("moderation")
         self.chat = chat
         self.clock = clock
         self.authenticator = authenticator
-        self.store = store
+        # The chat service's store: one writer on the state file, opened (and these
+        # tables loaded) when the chat service starts.
+        self.store = chat.store
         self.bans = BanList(clock)
         self.mutes = MuteList(clock)
-        if store is not None:
-            bans, mutes = store.load(clock.seconds())
-            for ban in bans:
-                self.bans.add(ban)
-            for mute in mutes:
-                self.mutes.add(mute)
+        self.store.on_open(self._load)
         chat.admission_checks.append(self.check_admission)
         chat.speech_checks.append(self.check_speech)
 
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        return self.store.close() if self.store is not None else None
+    def _load(self, db: sqlite3.Connection) -> None:
+        """Takes in the bans and mutes still in force; the expired ones are deleted."""
+        now = self.clock.seconds()
+        for network, reason, by, created, expires in db.execute(
+                f"SELECT network, reason, by, created, expires FROM bans {_IN_FORCE}", (now,)):
+            self.bans.add(Ban(ipaddress.ip_network(network), reason, by, created, expires))
+        for row in db.execute(
+                f"SELECT key, nick, host, by, created, expires FROM mutes {_IN_FORCE}", (now,)):
+            self.mutes.add(Mute(*row))
+        self.store.execute("DELETE FROM bans WHERE expires <= ?", (now,))
+        self.store.execute("DELETE FROM mutes WHERE expires <= ?", (now,))
 
     # --- Checks the chat service runs --------------------------------------------------------
 
@@ -147,8 +158,8 @@ class Moderator(service.Service):
         now = self.clock.seconds()
         ban = Ban(network, reason, operator, now, None if seconds is None else now + seconds)
         self.bans.add(ban)
-        if self.store is not None:
-            self.store.save_ban(ban)
+        self.store.execute(_SAVE_BAN, (str(ban.network), ban.reason, ban.by, ban.created,
+                                       ban.expires))
         audit_action(operator, "banned", target=str(network), nick=nick, reason=reason,
                      expiry=ban.expiry(now))
         length = "for good" if seconds is None else f"for {format_duration(seconds)}"
@@ -166,8 +177,7 @@ class Moderator(service.Service):
             raise ChatError(str(e)) from None
         if self.bans.remove(network) is None:
             raise ChatError(f"{network} is not banned; see /bans")
-        if self.store is not None:
-            self.store.delete_ban(network)
+        self.store.execute(_DELETE_BAN, (str(network),))
         audit_action(operator, "unbanned", target=str(network))
         return f"Unbanned {network}."
 
@@ -187,12 +197,12 @@ class Moderator(service.Service):
         mute = Mute(target.key, target.nick, peer_host(target.peer), operator, now,
                     None if seconds is None else now + seconds)
         self.mutes.add(mute)
-        if self.store is not None:
-            self.store.save_mute(mute)
+        self.store.execute(_SAVE_MUTE, (mute.key, mute.nick, mute.host, mute.by, mute.created,
+                                        mute.expires))
         audit_action(operator, "muted", nick=target.nick, peer=target.peer,
                      duration=format_duration(seconds) if seconds else "permanent")
         length = "" if seconds is None else f" for {format_duration(seconds)}"
-        self.chat.bus.publish(Announcement(f"{target.nick} has been muted by {op.nick}{length}"))
+        self._announce(op, target, f"{target.nick} has been muted by {op.nick}{length}")
 
     def unmute(self, op: User, nick: str) -> None:
         operator = self._operator(op)
@@ -207,10 +217,16 @@ class Moderator(service.Service):
             raise ChatError(f'"{nick}" is not muted')
         for mute in lifted:
             self.mutes.remove(mute.key)
-            if self.store is not None:
-                self.store.delete_mute(mute.key)
+            self.store.execute(_DELETE_MUTE, (mute.key,))
         audit_action(operator, "unmuted", nick=nick)
-        self.chat.bus.publish(Announcement(f"{lifted[0].nick} is no longer muted"))
+        self._announce(op, online, f"{lifted[0].nick} is no longer muted")
+
+    def _announce(self, op: User, target: User | None, text: str) -> None:
+        """Tells the target's room (where it happened) and the operator, wherever they are."""
+        if target is not None:
+            self.chat.bus.publish(RoomNotice(target.room.name, text))
+        if target is None or op.room is not target.room:
+            tell(op, Announcement(text))
 
     def wall(self, op: User, text: str) -> None:
         operator = self._operator(op)

@@ -29,6 +29,7 @@ from chatd.events import (
     LocalEventBus,
     PrivateMessage,
     Renamed,
+    RoomNotice,
     Said,
     TopicChanged,
 )
@@ -265,12 +266,14 @@ class ChatService(service.Service):
 
     def private_message(self, user: User, requested: str, text: str) -> User:
         """Sends ``text`` to one user; returns the recipient (whose ``away`` may be set)."""
+        self._may_speak(user)
         target = self._other_user(user, requested, "message")
         self.bus.publish(PrivateMessage(user.nick, target.nick, text))
         return target
 
     def reply(self, user: User, text: str) -> User:
         """Sends ``text`` to whoever sent ``user`` the last private message."""
+        self._may_speak(user)
         target = user.reply_to
         if target is None:
             raise ChatError("nobody has sent you a private message yet")
@@ -366,6 +369,10 @@ class ChatService(service.Service):
             renamed = self.users.get(nick_key(event.new))
             if renamed is not None:
                 self._send(event, renamed.room.members)
+        elif isinstance(event, RoomNotice):
+            room = self.rooms.get(room_key(event.room))
+            if room is not None:
+                self._send(event, room.members)
         else:
             self._send(event, self.users.values())
 

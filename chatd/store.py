@@ -7,12 +7,13 @@ is in the WAL file (the OS has it) when the transaction ends, so a killed proces
 only what was still queued, and SQLite never leaves a half-written database behind.
 
 The schema grows by appending to ``MIGRATIONS``; ``PRAGMA user_version`` records how many
-have run. Later features (bans, mutes) add their tables there and queue their own writes
-with ``execute`` and run their own reads with ``read``.
+have run. Other features (bans and mutes) add their tables there, load them with
+``on_open`` and queue their writes with ``execute``, so the file has one writer.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ from zope.interface import Interface, implementer
 from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
+from chatd.startup import StartupError, report_plainly
 
 T = TypeVar("T")
 Params = Sequence[Any]
+Loader = Callable[[sqlite3.Connection], None]
 
 DEFAULT_STATE = "chatd.sqlite3"
 MEMORY_ONLY = "none"
@@ -55,6 +58,25 @@ MIGRATIONS: list[str] = [
         text TEXT NOT NULL
     );
     CREATE INDEX history_by_room ON history (room, id);
+    """,
+    # Bans and mutes (chatd.moderator). IF NOT EXISTS: before this migration the moderator
+    # created these same tables itself, in files already at version 1.
+    """
+    CREATE TABLE IF NOT EXISTS bans (
+        network TEXT PRIMARY KEY,           -- an address or CIDR block, e.g. 203.0.113.0/24
+        reason  TEXT NOT NULL,
+        by      TEXT NOT NULL,              -- the operator's name
+        created REAL NOT NULL,              -- seconds since the epoch
+        expires REAL                        -- NULL: permanent
+    );
+    CREATE TABLE IF NOT EXISTS mutes (
+        key     TEXT PRIMARY KEY,           -- the muted nickname's nick_key
+        nick    TEXT NOT NULL,
+        host    TEXT,                       -- the address it was muted on, if any
+        by      TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL
+    );
     """,
 ]
 
@@ -114,8 +136,19 @@ class IChatStore(Interface):
     def add_line(room: Room, entry: HistoryEntry) -> None:
         """Queues a history line of ``room`` (which ``save_room`` has been given)."""
 
+    def on_open(loader: Loader) -> None:
+        """Has ``loader`` read its tables when the store opens (at once if it is open),
+        before any client is served. A store that keeps nothing never calls it."""
+
+    def execute(sql: str, params: Params = ()) -> None:
+        """Queues one write to the store's tables."""
+
     def close() -> defer.Deferred[None]:
         """Writes whatever is queued and closes the store."""
+
+
+class CannotOpenState(StartupError):
+    """The state file cannot be used; the message names it and says why."""
 
 
 @implementer(IChatStore)
@@ -129,6 +162,12 @@ class MemoryStore:
         pass
 
     def add_line(self, room: Room, entry: HistoryEntry) -> None:
+        pass
+
+    def on_open(self, loader: Loader) -> None:
+        pass
+
+    def execute(self, sql: str, params: Params = ()) -> None:
         pass
 
     def close(self) -> defer.Deferred[None]:
@@ -160,21 +199,42 @@ class SQLiteStore:
         self._rooms_to_trim: set[str] = set()
         self._timer: IDelayedCall | None = None
         self._writing: defer.Deferred[None] | None = None
+        self._loaders: list[Loader] = []
 
     # --- Start and stop --------------------------------------------------------------------
 
     def open(self) -> list[SavedRoom]:
+        """Raises CannotOpenState, naming the file, when it is unwritable or not a database."""
         # Opened here, in the started service, not in makeService: twistd forks to
         # daemonize after makeService, and an SQLite connection must not cross a fork.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        self._migrate(db)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise self._cannot_open(e) from None
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._migrate(db)
+            rooms = self._load(db)
+            for loader in self._loaders:
+                loader(db)
+        except sqlite3.Error as e:
+            db.close()
+            raise self._cannot_open(e) from None
         self._db = db
-        rooms = self._load(db)
         self._pool.start()
         return rooms
+
+    def _cannot_open(self, error: sqlite3.Error) -> CannotOpenState:
+        report_plainly()
+        return CannotOpenState(f"cannot use the state file {self.path}: {error}")
+
+    def on_open(self, loader: Loader) -> None:
+        if self._db is not None:
+            loader(self._db)
+        else:
+            self._loaders.append(loader)
 
     def close(self) -> defer.Deferred[None]:
         """Commits what is queued, then closes the database and stops the worker."""
@@ -291,6 +351,29 @@ class SQLiteStore:
             return threads.deferToThreadPool(self._thread_reactor, self._pool, query, self._db)
 
         return self.flush().addCallback(run)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def state_file_problem(path: str) -> str | None:
+    """Why an existing state file cannot be used, or None. A cheap check for option parsing,
+    before twistd daemonizes, so the admin sees it on the terminal; ``open`` still reports
+    whatever this does not catch (say, damage past the header, or a dropped --uid)."""
+    if not os.path.exists(path):
+        return None
+    if not os.path.isfile(path):
+        return "not a file"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return "not readable and writable by this user"
+    if not os.access(os.path.dirname(path) or ".", os.W_OK):
+        # WAL mode keeps two files beside the database.
+        return "its directory is not writable by this user"
+    with open(path, "rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        return "not a SQLite database"
+    return None
 
 
 def open_store(state: str, reactor: Any, history_size: int) -> IChatStore:

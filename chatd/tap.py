@@ -30,7 +30,6 @@ from chatd.echo import (
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
 from chatd.limits import DEFAULT_MAX_PER_IP, ConnectionLimits, default_max_clients
 from chatd.listening import Listen, ListeningService
-from chatd.moderation_store import ModerationStore
 from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
@@ -38,7 +37,7 @@ from chatd.ratelog import RateLimitedLog
 from chatd.reloading import Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
 from chatd.service import DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM, ChatService
-from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store
+from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -209,6 +208,9 @@ class Options(usage.Options):
         state = self["state"]
         if state != MEMORY_ONLY and not os.path.isdir(os.path.dirname(state) or "."):
             raise usage.UsageError(f"--state {state!r}: no such directory")
+        problem = None if state == MEMORY_ONLY else state_file_problem(state)
+        if problem is not None:
+            raise usage.UsageError(f"--state {state!r}: {problem}")
         self.motd = read_motd(self["motd"]) if self["motd"] else []
 
 
@@ -269,9 +271,7 @@ def makeService(options: Options) -> service.MultiService:
             cast(Any, reactor), cast(Any, reactor).getThreadPool(), check
         ),
     )
-    state = None if options["state"] == MEMORY_ONLY else options["state"]
-    store = ModerationStore(reactor, state) if state else None
-    moderator = Moderator(chat, reactor, authenticator, store)
+    moderator = Moderator(chat, reactor, authenticator)
     moderator.setServiceParent(top)
     chat_factory.moderator = moderator
     reloader = Reloader(lambda: _reparse(options), options, [chat, chat_factory, authenticator])

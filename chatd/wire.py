@@ -24,6 +24,7 @@ from chatd.events import (
     Left,
     PrivateMessage,
     Renamed,
+    RoomNotice,
     Said,
     TopicChanged,
 )
@@ -80,7 +81,7 @@ def render(event: Event) -> str:
             return f"*** {old} is now known as {new}"
         case TopicChanged(room=room, nick=nick, topic=topic):
             return f"*** {nick} set the topic of {room} to: {topic}"
-        case Announcement(text=text):
+        case Announcement(text=text) | RoomNotice(text=text):
             return f"*** {text}"
     raise TypeError(f"no line format for {event!r}")
 

@@ -15,11 +15,11 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from chatd import moderation
-from chatd.moderation_store import ModerationStore
 from chatd.moderator import Moderator
 from chatd.operators import BASE_DELAY, FREE_FAILURES, LOGIN_FAILED, OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
+from chatd.store import IChatStore, SQLiteStore
 from tests.support import MemoryChat, take_lines
 
 PASSWORD = "hunter2"
@@ -33,10 +33,10 @@ def at_once(check: Callable[[], bool]) -> defer.Deferred[bool]:
 class ModeratedChat(MemoryChat):
     """MemoryChat with a moderator, and clients connecting from chosen addresses."""
 
-    def __init__(self, store: ModerationStore | None = None) -> None:
-        super().__init__()
+    def __init__(self, store: IChatStore | None = None) -> None:
+        super().__init__({"store": store})
         self.authenticator = OperatorAuthenticator(self.clock, {"root": CHEAP_HASH}, at_once)
-        self.moderator = Moderator(self.service, self.clock, self.authenticator, store)
+        self.moderator = Moderator(self.service, self.clock, self.authenticator)
         self.factory.moderator = self.moderator
 
     def join(self, host: str = "198.51.100.1") -> tuple[ChatProtocol, StringTransport]:
@@ -352,6 +352,61 @@ def test_mute_refuses_lines_but_not_reading_and_follows_the_address(chat: Modera
     assert take_lines(tc) == ["<sneaky> free"]
 
 
+def test_mute_and_unmute_are_told_in_the_targets_room_and_to_the_operator(
+    chat: ModeratedChat,
+) -> None:
+    op, top = chat.operator()
+    bob, tb = chat.join("203.0.113.20")
+    carol, tc = chat.join("198.51.100.3")
+    dave, td = chat.join("198.51.100.4")
+    say(bob, "/join #side")
+    say(carol, "/join #side")
+    say(dave, "/join #elsewhere")
+    for transport in (top, tb, tc, td):
+        take_lines(transport)
+    say(op, "/mute guest2 10m")
+    notice = "*** guest2 has been muted by guest1 for 10m"
+    assert take_lines(tb) == [notice]
+    assert take_lines(tc) == [notice]
+    assert take_lines(top) == [notice]  # the operator is in #lobby, not #side
+    assert take_lines(td) == []  # another room hears nothing of it
+    say(op, "/unmute guest2")
+    assert take_lines(tc) == ["*** guest2 is no longer muted"]
+    assert take_lines(top) == ["*** guest2 is no longer muted"]
+    assert take_lines(td) == []
+
+
+def test_unmute_of_someone_who_left_is_told_to_the_operator_only(chat: ModeratedChat) -> None:
+    op, top = chat.operator()
+    bob, _ = chat.join("203.0.113.20")
+    _, tc = chat.join("198.51.100.3")
+    say(op, "/mute guest2")
+    bob.transport.loseConnection()
+    bob.connectionLost(None)  # type: ignore[arg-type]
+    take_lines(top), take_lines(tc)
+    say(op, "/unmute guest2")
+    assert take_lines(top) == ["*** guest2 is no longer muted"]
+    assert take_lines(tc) == []
+
+
+def test_a_muted_user_cannot_send_private_messages(chat: ModeratedChat) -> None:
+    op, top = chat.operator()
+    bob, tb = chat.join("203.0.113.20")
+    carol, tc = chat.join("198.51.100.3")
+    say(carol, "/msg guest2 are you there?")
+    take_lines(top), take_lines(tb), take_lines(tc)
+    say(op, "/mute guest2")
+    take_lines(top), take_lines(tb), take_lines(tc)
+    say(bob, "/msg guest3 psst")
+    say(bob, "/reply psst")
+    say(bob, "/msg guest1 please unmute me")
+    assert take_lines(tb) == ["*** Error: you are muted; your line was not sent"] * 3
+    assert take_lines(tc) == []
+    assert take_lines(top) == []
+    say(carol, "/msg guest2 still reading?")  # a muted user still receives them
+    assert take_lines(tb) == ["*guest3* still reading?"]
+
+
 def test_unmute(chat: ModeratedChat) -> None:
     op, _top = chat.operator()
     bob, _tb = chat.join("203.0.113.20")
@@ -395,25 +450,38 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     from twisted.internet import reactor
 
     path = str(tmp_path / "state.sqlite3")
-    first = ModeratedChat(ModerationStore(reactor, path))
+
+    def restarted() -> ModeratedChat:
+        chat = ModeratedChat(SQLiteStore(path, reactor, history_size=10))
+        chat.service.startService()
+        return chat
+
+    def stopped(chat: ModeratedChat) -> defer.Deferred[None]:
+        """Stops the chat (which closes the store) without waiting for StringTransports,
+        which never report their connections closed."""
+        stopping = chat.service.stopService()
+        chat.clock.advance(chat.service.shutdown_grace)
+        return stopping
+
+    first = restarted()
     op, _ = first.operator()
     say(op, "/ban 203.0.113.0/24 1h persistent trouble")
     say(op, "/ban 198.51.100.9 short")
     say(op, "/unban 198.51.100.9")
     first.join("192.0.2.77")
     say(op, "/mute guest2")
-    yield first.moderator.stopService()
+    yield stopped(first)
 
-    second = ModeratedChat(ModerationStore(reactor, path))
+    second = restarted()
     assert [str(b.network) for b in second.moderator.bans.current()] == ["203.0.113.0/24"]
     assert second.join_raw("203.0.113.1")[1].disconnecting
     quiet, tq = second.join("192.0.2.77")
     say(quiet, "am I free?")
     assert take_lines(tq) == ["*** Error: you are muted; your line was not sent"]
-    yield second.moderator.stopService()
+    yield stopped(second)
 
     # An hour later (by the stored clock) the ban has lifted itself.
-    third = ModeratedChat(ModerationStore(reactor, path))
+    third = restarted()
     third.clock.advance(3600)
     assert not third.join_raw("203.0.113.1")[1].disconnecting
-    yield third.moderator.stopService()
+    yield stopped(third)

@@ -156,6 +156,25 @@ def test_room_and_state_usage_errors(args: list[str], message: str) -> None:
         parse(*args)
 
 
+def test_state_file_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "chat.sqlite3"
+    state.write_bytes(b"my notes")
+    with pytest.raises(usage.UsageError, match=f"--state '{state}': not a SQLite database"):
+        parse("--state", str(state))
+    with pytest.raises(usage.UsageError, match=f"--state '{tmp_path}': not a file"):
+        parse("--state", str(tmp_path))
+    state.write_bytes(b"")  # SQLite makes an empty file a new database
+    parse("--state", str(state))
+    # Root may write anything, so the permission checks are driven through os.access.
+    refused = {str(state)}
+    monkeypatch.setattr("os.access", lambda path, mode: str(path) not in refused)
+    with pytest.raises(usage.UsageError, match="not readable and writable by this user"):
+        parse("--state", str(state))
+    refused = {str(tmp_path)}
+    with pytest.raises(usage.UsageError, match="its directory is not writable"):
+        parse("--state", str(state))
+
+
 class TestLimitOptions:
     def test_defaults(self) -> None:
         options = Options()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +153,61 @@ def test_writing_history_does_not_stall_broadcasts(tmp_path: Path) -> Any:
     assert sorted(on)[int(len(on) * 0.95)] < 0.25  # no line waits for a disk write
     with sqlite3.connect(tmp_path / "latency.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM history").fetchone() == (150,)
+
+
+# --- A state file that cannot be used stops start-up with one line -----------------------
+
+NOBODY = 65534  # root may write anything, so these tests run twistd as nobody when root
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory anyone may read but only its owner write, outside pytest's private tmp."""
+    place = Path(tempfile.mkdtemp(prefix="chatd-test-"))
+    place.chmod(0o755)
+    yield place
+    shutil.rmtree(place)
+
+
+def start_refused(state: Path, twistd_args: Sequence[str] = (), **popen_args: Any) -> str:
+    """Runs ``twistd -n chatd --state STATE``, which must exit at once; returns its output."""
+    finished = subprocess.run(
+        [TWISTD, "--pidfile=", "-n", *twistd_args, "chatd", "--no-echo", "--state", str(state),
+         "--listen", "tcp:0:interface=127.0.0.1"],
+        cwd=state.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+        **popen_args,
+    )
+    output = finished.stdout.decode()
+    assert finished.returncode != 0, output
+    assert "Traceback" not in output, output
+    return output
+
+
+def test_a_state_file_that_is_not_a_database_is_a_usage_error(tmp_path: Path) -> None:
+    state = tmp_path / "chat.sqlite3"
+    state.write_bytes(b"these are my notes, not a database\n")
+    output = start_refused(state)
+    assert f"--state '{state}': not a SQLite database" in output
+    assert state.read_bytes() == b"these are my notes, not a database\n"
+
+
+def test_a_state_file_damaged_past_its_header_stops_startup_plainly(tmp_path: Path) -> None:
+    state = tmp_path / "chat.sqlite3"
+    state.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    output = start_refused(state)
+    assert f"chatd: cannot use the state file {state}: file is not a database" in output
+
+
+def test_an_unwritable_state_file_stops_startup_plainly(shared_dir: Path) -> None:
+    state = shared_dir / "chat.sqlite3"
+    sqlite3.connect(state).close()
+    state.chmod(0o444)
+    if os.geteuid() != 0:
+        output = start_refused(state)
+        assert f"--state '{state}': not readable and writable by this user" in output
+        return
+    # Root may write anything; with --uid, twistd opens the state file after it drops root,
+    # past option parsing, and the store itself must say so plainly.
+    output = start_refused(state, ["--uid", str(NOBODY), "--gid", str(NOBODY)])
+    assert (f"chatd: cannot use the state file {state}: attempt to write a readonly database"
+            in output)

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
@@ -13,7 +14,7 @@ from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.service import ChatService
-from chatd.store import MIGRATIONS, MemoryStore, SQLiteStore, open_store
+from chatd.store import MIGRATIONS, CannotOpenState, MemoryStore, SQLiteStore, open_store
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -35,7 +36,7 @@ def test_schema_is_created_in_wal_mode_and_versioned(tmp_path: Path) -> Any:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     assert rows(path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     tables = {name for (name,) in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"rooms", "history"} <= tables
+    assert {"rooms", "history", "bans", "mutes"} <= tables
     again = SQLiteStore(str(path), reactor, 10)  # migrations do not run twice
     assert again.open() == []
     yield again.close()
@@ -132,3 +133,33 @@ def test_service_saves_and_restores_rooms_topics_and_history(tmp_path: Path) -> 
         Said("#Dev", "guest1", "one"), Acted("#Dev", "guest1", "two")
     ]
     yield again.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_loaders_read_as_the_store_opens_and_writes_share_its_writer(tmp_path: Path) -> Any:
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 10)
+    seen: list[list[tuple[Any, ...]]] = []
+    store.on_open(lambda db: seen.append(db.execute("SELECT network FROM bans").fetchall()))
+    assert seen == []  # not before the store opens (after twistd's fork)
+    store.open()
+    assert seen == [[]]
+    store.execute("INSERT INTO bans VALUES ('203.0.113.0/24', 'spam', 'root', 0, NULL)")
+    yield store.close()
+    again = SQLiteStore(str(path), reactor, 10)
+    again.open()
+    again.on_open(lambda db: seen.append(db.execute("SELECT network FROM bans").fetchall()))
+    assert seen[-1] == [("203.0.113.0/24",)]  # at once when already open
+    yield again.close()
+    memory = MemoryStore()
+    memory.on_open(lambda db: seen.append([]))
+    memory.open()
+    memory.execute("DELETE FROM bans")
+    assert len(seen) == 2
+
+
+def test_a_file_that_is_not_a_database_cannot_be_opened(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with pytest.raises(CannotOpenState, match=f"cannot use the state file {path}: file is not"):
+        SQLiteStore(str(path), reactor, 10).open()
