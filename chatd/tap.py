@@ -37,7 +37,13 @@ from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
 from chatd.ratelog import RateLimitedLog
 from chatd.reloading import Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
-from chatd.service import DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM, ChatService
+from chatd.service import (
+    DEFAULT_ANNOUNCE_LIMIT,
+    DEFAULT_HISTORY,
+    DEFAULT_REPLAY,
+    DEFAULT_ROOM,
+    ChatService,
+)
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store
 from chatd.text import clean_text
 
@@ -151,6 +157,9 @@ class Options(usage.Options):
          "The SQLite state database: rooms, topics, history, bans, mutes "
          "('none': keep them in memory only, until a restart)."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
+        ["announce-limit", None, DEFAULT_ANNOUNCE_LIMIT,
+         "Rooms with more members than this get no join and leave notices (0: always).",
+         non_negative_int],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
@@ -247,6 +256,7 @@ def makeService(options: Options) -> service.MultiService:
         replay_size=options["replay"],
         store=open_store(options["state"], reactor, options["history"]),
         motd=options.motd,
+        announce_limit=options["announce-limit"],
     )
     chat.setServiceParent(top)
 
