@@ -98,7 +98,7 @@ class ChatService(service.Service):
     """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
-    reloadable_options = frozenset({"server-name", "announce-limit"})
+    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic"})
 
     def __init__(
         self,
@@ -112,9 +112,11 @@ class ChatService(service.Service):
         store: IChatStore | None = None,
         motd: Sequence[str] = (),
         announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
+        topic: str | None = None,
     ) -> None:
         self.setName("chat")
         self.announce_limit = announce_limit
+        self.configured_topic = topic  # the default room's, from --topic; None: leave it be
         self.reactor = reactor
         self.server_name = server_name
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
@@ -137,6 +139,9 @@ class ChatService(service.Service):
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.server_name = options["server-name"]
         self.announce_limit = options["announce-limit"]
+        self.motd = list(options["motd-lines"])
+        self.configured_topic = options["topic"]
+        self._apply_configured_topic()
 
     def startService(self) -> None:
         """Brings back the saved rooms, topics and history before anyone connects."""
@@ -145,6 +150,15 @@ class ChatService(service.Service):
             room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
                         saved.topic_at, saved.history, persisted=True)
             self.rooms[room.key] = room
+        self._apply_configured_topic()
+
+    def _apply_configured_topic(self) -> None:
+        """Gives the default room the --topic topic, unless it already has it."""
+        if self.configured_topic is None:
+            return
+        room = self._room(self.default_room)
+        if room.topic != self.configured_topic:
+            self._set_room_topic(room, self.configured_topic, self.server_name)
 
     # --- Connections -----------------------------------------------------------------------
 
@@ -233,11 +247,13 @@ class ChatService(service.Service):
         return sorted(self.rooms.values(), key=lambda r: r.key)
 
     def set_topic(self, user: User, topic: str) -> None:
-        room = user.room
-        room.topic, room.topic_by, room.topic_at = topic, user.nick, self.reactor.seconds()
+        self._set_room_topic(user.room, topic, user.nick)
+
+    def _set_room_topic(self, room: Room, topic: str, by: str) -> None:
+        room.topic, room.topic_by, room.topic_at = topic, by, self.reactor.seconds()
         self.store.save_room(room)
         room.persisted = True
-        self.bus.publish(TopicChanged(room.name, user.nick, topic))
+        self.bus.publish(TopicChanged(room.name, by, topic))
 
     def who(self, room: Room) -> list[User]:
         """The members of ``room``, sorted by nickname."""

@@ -35,7 +35,7 @@ from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
 from chatd.ratelog import RateLimitedLog
-from chatd.reloading import Reloader, ReloadOnHangup
+from chatd.reloading import Reconfigurable, Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
 from chatd.service import (
     DEFAULT_ANNOUNCE_LIMIT,
@@ -165,6 +165,9 @@ class Options(usage.Options):
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
         ["motd", None, None, "A text file shown to each client after the greeting."],
+        ["topic", None, None,
+         "The default room's topic, set at start and again on SIGHUP "
+         "[default: keep the saved topic]."],
     ]
 
     def __init__(self) -> None:
@@ -177,7 +180,7 @@ class Options(usage.Options):
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
-        self.motd: list[str] = []
+        self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
 
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
@@ -218,7 +221,9 @@ class Options(usage.Options):
         state = self["state"]
         if state != MEMORY_ONLY and not os.path.isdir(os.path.dirname(state) or "."):
             raise usage.UsageError(f"--state {state!r}: no such directory")
-        self.motd = read_motd(self["motd"]) if self["motd"] else []
+        self["motd-lines"] = read_motd(self["motd"]) if self["motd"] else []
+        if self["topic"] is not None:
+            self["topic"] = clean_text(self["topic"]).strip()
 
 
 def read_motd(path: str) -> list[str]:
@@ -255,8 +260,9 @@ def makeService(options: Options) -> service.MultiService:
         history_size=options["history"],
         replay_size=options["replay"],
         store=open_store(options["state"], reactor, options["history"]),
-        motd=options.motd,
+        motd=options["motd-lines"],
         announce_limit=options["announce-limit"],
+        topic=options["topic"],
     )
     chat.setServiceParent(top)
 
@@ -284,8 +290,6 @@ def makeService(options: Options) -> service.MultiService:
     moderator = Moderator(chat, reactor, authenticator, store)
     moderator.setServiceParent(top)
     chat_factory.moderator = moderator
-    reloader = Reloader(lambda: _reparse(options), options, [chat, chat_factory, authenticator])
-    ReloadOnHangup(reactor, reloader).setServiceParent(top)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
@@ -307,6 +311,10 @@ def makeService(options: Options) -> service.MultiService:
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
+
+    reloadable: list[Reconfigurable] = [chat, chat_factory, echo_factory, authenticator]
+    ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
+                   ).setServiceParent(top)
     return top
 
 

@@ -128,7 +128,7 @@ def test_room_and_state_defaults() -> None:
     assert options["default-room"] == "#lobby"
     assert (options["history"], options["replay"]) == (100, 20)
     assert options["state"] == "chatd.sqlite3"
-    assert options.motd == []
+    assert options["motd-lines"] == []
 
 
 def test_room_and_state_options(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_room_and_state_options(tmp_path: Path) -> None:
                     "--state", "none", "--motd", str(motd))
     assert options["default-room"] == "#main"
     assert (options["history"], options["replay"], options["state"]) == (0, 5, "none")
-    assert options.motd == ["line one", "[31mred[0m"]  # controls stripped like client text
+    assert options["motd-lines"] == ["line one", "[31mred[0m"]  # controls stripped like client text
 
 
 @pytest.mark.parametrize(
