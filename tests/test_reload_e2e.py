@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatd.passwd import hash_password
-from tests.test_e2e import connect, free_port, read_until
+from tests.support import connect, free_port, read_until
 
 pytestmark = pytest.mark.slow
 CHEAP_HASH = hash_password("opsecret", n=2**4)
