@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet import interfaces, protocol
@@ -99,6 +100,14 @@ class EchoFactory(protocol.ServerFactory):
         self.idle_timeout = idle_timeout
         self.limits = limits
         self.rejections = rejections
+
+    reloadable_options = frozenset({"max-clients", "max-per-ip", "echo-idle-timeout"})
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        """New bounds for connections made from now on."""
+        self.idle_timeout = options["echo-idle-timeout"]
+        if self.limits is not None:
+            self.limits.reconfigure(options)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         if self.limits is not None:

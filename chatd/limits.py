@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import resource
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
@@ -54,6 +56,11 @@ class ConnectionLimits:
         self.max_per_host = max_per_host
         self.total = 0
         self.per_host: Counter[str] = Counter()
+
+    def reconfigure(self, options: Mapping[str, Any]) -> None:
+        """New bounds from a reload; connections already counted stay."""
+        self.max_total = options["max-clients"]
+        self.max_per_host = options["max-per-ip"]
 
     def admit(self, address: object) -> str | None:
         """Counts a new connection from ``address``, or returns why it is refused."""

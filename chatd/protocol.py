@@ -332,7 +332,20 @@ class ChatFactory(protocol.ServerFactory):
             proto.counted_address = addr
         return proto
 
-    reloadable_options = frozenset({"max-line"})
+    # max-line applies at once to every connection; the other limits to connections made
+    # after the reload (a live connection keeps the flood gate and guard it started with).
+    reloadable_options = frozenset({
+        "max-line", "flood-rate", "flood-burst", "flood-queue", "send-buffer", "send-grace",
+        "idle-timeout", "max-clients", "max-per-ip",
+    })
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.max_line = options["max-line"]
+        self.flood_rate = options["flood-rate"]
+        self.flood_burst = options["flood-burst"]
+        self.flood_queue = options["flood-queue"]
+        self.send_buffer = options["send-buffer"]
+        self.send_grace = options["send-grace"]
+        self.idle_timeout = options["idle-timeout"]
+        if self.limits is not None:
+            self.limits.reconfigure(options)

@@ -44,6 +44,11 @@ DEFAULT_REPLAY = 20
 SHUTDOWN_NOTICE = "Server is shutting down. Goodbye."
 
 
+# Joins and leaves are announced in rooms of at most this many members. Filling a room of N
+# people one by one costs N^2/2 notices: 19,000 people would mean 180 million lines, and in
+# a room that size nobody reads them anyway.
+DEFAULT_ANNOUNCE_LIMIT = 500
+
 class ChatError(Exception):
     """A request the service refuses; the message is meant for the one who asked."""
 
@@ -94,7 +99,7 @@ class ChatService(service.Service):
     """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
-    reloadable_options = frozenset({"server-name"})
+    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic"})
 
     def __init__(
         self,
@@ -107,8 +112,12 @@ class ChatService(service.Service):
         replay_size: int = DEFAULT_REPLAY,
         store: IChatStore | None = None,
         motd: Sequence[str] = (),
+        announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
+        topic: str | None = None,
     ) -> None:
         self.setName("chat")
+        self.announce_limit = announce_limit
+        self.configured_topic = topic  # the default room's, from --topic; None: leave it be
         self.reactor = reactor
         self.server_name = server_name
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
@@ -130,6 +139,10 @@ class ChatService(service.Service):
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.server_name = options["server-name"]
+        self.announce_limit = options["announce-limit"]
+        self.motd = list(options["motd-lines"])
+        self.configured_topic = options["topic"]
+        self._apply_configured_topic()
 
     def startService(self) -> None:
         """Brings back the saved rooms, topics and history before anyone connects."""
@@ -138,6 +151,15 @@ class ChatService(service.Service):
             room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
                         saved.topic_at, saved.history, persisted=True)
             self.rooms[room.key] = room
+        self._apply_configured_topic()
+
+    def _apply_configured_topic(self) -> None:
+        """Gives the default room the --topic topic, unless it already has it."""
+        if self.configured_topic is None:
+            return
+        room = self._room(self.default_room)
+        if room.topic != self.configured_topic:
+            self._set_room_topic(room, self.configured_topic, self.server_name)
 
     # --- Connections -----------------------------------------------------------------------
 
@@ -226,11 +248,13 @@ class ChatService(service.Service):
         return sorted(self.rooms.values(), key=lambda r: r.key)
 
     def set_topic(self, user: User, topic: str) -> None:
-        room = user.room
-        room.topic, room.topic_by, room.topic_at = topic, user.nick, self.reactor.seconds()
+        self._set_room_topic(user.room, topic, user.nick)
+
+    def _set_room_topic(self, room: Room, topic: str, by: str) -> None:
+        room.topic, room.topic_by, room.topic_at = topic, by, self.reactor.seconds()
         self.store.save_room(room)
         room.persisted = True
-        self.bus.publish(TopicChanged(room.name, user.nick, topic))
+        self.bus.publish(TopicChanged(room.name, by, topic))
 
     def who(self, room: Room) -> list[User]:
         """The members of ``room``, sorted by nickname."""
@@ -359,12 +383,19 @@ class ChatService(service.Service):
             if target is not None and (sender is None or sender not in target.ignoring):
                 target.reply_to = sender
                 self._send(event, (target,))
-        elif isinstance(event, Joined | Left | TopicChanged):
+        elif isinstance(event, Joined | Left):
+            room = self.rooms.get(room_key(event.room))
+            if room is None:
+                return
+            # The room's size with the mover in it (a leaver has already left the set), so
+            # a join and its leave are either both announced or both not.
+            size = len(room.members) + isinstance(event, Left)
+            if not (self.announce_limit and size > self.announce_limit):
+                self._send(event, room.members, skip=self.users.get(nick_key(event.nick)))
+        elif isinstance(event, TopicChanged):
             room = self.rooms.get(room_key(event.room))
             if room is not None:
-                mover = None if isinstance(event, TopicChanged) else self.users.get(
-                    nick_key(event.nick))
-                self._send(event, room.members, skip=mover)
+                self._send(event, room.members)
         elif isinstance(event, Renamed):
             renamed = self.users.get(nick_key(event.new))
             if renamed is not None:

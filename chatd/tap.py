@@ -34,9 +34,15 @@ from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
 from chatd.ratelog import RateLimitedLog
-from chatd.reloading import Reloader, ReloadOnHangup
+from chatd.reloading import Reconfigurable, Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
-from chatd.service import DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM, ChatService
+from chatd.service import (
+    DEFAULT_ANNOUNCE_LIMIT,
+    DEFAULT_HISTORY,
+    DEFAULT_REPLAY,
+    DEFAULT_ROOM,
+    ChatService,
+)
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
 
@@ -150,11 +156,17 @@ class Options(usage.Options):
          "The SQLite state database: rooms, topics, history, bans, mutes "
          "('none': keep them in memory only, until a restart)."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
+        ["announce-limit", None, DEFAULT_ANNOUNCE_LIMIT,
+         "Rooms with more members than this get no join and leave notices (0: always).",
+         non_negative_int],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
         ["motd", None, None, "A text file shown to each client after the greeting."],
+        ["topic", None, None,
+         "The default room's topic, set at start and again on SIGHUP "
+         "[default: keep the saved topic]."],
     ]
 
     def __init__(self) -> None:
@@ -167,7 +179,7 @@ class Options(usage.Options):
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
-        self.motd: list[str] = []
+        self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
 
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
@@ -211,7 +223,9 @@ class Options(usage.Options):
         problem = None if state == MEMORY_ONLY else state_file_problem(state)
         if problem is not None:
             raise usage.UsageError(f"--state {state!r}: {problem}")
-        self.motd = read_motd(self["motd"]) if self["motd"] else []
+        self["motd-lines"] = read_motd(self["motd"]) if self["motd"] else []
+        if self["topic"] is not None:
+            self["topic"] = clean_text(self["topic"]).strip()
 
 
 def read_motd(path: str) -> list[str]:
@@ -224,12 +238,30 @@ def read_motd(path: str) -> list[str]:
     return [clean_text(line) for line in data.decode("utf-8", "replace").splitlines()]
 
 
+# Twisted listens with a backlog of 50. When a restart sends thousands of clients back at
+# once, the kernel drops the SYNs past the backlog and each client retries after 1, 2, 4...
+# seconds: reconnecting 19,000 clients took minutes with chatd idle. The kernel caps this
+# at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_default_backlog(description: str) -> str:
+    """``description`` with ``backlog=1024`` added, unless it sets one or cannot take one."""
+    kind = description.partition(":")[0].lower()
+    if kind not in _BACKLOG_TYPES or "backlog=" in description:
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
 def _stream_endpoint(option: str, description: str) -> IStreamServerEndpoint:
     """Parses an endpoint description now, so a typo is a usage error and not a traceback."""
     from twisted.internet import endpoints, reactor
 
     try:
-        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
+        endpoint: IStreamServerEndpoint = endpoints.serverFromString(
+            reactor, with_default_backlog(description)
+        )
         return endpoint
     except Exception as e:  # the parsers raise many kinds: ValueError, KeyError, SSL errors
         raise usage.UsageError(f"{option} {description!r}: {e}") from None
@@ -248,7 +280,9 @@ def makeService(options: Options) -> service.MultiService:
         history_size=options["history"],
         replay_size=options["replay"],
         store=open_store(options["state"], reactor, options["history"]),
-        motd=options.motd,
+        motd=options["motd-lines"],
+        announce_limit=options["announce-limit"],
+        topic=options["topic"],
     )
     chat.setServiceParent(top)
 
@@ -274,8 +308,6 @@ def makeService(options: Options) -> service.MultiService:
     moderator = Moderator(chat, reactor, authenticator)
     moderator.setServiceParent(top)
     chat_factory.moderator = moderator
-    reloader = Reloader(lambda: _reparse(options), options, [chat, chat_factory, authenticator])
-    ReloadOnHangup(reactor, reloader).setServiceParent(top)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
@@ -297,6 +329,10 @@ def makeService(options: Options) -> service.MultiService:
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
+
+    reloadable: list[Reconfigurable] = [chat, chat_factory, echo_factory, authenticator]
+    ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
+                   ).setServiceParent(top)
     return top
 
 

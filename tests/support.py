@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,3 +213,37 @@ def make_certificate(directory: Any, hostname: str = "localhost") -> tuple[str, 
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return str(key_path), str(cert_path)
+
+
+# --- Blocking sockets, for tests that drive a daemon in another process -------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_until(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{needle!r} not in {data!r}")
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"closed before {needle!r}; got {data!r}")
+        data += chunk
+    return data
+
+
+def connect(port: int) -> socket.socket:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import connect, free_port, read_until
+
 Popen = subprocess.Popen[bytes]
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +34,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def read_until(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while needle not in data:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} not in {data!r}")
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise AssertionError(f"closed before {needle!r}; got {data!r}")
-        data += chunk
-    return data
-
-
-def connect(port: int) -> socket.socket:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=5)
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture

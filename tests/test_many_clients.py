@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 pytestmark = pytest.mark.slow
 CLIENTS = 2000
 GOODBYE = b"*** Server is shutting down. Goodbye.\r\n"
@@ -25,12 +27,6 @@ def raise_open_file_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < wanted:
         pytest.skip(f"needs {wanted} open files")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_all_until(socks: list[socket.socket], needle: bytes, timeout: float,

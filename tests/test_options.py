@@ -6,6 +6,8 @@ import resource
 from pathlib import Path
 
 import pytest
+from twisted.internet import endpoints
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 
@@ -128,7 +130,7 @@ def test_room_and_state_defaults() -> None:
     assert options["default-room"] == "#lobby"
     assert (options["history"], options["replay"]) == (100, 20)
     assert options["state"] == "chatd.sqlite3"
-    assert options.motd == []
+    assert options["motd-lines"] == []
 
 
 def test_room_and_state_options(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_room_and_state_options(tmp_path: Path) -> None:
                     "--state", "none", "--motd", str(motd))
     assert options["default-room"] == "#main"
     assert (options["history"], options["replay"], options["state"]) == (0, 5, "none")
-    assert options.motd == ["line one", "[31mred[0m"]  # controls stripped like client text
+    assert options["motd-lines"] == ["line one", "[31mred[0m"]  # controls stripped like client text
 
 
 @pytest.mark.parametrize(
@@ -217,3 +219,43 @@ class TestLimitOptions:
     def test_negative_is_a_usage_error(self, option: str) -> None:
         with pytest.raises(usage.UsageError, match=r"negative|0 or more"):
             Options().parseOptions([option, "-1"])
+
+
+@pytest.mark.parametrize(
+    ("description", "backlog"),
+    [
+        ("tcp:7777", 1024),
+        ("tcp:7777:interface=127.0.0.1", 1024),
+        ("tcp6:7777", 1024),
+        ("tcp:7777:backlog=20", 20),  # the admin's choice stands
+    ],
+)
+def test_listeners_get_a_backlog_for_reconnect_storms(description: str, backlog: int) -> None:
+    from twisted.internet.testing import MemoryReactor
+
+    from chatd.tap import with_default_backlog
+
+    reactor = MemoryReactor()
+    endpoints.serverFromString(reactor, with_default_backlog(description)).listen(
+        Factory.forProtocol(Protocol)
+    )
+    assert reactor.tcpServers[0][2] == backlog
+
+
+def test_unix_listeners_get_a_backlog_too(tmp_path: Path) -> None:
+    from twisted.internet.testing import MemoryReactor
+
+    from chatd.tap import with_default_backlog
+
+    reactor = MemoryReactor()
+    endpoints.serverFromString(reactor, with_default_backlog(f"unix:{tmp_path}/s")).listen(
+        Factory.forProtocol(Protocol)
+    )
+    assert reactor.unixServers[0][2] == 1024
+
+
+def test_the_backlog_reaches_the_endpoints_chatd_builds() -> None:
+    options = parse("--listen", "tcp:7777", "--echo", "tcp:7007:backlog=5")
+    [(_, chat)] = options.chat_endpoints
+    [(_, echo)] = options.echo_endpoints
+    assert (chat._backlog, echo._backlog) == (1024, 5)

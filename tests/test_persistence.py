@@ -19,8 +19,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.support import RunningDaemon, connect_client, local_args
-from tests.test_e2e import connect, free_port, read_until
+from tests.support import RunningDaemon, connect, connect_client, free_port, local_args, read_until
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 

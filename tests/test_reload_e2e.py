@@ -14,19 +14,21 @@ from pathlib import Path
 import pytest
 
 from chatd.passwd import hash_password
-from tests.test_e2e import connect, free_port, read_until
+from tests.support import connect, free_port, read_until
 
 pytestmark = pytest.mark.slow
 CHEAP_HASH = hash_password("opsecret", n=2**4)
 
 
-def config_text(port: int, state: Path, name: str, max_line: int, operators: str = "") -> str:
+def config_text(port: int, state: Path, name: str, max_line: int, operators: str = "",
+                extra: str = "") -> str:
     return f"""
 listen = ["tcp:{port}:interface=127.0.0.1"]
 no-echo = true
 server-name = "{name}"
 max-line = {max_line}
 state = "{state}"
+{extra}
 [operators]
 {operators}
 """
@@ -126,6 +128,41 @@ def test_sighup_reloads_while_clients_stay_connected(daemon: Daemon) -> None:
     bob.sendall(b"y" * 45 + b"\n")
     read_until(carol, b"<guest2> " + b"y" * 45)
     for sock in (alice, bob, carol):
+        sock.close()
+    assert "Traceback" not in daemon.log.read_text()
+
+
+def test_sighup_reloads_motd_topic_and_limits(daemon: Daemon, tmp_path: Path) -> None:
+    motd = tmp_path / "motd.txt"
+    motd.write_text("first motd\n")
+
+    def settings(topic: str, per_ip: int) -> str:
+        extra = f'motd = "{motd}"\ntopic = "{topic}"\nmax-per-ip = {per_ip}\n'
+        return config_text(daemon.port, daemon.state, "chatd", 4096, extra=extra)
+
+    daemon.write(settings("first topic", 10))
+    daemon.start()
+    alice = connect(daemon.port)
+    assert b"*** | first motd" in read_until(alice, b"first motd")
+    bob = connect(daemon.port)
+    assert b"Topic of #lobby: first topic" in read_until(bob, b"first topic")
+
+    motd.write_text("second motd\n")
+    daemon.write(settings("second topic", 3))
+    daemon.hangup()
+    # Everyone in the default room sees the new topic; nobody was dropped.
+    read_until(alice, b"*** chatd set the topic of #lobby to: second topic\r\n")
+    read_until(bob, b"*** chatd set the topic of #lobby to: second topic\r\n")
+    log = wait_for_log(daemon.log, "max-per-ip changed from 10 to 3")
+    assert "motd-lines changed" in log and "topic changed" in log
+    carol = connect(daemon.port)  # the third from this address: allowed
+    assert b"*** | second motd" in read_until(carol, b"second motd")
+    dave = connect(daemon.port)  # the fourth: over the new limit
+    assert b"too many connections from your address (the limit is 3)" in read_until(
+        dave, b"try again later")
+    alice.sendall(b"still here\n")
+    read_until(bob, b"<guest1> still here\r\n")
+    for sock in (alice, bob, carol, dave):
         sock.close()
     assert "Traceback" not in daemon.log.read_text()
 

@@ -110,6 +110,24 @@ def test_join_tells_old_and_new_room(chat: ChatService) -> None:
         chat.join(alice, "#no way")
 
 
+def test_joins_and_leaves_are_not_announced_in_rooms_over_the_limit() -> None:
+    chat = ChatService(Clock(), announce_limit=3)
+    (_, first), *_ = [connect(chat, nick) for nick in ("a", "b", "c")]
+    assert first.take()[-1] == "*** guest3 is now known as c"
+    fourth, _ = connect(chat, "d")  # the room now has 4 members: more than 3
+    chat.say(fourth, "hello")
+    assert first.take() == ["*** guest4 is now known as d", "<d> hello"]
+    chat.disconnect(fourth, "gone")  # left a room of 4, as it joined one: not announced
+    chat.disconnect(chat.users["c"], "gone too")  # left a room of 3: announced
+    assert first.take() == ["*** c has left #lobby (gone too)"]
+
+
+def test_announce_limit_zero_always_announces() -> None:
+    chat = ChatService(Clock(), announce_limit=0)
+    (_, first), *_ = [connect(chat, f"n{i}") for i in range(600)]
+    assert sum("has joined" in line for line in first.take()) == 599
+
+
 def test_empty_rooms_without_topic_or_history_are_forgotten(chat: ChatService) -> None:
     alice, _ = connect(chat, "alice")
     chat.join(alice, "#quiet")

@@ -32,8 +32,8 @@ class Kind(enum.Enum):
 class Line:
     """One line to show: its kind, the nick it concerns (if any) and its text.
 
-    ``raw`` is the whole line as received (for plain output); ``timestamp`` is the
-    ``HH:MM`` of a ``[HH:MM]`` prefix, if the line had one.
+    ``raw`` is the whole line as received (for plain output); ``timestamp`` is what
+    stood in a ``[HH:MM]`` or ``[YYYY-MM-DD HH:MM]`` prefix, if the line had one.
     """
 
     kind: Kind
@@ -43,7 +43,10 @@ class Line:
     raw: str = ""
 
 
-_TIMESTAMP = re.compile(r"\[(\d{1,2}:\d{2}(?::\d{2})?)\] (.*)\Z", re.DOTALL)
+# [HH:MM] with /timestamps on; [YYYY-MM-DD HH:MM] on history replayed from the server.
+_TIMESTAMP = re.compile(
+    r"\[((?:\d{4}-\d{2}-\d{2} )?\d{1,2}:\d{2}(?::\d{2})?)\] (.*)\Z", re.DOTALL
+)
 _NICK = r"[^\s<>*]+"
 _CHAT = re.compile(rf"<({_NICK})>(?: (.*))?\Z", re.DOTALL)
 _ACTION = re.compile(rf"\* ({_NICK})(?: (.*))?\Z", re.DOTALL)
@@ -115,7 +118,7 @@ class NickList(NickEvent):
     nicks: tuple[str, ...]
 
 
-_YOU_ARE = re.compile(r"(?:Welcome\b.*?\b)?You are (?:now known as )?([^\s.,!]+)[.!]?(?:\s|\Z)")
+_YOU_ARE = re.compile(r"\bYou are ([^\s.,!]+)[.!]?(?:\s|\Z)")  # in the greeting
 _JOINED = re.compile(rf"({_NICK}) has joined\b")
 _LEFT = re.compile(rf"({_NICK}) has left\b")
 _RENAMED = re.compile(rf"({_NICK}) is now known as ({_NICK}?)\.?\Z")
@@ -145,7 +148,9 @@ def nick_event(line: Line) -> NickEvent | None:
     m = _LEFT.match(text)
     if m:
         return Left(m.group(1))
+    # Only the greeting says who we are: "You are now in #room", "You are marked as away"
+    # and the like are about something else, and our renames arrive as Renamed.
     m = _YOU_ARE.search(text)
-    if m and (text.startswith("Welcome") or text.startswith("You are")):
+    if m and text.startswith("Welcome"):
         return YouAre(m.group(1))
     return None

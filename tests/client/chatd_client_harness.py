@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import free_port
+
 HERE = Path(__file__).parent
 
 
@@ -75,12 +77,6 @@ class ChatServer:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Peer:

@@ -55,6 +55,13 @@ def test_timestamp_prefix_on_any_shape() -> None:
     assert classify("[09:05] * bob dances").kind is Kind.ACTION
 
 
+def test_history_lines_carry_a_date() -> None:
+    line = classify("[2026-11-28 14:03] <alice> hi")
+    assert (line.kind, line.nick, line.text, line.timestamp) == (
+        Kind.CHAT, "alice", "hi", "2026-11-28 14:03"
+    )
+
+
 def test_unicode_nicks() -> None:
     line = classify("<Jürgen_2> grüß dich")
     assert line.nick == "Jürgen_2"
@@ -73,6 +80,12 @@ def test_unicode_nicks() -> None:
         ("Users online (2): alice, bob", NickList(("alice", "bob"))),
         ("Users in #lobby (2): alice, bob (away)", NickList(("alice", "bob"))),
         ("Server is shutting down. Goodbye.", None),
+        # Notices about you that do not name your nick.
+        ("You are now in #dev (3 users)", None),
+        ("You are marked as away: lunch", None),
+        ("You are no longer marked as away", None),
+        ("You are now ignoring mallory", None),
+        ("You are not ignoring anyone", None),
     ],
 )
 def test_nick_events(text: str, event: object) -> None:
