@@ -87,7 +87,7 @@ class Moderator(service.Service):
                             f"({ban.expiry(self.clock.seconds())})")
 
     def check_speech(self, user: User) -> None:
-        mute = self.mutes.match(user.key, peer_host(user.peer))
+        mute = self.mutes.match(user.key, user.host)
         if mute is not None:
             left = ("" if mute.expires is None
                     else f" for {format_duration(mute.expires - self.clock.seconds())} more")
@@ -100,7 +100,7 @@ class Moderator(service.Service):
         name, _, password = args.partition(" ")
         if not name or not password:
             raise ChatError("usage: /oper NAME PASSWORD")
-        address = peer_host(user.peer) or user.peer
+        address = user.host or user.peer
 
         def granted(operator: str) -> None:
             if self.chat.users.get(user.key) is user:  # still connected
@@ -151,7 +151,7 @@ class Moderator(service.Service):
             nick = None
         except ValueError:
             target = self._target(what)
-            host = peer_host(target.peer)
+            host = target.host
             if host is None:
                 raise ChatError(f"{target.nick} has no IP address to ban") from None
             network, nick = parse_ban_target(host), target.nick
@@ -165,7 +165,7 @@ class Moderator(service.Service):
         length = "for good" if seconds is None else f"for {format_duration(seconds)}"
         why = f"banned by {op.nick} {length}: {reason}"
         for user in list(self.chat.users.values()):
-            if user is not op and self.bans.match(peer_host(user.peer)) is ban:
+            if user is not op and self.bans.match(user.host) is ban:
                 self._remove(user, why)
         return f"Banned {network} ({ban.expiry(now)})."
 
@@ -194,7 +194,7 @@ class Moderator(service.Service):
         operator = self._operator(op)
         target = self._target(nick)
         now = self.clock.seconds()
-        mute = Mute(target.key, target.nick, peer_host(target.peer), operator, now,
+        mute = Mute(target.key, target.nick, target.host, operator, now,
                     None if seconds is None else now + seconds)
         self.mutes.add(mute)
         self.store.execute(_SAVE_MUTE, (mute.key, mute.nick, mute.host, mute.by, mute.created,
@@ -211,7 +211,7 @@ class Moderator(service.Service):
         except InvalidNickname as e:
             raise ChatError(str(e)) from None
         online = self.chat.users.get(key)
-        host = peer_host(online.peer) if online is not None else None
+        host = online.host if online is not None else None
         lifted = [m for m in self.mutes.current() if m.key == key or (host and m.host == host)]
         if not lifted:
             raise ChatError(f'"{nick}" is not muted')

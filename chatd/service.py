@@ -34,6 +34,7 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.history import HistoryEntry
+from chatd.moderation import peer_host
 from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
 from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, normalize_nick
@@ -78,8 +79,8 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("__weakref__", "away", "client", "ignoring", "key", "nick", "operator", "peer",
-                 "reply_to", "room", "timestamps")
+    __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
+                 "peer", "reply_to", "room", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, room: Room, peer: str) -> None:
         self.client = client
@@ -87,6 +88,8 @@ class User:
         self.key = nick_key(nick)
         self.room = room
         self.peer = peer
+        # The IP address, parsed once: mute checks read it on every line a user says.
+        self.host = peer_host(peer)
         self.away: str | None = None  # the reason, while away
         # Ignoring follows the person through renames and ends when they disconnect.
         self.ignoring: weakref.WeakSet[User] = weakref.WeakSet()
