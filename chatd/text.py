@@ -1,4 +1,4 @@
-"""Where bytes become text: telnet filtering, UTF-8 decoding, control stripping, nicknames.
+"""Where bytes become text: UTF-8 decoding, control stripping, nicknames.
 
 Everything a client sends passes through here exactly once, at the edge, so the chat
 service only ever sees clean ``str``. The policy for message text is to *strip*
@@ -13,58 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# --- Telnet --------------------------------------------------------------------------------
-
-IAC = 0xFF
-SB = 0xFA
-SE = 0xF0
-WILL, WONT, DO, DONT = 0xFB, 0xFC, 0xFD, 0xFE
-
-# Filter states.
-_DATA, _IAC, _OPTION, _SUB, _SUB_IAC = range(5)
-
-
-class TelnetFilter:
-    """Removes telnet negotiation from a byte stream, across chunk boundaries.
-
-    Nothing is ever answered: a plain ``nc`` user never sees negotiation bytes, and a
-    telnet client that gets no answer simply stays in its default line mode.
-    ``IAC IAC`` (a literal 0xFF) is dropped too: it is never valid UTF-8 anyway.
-    """
-
-    __slots__ = ("_state",)
-
-    def __init__(self) -> None:
-        self._state = _DATA
-
-    def feed(self, data: bytes) -> bytes:
-        if self._state == _DATA and IAC not in data:
-            return data  # the common case: no telnet at all
-        out = bytearray()
-        state = self._state
-        for byte in data:
-            if state == _DATA:
-                if byte == IAC:
-                    state = _IAC
-                else:
-                    out.append(byte)
-            elif state == _IAC:
-                if byte in (WILL, WONT, DO, DONT):
-                    state = _OPTION
-                elif byte == SB:
-                    state = _SUB
-                else:  # IAC IAC, or a two-byte command such as IAC NOP / IAC AYT
-                    state = _DATA
-            elif state == _OPTION:
-                state = _DATA
-            elif state == _SUB:
-                if byte == IAC:
-                    state = _SUB_IAC
-            elif state == _SUB_IAC:
-                state = _DATA if byte == SE else _SUB
-        self._state = state
-        return bytes(out)
-
+# The filter lives in chatd.telnet; it stays importable from here, where bytes become text.
+from chatd.telnet import TelnetFilter as TelnetFilter
 
 # --- Message text --------------------------------------------------------------------------
 

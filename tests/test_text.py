@@ -1,4 +1,4 @@
-"""The edge: telnet filtering, decoding, control stripping and the nickname rule."""
+"""The edge: decoding, control stripping and the nickname rule."""
 
 from __future__ import annotations
 
@@ -6,38 +6,11 @@ import pytest
 
 from chatd.text import (
     InvalidNickname,
-    TelnetFilter,
     clean_text,
     decode_line,
     nick_key,
     normalize_nick,
 )
-
-
-class TestTelnetFilter:
-    def test_plain_data_passes_unchanged(self) -> None:
-        assert TelnetFilter().feed(b"hello\r\n") == b"hello\r\n"
-
-    @pytest.mark.parametrize(
-        "data",
-        [
-            b"\xff\xfb\x01hi",  # IAC WILL ECHO
-            b"\xff\xfd\x03hi",  # IAC DO SUPPRESS-GO-AHEAD
-            b"\xff\xfa\x18\x00xterm\xff\xf0hi",  # IAC SB TERMINAL-TYPE IS xterm IAC SE
-            b"\xff\xf1hi",  # IAC NOP
-            b"h\xff\xffi",  # IAC IAC, an escaped 0xFF, is never valid UTF-8: dropped
-        ],
-    )
-    def test_negotiation_is_removed(self, data: bytes) -> None:
-        assert TelnetFilter().feed(data) == b"hi"
-
-    def test_negotiation_split_across_reads(self) -> None:
-        f = TelnetFilter()
-        stream = b"a\xff\xfa\x18\x00vt100\xff\xf0b\xff\xfb\x01c"
-        assert b"".join(f.feed(stream[i : i + 1]) for i in range(len(stream))) == b"abc"
-
-    def test_iac_inside_subnegotiation_does_not_end_it(self) -> None:
-        assert TelnetFilter().feed(b"\xff\xfa\x18\xff\xff\x01\xff\xf0ok") == b"ok"
 
 
 class TestCleanText:
