@@ -14,6 +14,7 @@ import re
 import unicodedata
 
 # The filter lives in chatd.telnet; it stays importable from here, where bytes become text.
+from chatd import lookalike
 from chatd.telnet import TelnetFilter as TelnetFilter
 
 # --- Message text --------------------------------------------------------------------------
@@ -50,11 +51,13 @@ def decode_line(line: bytes) -> str:
 
 NICK_MAX_LENGTH = 24
 NICK_RULE = (
-    f"1 to {NICK_MAX_LENGTH} letters (any script), digits, '_' or '-', "
+    f"1 to {NICK_MAX_LENGTH} letters of one script, digits, '_' or '-', "
     "not starting with a digit or '-'"
 )
 # In Python's re, \w is a letter or digit of any script, or '_'; [^\W\d] drops the digits.
 _NICK_PATTERN = re.compile(r"[^\W\d][\w-]*")
+# Names that would let a user pass for the server or its staff; look-alikes are refused too.
+RESERVED_NICKS = ("chatd", "server", "admin", "operator", "root", "system")
 
 
 class InvalidNickname(ValueError):
@@ -62,13 +65,35 @@ class InvalidNickname(ValueError):
 
 
 def normalize_nick(requested: str) -> str:
-    """Returns the nickname as it will be shown (NFKC), or raises InvalidNickname."""
+    """Returns the nickname as it will be shown (NFKC), or raises InvalidNickname.
+
+    Refused besides what breaks the rule: characters that render as nothing (U+3164 HANGUL
+    FILLER counts as a letter), letters of more than one script (Latin ``alice`` with a
+    Cyrillic a), and names that look like a reserved one.
+    """
     nick = unicodedata.normalize("NFKC", requested)
     if not 0 < len(nick) <= NICK_MAX_LENGTH or not _NICK_PATTERN.fullmatch(nick):
         raise InvalidNickname(f"invalid nickname: use {NICK_RULE}")
+    if lookalike.has_invisible(requested) or lookalike.has_invisible(nick):
+        raise InvalidNickname("invalid nickname: it holds a character that shows as nothing")
+    if lookalike.is_mixed_script(nick):
+        raise InvalidNickname(
+            "invalid nickname: it mixes letters of different scripts "
+            f"({', '.join(sorted(lookalike.scripts(nick))).lower()})"
+        )
+    if nick_skeleton(nick) in _RESERVED_SKELETONS:
+        raise InvalidNickname(f'nickname "{nick}" is reserved')
     return nick
 
 
 def nick_key(nick: str) -> str:
     """The form two nicknames are compared in: NFKC, case-folded, NFKC again."""
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())
+
+
+def nick_skeleton(nick: str) -> str:
+    """The form two nicknames are told apart in: two that share it look alike (TR 39)."""
+    return lookalike.case_blind_skeleton(unicodedata.normalize("NFKC", nick))
+
+
+_RESERVED_SKELETONS = frozenset(nick_skeleton(word) for word in RESERVED_NICKS)
