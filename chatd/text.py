@@ -47,6 +47,23 @@ def decode_line(line: bytes) -> str:
     return clean_text(line.decode("utf-8", "replace"))
 
 
+# --- Numbers -------------------------------------------------------------------------------
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_whole_number(text: str, max_digits: int = 9) -> int | None:
+    """The number in ``text`` if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    Every number a user types goes through here. ``str.isdigit`` is not enough: ``"²"`` is a
+    digit to it and an error to ``int``, and ``int`` takes Arabic-Indic and other digits too;
+    the length bound keeps a 100,000-digit "number" from costing anything.
+    """
+    if len(text) > max_digits or not _ASCII_DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
 # --- Nicknames -----------------------------------------------------------------------------
 
 NICK_MAX_LENGTH = 24

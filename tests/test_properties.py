@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from twisted.internet import defer
 
+from chatd.commands import COMMANDS
+from chatd.moderator import Moderator
+from chatd.operators import OperatorAuthenticator
+from chatd.passwd import hash_password
+from chatd.protocol import ChatProtocol
 from chatd.telnet import AYT_REPLY
 from chatd.text import BIDI_CONTROLS
 from tests.support import MemoryChat
@@ -96,3 +102,51 @@ def test_where_a_stream_is_split_does_not_change_what_anyone_sees(
             sender.dataReceived(chunk)
         outputs.append((other.value(), own.value()))
     assert outputs[0] == outputs[1]
+
+
+# --- Every command, with arbitrary arguments -------------------------------------------------
+
+ARGUMENT_WORDS = st.sampled_from(
+    ["²", "٣", "0", "-1", "1", "4", "99999999999", "9" * 50, "1h", "10m", "٣m", "bob", "alice",
+     "#lobby", "#x", "*", "", "::1", "10.0.0.0/8", "on", "off"]
+)
+ARGUMENTS = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.one_of(ARGUMENT_WORDS, st.text(max_size=6)), max_size=4).map(" ".join),
+)
+
+
+def operator_chat() -> tuple[MemoryChat, list[ChatProtocol]]:
+    """A chat with a moderator, an operator (first) and an ordinary user called bob."""
+    chat = MemoryChat(service_args={"history_size": 4})
+    authenticator = OperatorAuthenticator(
+        chat.clock, {"root": OPERATOR_HASH}, lambda check: defer.maybeDeferred(check)
+    )
+    chat.factory.moderator = Moderator(chat.service, chat.clock, authenticator)
+    op, op_transport = chat.connect()
+    op.dataReceived(b"/oper root pw\n")
+    assert b"You are now an operator" in op_transport.value()
+    bob, _ = chat.connect()
+    bob.dataReceived(b"/nick bob\nhello\n")
+    return chat, [op, bob]
+
+
+OPERATOR_HASH = hash_password("pw", n=2**4)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=ARGUMENTS)
+@example(args="²")  # "²".isdigit() is true and int("²") raises: the bug of issue 10, item 4
+@example(args="٣")
+@example(args="9" * 50)
+def test_no_command_raises_whatever_its_arguments(args: str) -> None:
+    """Every command in the table, from an operator and from a user; quit goes last."""
+    chat, (op, bob) = operator_chat()
+    args = args.replace("\r", " ").replace("\n", " ")
+    for name in sorted(COMMANDS, key=lambda name: name == "quit"):
+        # /oper checks an unknown operator's guess at full scrypt cost: guess root's instead.
+        command = "oper root" if name == "oper" else name
+        line = f"/{command} {args}\n".encode("utf-8", "surrogatepass")
+        for sender in (bob, op):
+            sender.dataReceived(line)  # raises if a handler does
+        chat.clock.advance(1)
