@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,12 +36,23 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql).fetchall()
 
 
+def disk_error(message: str, code: int, name: str) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    error.sqlite_errorname = name
+    return error
+
+
 class Disk:
-    """The store's connection with a disk that can fail at COMMIT, as a full disk does, and
-    a count of the commits and attempts it saw."""
+    """The store's connection with a disk that can fail at COMMIT, as a full disk does, or
+    with an I/O error on one kind of statement; COMMITs can be held until released. It
+    counts the commits and attempts it saw."""
 
     def __init__(self) -> None:
         self.full = False
+        self.failing_statement = ""  # statements starting with this fail with an I/O error
+        self.open = threading.Event()  # COMMITs wait for this
+        self.open.set()
         self.attempts = 0  # COMMITs tried
         self.commits = 0  # COMMITs that went through
 
@@ -49,14 +61,14 @@ class Disk:
 
         class Connection(sqlite3.Connection):
             def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+                if disk.failing_statement and sql.startswith(disk.failing_statement):
+                    raise disk_error("disk I/O error", 10, "SQLITE_IOERR")
                 if sql != "COMMIT":
                     return super().execute(sql, params)
+                assert disk.open.wait(10), "the test never let the commit through"
                 disk.attempts += 1
                 if disk.full:
-                    error = sqlite3.OperationalError("database or disk is full")
-                    error.sqlite_errorcode = 13  # SQLITE_FULL
-                    error.sqlite_errorname = "SQLITE_FULL"
-                    raise error
+                    raise disk_error("database or disk is full", 13, "SQLITE_FULL")
                 cursor = super().execute(sql, params)
                 disk.commits += 1
                 return cursor
@@ -278,6 +290,24 @@ def test_a_real_full_database_keeps_the_batch_until_there_is_room(
 
 
 @pytest_twisted.inlineCallbacks
+def test_an_io_error_on_one_statement_keeps_the_whole_batch(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    store.open()
+    disk.failing_statement = "INSERT INTO history"  # the transaction stays open after it
+    store.add_line(Room("#dev", 10), HistoryEntry(0, Said("#dev", "alice", "kept")))
+    yield store.flush()
+    assert rows(path, "SELECT count(*) FROM rooms") == [(0,)]  # not committed without it
+    assert store_log[0].startswith(f"cannot write to {path}: disk I/O error; keeping 1 room")
+    disk.failing_statement = ""
+    yield store.close()
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "kept")]
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_failed_batch_is_tried_again_later_without_being_asked(
     tmp_path: Path, store_log: list[str]
 ) -> Any:
@@ -364,6 +394,27 @@ def test_a_forgotten_room_goes_with_its_history(tmp_path: Path) -> Any:
         ("#lobby", "old"), ("#dev", "new")
     ]
     MemoryStore().forget_room("#dev")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_room_forgotten_while_its_row_commits_gets_its_row_back_with_a_new_line(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    store.open()
+    disk.open.clear()
+    store.save_room(Room("#dev", 10))
+    writing = store.flush()  # the worker holds this batch at COMMIT
+    store.forget_room("#dev")  # queued behind it
+    disk.open.set()
+    yield writing
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "back")))
+    yield store.close()
+    assert store_log == []
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "back")]
 
 
 @pytest_twisted.inlineCallbacks
