@@ -1,0 +1,304 @@
+"""The cluster's copy of the chat in Redis, and the Lua scripts that change it.
+
+Every chatd process keeps its own copy of the chat (chatd/service.py) and changes it only
+from events. Redis keeps one more copy, for the processes that start (or come back) later:
+each event is applied to it *and* published in the same Lua script, so the copy and the
+channel never disagree, and every event gets the next number of ``seq``. A process that
+(re)joins subscribes first, then reads a snapshot that says which ``seq`` it is current to,
+and drops the events it buffered meanwhile up to that number: nothing is missed, nothing is
+applied twice.
+
+Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
+
+    P seq                counter: the number of the last event published
+    P events             pub/sub channel: "SEQ JSON-EVENT" (chatd/cluster/codec.py)
+    P procs              zset: process origin -> last heartbeat (Redis's clock, ms)
+    P nicks              hash: nk -> {"o": origin, "n": nick, "s": skeleton}  (the claims)
+    P skeletons          hash: nick_skeleton -> nk  (no two nicks that look alike)
+    P owned:ORIGIN       set: the nks a process holds (what to free when it dies)
+    P rooms              set: every rk with a room hash
+    P room:RK            hash: name, topic, topic_by, topic_at
+    P members:RK         hash: nk -> nick  (presence: who is in the room, any process)
+    P in:NK              set: the rks a user is in (what to leave when their process dies)
+    P history:RK         list: the room's last --history lines, as encoded events (LTRIM)
+    P bans               hash: network -> JSON ban
+    P mutes              hash: nk -> JSON mute
+
+Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
+one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
+"ok" and one refusal. Folding and skeletons are computed in Python (chatd/text.py), the
+same functions a single process uses; Lua only compares the strings.
+
+Presence is kept alive by heartbeats: every ``HEARTBEAT`` seconds each process sets its
+score in ``procs`` to Redis's own clock (so the processes' clocks need not agree), and reaps
+every process whose score is older than ``PROCESS_TTL``: its users leave their rooms (a
+``Left`` event each, with the dead process as origin, so everyone applies it), and their
+nicks are freed. A process that was reaped while it was cut off from Redis finds its score
+gone at its next heartbeat and announces its users again.
+
+Scripts build key names from the prefix, so this works with one Redis (or a primary with
+replicas), not with Redis Cluster's sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+
+from chatd.cluster.link import RedisLink
+
+PREFIX = "chatd:"
+HEARTBEAT = 2.0  # seconds between heartbeats
+PROCESS_TTL = 10.0  # seconds without a heartbeat before a process's users are gone
+REAPED_REASON = "their chatd process stopped answering"
+
+# A room is forgotten when nobody is in it and it has nothing to show the next visitor;
+# the same rule as Room.worth_keeping.
+_FORGET_IF_EMPTY = """
+local function forget_if_empty(P, rk)
+  if redis.call('HLEN', P..'members:'..rk) == 0
+     and (redis.call('HGET', P..'room:'..rk, 'topic') or '') == ''
+     and redis.call('LLEN', P..'history:'..rk) == 0 then
+    redis.call('DEL', P..'room:'..rk)
+    redis.call('SREM', P..'rooms', rk)
+  end
+end
+local function publish(P, payload)
+  local seq = redis.call('INCR', P..'seq')
+  redis.call('PUBLISH', P..'events', seq..' '..payload)
+  return seq
+end
+local function release(P, origin, nk)
+  local entry = redis.call('HGET', P..'nicks', nk)
+  if not entry then return end
+  local held = cjson.decode(entry)
+  if held.o ~= origin then return end
+  redis.call('HDEL', P..'nicks', nk)
+  if redis.call('HGET', P..'skeletons', held.s) == nk then
+    redis.call('HDEL', P..'skeletons', held.s)
+  end
+  redis.call('SREM', P..'owned:'..origin, nk)
+end
+"""
+
+# ARGV: prefix, payload, kind, then the kind's arguments. Returns the event's seq, or 0
+# for a join-again of someone already there (nothing published).
+APPLY = _FORGET_IF_EMPTY + """
+local P, payload, kind = ARGV[1], ARGV[2], ARGV[3]
+if kind == 'line' then
+  local rk, name, keep = ARGV[4], ARGV[5], tonumber(ARGV[6])
+  redis.call('HSETNX', P..'room:'..rk, 'name', name)
+  redis.call('SADD', P..'rooms', rk)
+  if keep > 0 then
+    redis.call('RPUSH', P..'history:'..rk, payload)
+    redis.call('LTRIM', P..'history:'..rk, -keep, -1)
+  end
+elseif kind == 'join' or kind == 'join-again' then
+  local rk, name, nk, nick = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  redis.call('HSETNX', P..'room:'..rk, 'name', name)
+  redis.call('SADD', P..'rooms', rk)
+  local added = redis.call('HSET', P..'members:'..rk, nk, nick)
+  redis.call('SADD', P..'in:'..nk, rk)
+  if kind == 'join-again' and added == 0 then return 0 end
+elseif kind == 'leave' then
+  local rk, nk = ARGV[4], ARGV[5]
+  redis.call('HDEL', P..'members:'..rk, nk)
+  redis.call('SREM', P..'in:'..nk, rk)
+  forget_if_empty(P, rk)
+elseif kind == 'rename' then
+  local old, new, nick = ARGV[4], ARGV[5], ARGV[6]
+  for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..old)) do
+    redis.call('HDEL', P..'members:'..rk, old)
+    redis.call('HSET', P..'members:'..rk, new, nick)
+  end
+  if old ~= new and redis.call('EXISTS', P..'in:'..old) == 1 then
+    redis.call('RENAME', P..'in:'..old, P..'in:'..new)
+  end
+elseif kind == 'topic' then
+  local rk = ARGV[4]
+  redis.call('HSET', P..'room:'..rk, 'name', ARGV[5], 'topic', ARGV[6], 'topic_by', ARGV[7],
+             'topic_at', ARGV[8])
+  redis.call('SADD', P..'rooms', rk)
+  forget_if_empty(P, rk)
+end
+return publish(P, payload)
+"""
+
+# ARGV: prefix, origin, nk, nick, skeleton, old nk ('' for a new user).
+# Returns {'ok'}, {'taken', nick} or {'looks', nick}.
+CLAIM = _FORGET_IF_EMPTY + """
+local P, origin, nk, nick, skeleton, old = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local entry = redis.call('HGET', P..'nicks', nk)
+if entry then
+  local held = cjson.decode(entry)
+  if held.o ~= origin then return {'taken', held.n} end
+end
+local holder = redis.call('HGET', P..'skeletons', skeleton)
+if holder and holder ~= nk and holder ~= old then
+  local other = redis.call('HGET', P..'nicks', holder)
+  if other then return {'looks', cjson.decode(other).n} end
+end
+if old ~= '' and old ~= nk then release(P, origin, old) end
+redis.call('HSET', P..'nicks', nk, cjson.encode({o = origin, n = nick, s = skeleton}))
+redis.call('HSET', P..'skeletons', skeleton, nk)
+redis.call('SADD', P..'owned:'..origin, nk)
+return {'ok'}
+"""
+
+# ARGV: prefix, origin, nk.
+RELEASE = _FORGET_IF_EMPTY + """
+release(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, origin, ttl (ms), reason. Returns {1 if this process was still known, 0 if
+# it had been reaped (or is new), the number of processes reaped now}.
+HEARTBEAT_SCRIPT = _FORGET_IF_EMPTY + """
+local P, origin, ttl, reason = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local known = redis.call('ZSCORE', P..'procs', origin) and 1 or 0
+redis.call('ZADD', P..'procs', now, origin)
+local dead = redis.call('ZRANGEBYSCORE', P..'procs', '-inf', now - ttl)
+for _, o in ipairs(dead) do
+  for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
+    local entry = redis.call('HGET', P..'nicks', nk)
+    local nick = entry and cjson.decode(entry).n or nk
+    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
+      redis.call('HDEL', P..'members:'..rk, nk)
+      local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
+      forget_if_empty(P, rk)
+      publish(P, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
+                               origin = o}))
+    end
+    redis.call('DEL', P..'in:'..nk)
+    release(P, o, nk)
+  end
+  redis.call('DEL', P..'owned:'..o)
+  redis.call('ZREM', P..'procs', o)
+end
+return {known, #dead}
+"""
+
+# ARGV: prefix. Everything a (re)joining process needs, and the seq it is current to.
+SNAPSHOT = """
+local P = ARGV[1]
+local rooms = {}
+for _, rk in ipairs(redis.call('SMEMBERS', P..'rooms')) do
+  local r = redis.call('HMGET', P..'room:'..rk, 'name', 'topic', 'topic_by', 'topic_at')
+  rooms[#rooms + 1] = {rk, r[1] or rk, r[2] or '', r[3] or '', r[4] or '0',
+                       redis.call('HGETALL', P..'members:'..rk),
+                       redis.call('LRANGE', P..'history:'..rk, 0, -1)}
+end
+return {redis.call('GET', P..'seq') or '0', rooms,
+        redis.call('HGETALL', P..'bans'), redis.call('HGETALL', P..'mutes')}
+"""
+
+
+@dataclass(frozen=True)
+class SnapshotRoom:
+    key: str
+    name: str
+    topic: str
+    topic_by: str
+    topic_at: float
+    members: dict[str, str]  # nk -> nick, every process's
+    history: list[bytes]  # encoded events, oldest first
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int
+    rooms: list[SnapshotRoom]
+    bans: dict[str, str]  # network -> JSON
+    mutes: dict[str, str]  # nk -> JSON
+
+
+class ClaimRefused(Exception):
+    """Another process's user holds the nick, or one that looks like it; says who."""
+
+    def __init__(self, why: str, holder: str) -> None:
+        super().__init__(why, holder)
+        self.why = why  # "taken" or "looks"
+        self.holder = holder
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+class ClusterState:
+    """Typed calls on the scripts above, over one ``RedisLink``."""
+
+    def __init__(self, link: RedisLink, prefix: str = PREFIX) -> None:
+        self.link = link
+        self.prefix = prefix
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}events"
+
+    def apply(self, payload: bytes, kind: str, *args: str | float | int) -> defer.Deferred[int]:
+        """Applies an event to the copy in Redis and publishes it; fires with its seq."""
+        d = self.link.call(APPLY, [], [self.prefix, payload, kind, *args])
+        return d.addCallback(int)
+
+    def claim(self, origin: str, nk: str, nick: str, skeleton: str,
+              old: str = "") -> defer.Deferred[None]:
+        """Takes ``nick`` for a user of ``origin`` (freeing ``old``, their previous nk);
+        fails with ClaimRefused when someone elsewhere has it or a look-alike."""
+
+        def answer(reply: list[Any]) -> None:
+            if _text(reply[0]) != "ok":
+                raise ClaimRefused(_text(reply[0]), _text(reply[1]))
+
+        d = self.link.call(CLAIM, [], [self.prefix, origin, nk, nick, skeleton, old])
+        return d.addCallback(answer)
+
+    def release(self, origin: str, nk: str) -> defer.Deferred[Any]:
+        return self.link.call(RELEASE, [], [self.prefix, origin, nk])
+
+    def heartbeat(self, origin: str, ttl: float = PROCESS_TTL) -> defer.Deferred[bool]:
+        """Says this process is alive and reaps the dead; fires with whether this process
+        was still known (False: its users must be announced again)."""
+        d = self.link.call(HEARTBEAT_SCRIPT, [],
+                           [self.prefix, origin, int(ttl * 1000), REAPED_REASON])
+        return d.addCallback(lambda reply: int(reply[0]) == 1)
+
+    def snapshot(self) -> defer.Deferred[Snapshot]:
+        def parse(reply: list[Any]) -> Snapshot:
+            seq, rooms, bans, mutes = reply
+            return Snapshot(
+                seq=int(seq),
+                rooms=[SnapshotRoom(_text(rk), _text(name), _text(topic), _text(by),
+                                    _float(at), _pairs(members), list(history))
+                       for rk, name, topic, by, at, members, history in rooms],
+                bans=_pairs(bans),
+                mutes=_pairs(mutes),
+            )
+
+        return self.link.call(SNAPSHOT, [], [self.prefix]).addCallback(parse)
+
+    def save(self, table: str, key: str, record: dict[str, Any]) -> defer.Deferred[Any]:
+        """Stores one ban or mute (``table`` is "bans" or "mutes")."""
+        return self.link.command("HSET", f"{self.prefix}{table}", key, json.dumps(record))
+
+    def delete(self, table: str, key: str) -> defer.Deferred[Any]:
+        return self.link.command("HDEL", f"{self.prefix}{table}", key)
+
+
+def _float(value: Any) -> float:
+    try:
+        number = float(_text(value))
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0

@@ -1,0 +1,163 @@
+"""chatd/cluster/state.py: the Lua scripts against a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from chatd.cluster import codec
+from chatd.cluster.address import parse_redis_url
+from chatd.cluster.link import RedisLink
+from chatd.cluster.state import REAPED_REASON, ClaimRefused, ClusterState
+from chatd.events import Joined, Said
+from chatd.text import nick_key, nick_skeleton
+from tests import redis_support
+from tests.redis_support import RedisServer, sleep, until
+
+redis_server = redis_support.redis_server
+
+
+class Process:
+    """One side of the cluster: a link, the state calls, and what its subscription got."""
+
+    def __init__(self, server: RedisServer, origin: str) -> None:
+        self.origin = origin
+        self.received: list[bytes] = []
+        self.up = False
+        self.link = RedisLink(reactor, parse_redis_url(server.url), "chatd:events",
+                              self.received.append, self._up, lambda why: None)
+        self.state = ClusterState(self.link)
+
+    def _up(self) -> None:
+        self.up = True
+
+    def claim(self, nick: str, old: str = "") -> defer.Deferred[None]:
+        return self.state.claim(self.origin, nick_key(nick), nick, nick_skeleton(nick),
+                                nick_key(old) if old else "")
+
+    def events(self) -> list[tuple[int, Any]]:
+        out = []
+        for message in self.received:
+            seq, _, payload = message.partition(b" ")
+            out.append((int(seq), codec.decode(payload)))
+        return out
+
+
+@pytest.fixture
+def two(redis_server: RedisServer) -> Iterator[tuple[Process, Process]]:
+    a, b = Process(redis_server, "a" * 32), Process(redis_server, "b" * 32)
+    a.link.start()
+    b.link.start()
+    pytest_twisted.blockon(until(lambda: a.up and b.up, "both links up"))
+    yield a, b
+    pytest_twisted.blockon(defer.DeferredList([a.link.stop(), b.link.stop()]))
+
+
+def refusal(d: defer.Deferred[Any]) -> defer.Deferred[tuple[str, str] | None]:
+    def caught(failure: Any) -> tuple[str, str]:
+        failure.trap(ClaimRefused)
+        return failure.value.why, failure.value.holder
+
+    return d.addCallbacks(lambda _: None, caught)
+
+
+@pytest_twisted.inlineCallbacks
+def test_claims_fold_case_and_refuse_look_alikes(two: tuple[Process, Process]) -> Any:
+    a, b = two
+    assert (yield refusal(a.claim("alice"))) is None
+    assert (yield refusal(b.claim("ALICE"))) == ("taken", "alice")
+    assert (yield refusal(b.claim("\u0430lice"))) == ("looks", "alice")  # Cyrillic a
+    # The holder may change case, and rename: the old nick is free at once.
+    assert (yield refusal(a.claim("Alice", old="alice"))) is None
+    assert (yield refusal(a.claim("bob", old="Alice"))) is None
+    assert (yield refusal(b.claim("alice"))) is None
+    assert (yield refusal(a.claim("ALICE"))) == ("taken", "alice")
+    yield b.state.release(b.origin, nick_key("alice"))
+    yield a.state.release(b.origin, nick_key("bob"))  # not a's to release: stays
+    assert (yield refusal(a.claim("alice"))) is None
+    assert (yield refusal(b.claim("Bob"))) == ("taken", "bob")
+
+
+@pytest_twisted.inlineCallbacks
+def test_racing_claims_have_one_winner(two: tuple[Process, Process]) -> Any:
+    a, b = two
+    for n in range(20):
+        results = yield defer.gatherResults(
+            [refusal(a.claim(f"racer{n}")), refusal(b.claim(f"RACER{n}"))])
+        winners = [r for r in results if r is None]
+        losers = [r for r in results if r is not None]
+        assert len(winners) == 1, results
+        assert losers in ([("taken", f"racer{n}")], [("taken", f"RACER{n}")]), results
+
+
+@pytest_twisted.inlineCallbacks
+def test_lines_are_published_in_order_and_history_is_trimmed(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    sent = [Said("#dev", "alice", f"line {n}") for n in range(7)]
+    seqs = []
+    for event in sent:
+        seqs.append((yield a.state.apply(codec.encode(event), "line", "#dev", "#dev", 5)))
+    assert seqs == sorted(seqs) and len(set(seqs)) == 7
+    yield until(lambda: len(b.received) == 7, "b receives the seven lines")
+    assert b.events() == list(zip(seqs, sent, strict=True))
+    snapshot = yield b.state.snapshot()
+    assert snapshot.seq == seqs[-1]
+    (room,) = snapshot.rooms
+    assert (room.key, room.name) == ("#dev", "#dev")
+    assert [codec.decode(line) for line in room.history] == sent[-5:]
+
+
+@pytest_twisted.inlineCallbacks
+def test_presence_topics_and_renames_in_the_snapshot(two: tuple[Process, Process]) -> Any:
+    a, _ = two
+    join = codec.encode(Joined("#Dev", "alice"))
+    yield a.state.apply(join, "join", "#dev", "#Dev", "alice", "alice")
+    # Announcing again someone already there publishes nothing.
+    assert (yield a.state.apply(join, "join-again", "#dev", "#Dev", "alice", "alice")) == 0
+    yield a.state.apply(b"{}", "join", "#ops", "#ops", "alice", "alice")
+    yield a.state.apply(b"{}", "topic", "#dev", "#Dev", "plans", "alice", 12.5)
+    yield a.state.apply(b"{}", "rename", "alice", "alicia", "Alicia")
+    snapshot = yield a.state.snapshot()
+    rooms = {room.key: room for room in snapshot.rooms}
+    assert rooms["#dev"].members == {"alicia": "Alicia"} == rooms["#ops"].members
+    assert (rooms["#dev"].name, rooms["#dev"].topic, rooms["#dev"].topic_by,
+            rooms["#dev"].topic_at) == ("#Dev", "plans", "alice", 12.5)
+    # Leaving: the room with a topic stays; the empty one without is forgotten.
+    yield a.state.apply(b"{}", "leave", "#dev", "alicia")
+    yield a.state.apply(b"{}", "leave", "#ops", "alicia")
+    snapshot = yield a.state.snapshot()
+    assert [(r.key, r.members) for r in snapshot.rooms] == [("#dev", {})]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_process_is_reaped_its_users_leave_and_nicks_are_freed(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    assert (yield a.state.heartbeat(a.origin)) is False  # new: nothing to re-announce
+    assert (yield a.state.heartbeat(a.origin)) is True
+    yield a.claim("alice")
+    for room in ("#one", "#two"):
+        yield a.state.apply(codec.encode(Joined(room, "alice")), "join", room, room, "alice",
+                            "alice")
+    yield b.claim("bob")
+    yield b.state.apply(codec.encode(Joined("#one", "bob")), "join", "#one", "#one", "bob",
+                        "bob")
+    yield until(lambda: len(b.received) == 3, "b hears the three joins")
+    b.received.clear()
+    yield sleep(0.3)
+    yield b.state.heartbeat(b.origin, ttl=0.2)  # a has been silent for 0.3 s: reaped
+    yield until(lambda: len(b.received) == 2, "b hears alice leave both rooms")
+    left = sorted((e.room, e.nick, e.reason, getattr(e, "origin", a.origin))
+                  for _, e in b.events())
+    assert left == [("#one", "alice", REAPED_REASON, a.origin),
+                    ("#two", "alice", REAPED_REASON, a.origin)]
+    snapshot = yield b.state.snapshot()
+    assert [(r.key, r.members) for r in snapshot.rooms] == [("#one", {"bob": "bob"})]
+    assert (yield refusal(b.claim("alice", old="bob"))) is None
+    # a comes back: it learns it was reaped, so it knows to announce its users again.
+    assert (yield a.state.heartbeat(a.origin)) is False
