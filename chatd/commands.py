@@ -103,7 +103,7 @@ class CommandTable:
 
     def help_lines(self) -> list[str]:
         """``/help``: one entry per command, no line wider than HELP_WIDTH with "*** "."""
-        width = min(max(len(c.usage) for c in self.commands.values()), 24)
+        width = min(max(len(c.usage) for c in self.commands.values()), 20)
         room = HELP_WIDTH - _PREFIX
         lines = ["Commands (type //text to send a line starting with /):"]
         for cmd in self.commands.values():

@@ -152,11 +152,9 @@ class Edge:
 
     def start_send_buffer_guard(self) -> None:
         """Registers the send-buffer guard as the transport's producer."""
-        measured = queued_in_transport(self.transport) is not None
         self.guard = SendBufferGuard(
             self.clock, self.policy.send_buffer, self.policy.send_grace,
-            self._send_buffer_overrun, self._backlog if measured else None,
-            lambda: self.release("drain"),
+            self._send_buffer_overrun, self._backlog, lambda: self.release("drain"),
         )
         self.transport.registerProducer(self.guard, True)
 
@@ -187,7 +185,13 @@ class Edge:
             self.guard.wrote(size)
 
     def _backlog(self) -> int:
-        return self.output.pending_bytes + (queued_in_transport(self.transport) or 0)
+        """Every byte queued for the peer: the batch, and the transport's buffer (exact for
+        TCP; for others, what was written since the transport said it was full)."""
+        queued = queued_in_transport(self.transport)
+        if queued is None:
+            guard = self.guard
+            queued = guard.written if guard is not None and guard.paused else 0
+        return self.output.pending_bytes + queued
 
     # --- Input -----------------------------------------------------------------------------
 

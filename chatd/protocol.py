@@ -147,6 +147,8 @@ class ChatProtocol(LineReceiver):
             return  # a resume from inside a line: the running loop carries on
         self._pumping = True
         try:
+            if self._buffer and not self.paused:
+                self._feed(b"")  # lines LineReceiver kept while the connection was paused
             held = self._held
             while held and not self.paused and not self.edge.closing:
                 head = held[0]
@@ -169,13 +171,16 @@ class ChatProtocol(LineReceiver):
                     if end < 0:
                         continue
                     chunk, self._discarding = chunk[end + 1:], False
-                LineReceiver.dataReceived(self, chunk)
-                while self._reparse and not self.paused:
-                    self._reparse = False
-                    LineReceiver.dataReceived(self, b"")
+                self._feed(chunk)
         finally:
             self._pumping = False
         self.edge.settle()
+
+    def _feed(self, chunk: bytes) -> None:
+        LineReceiver.dataReceived(self, chunk)
+        while self._reparse and not self.paused:
+            self._reparse = False
+            LineReceiver.dataReceived(self, b"")
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Twisted's default closes the connection and throws away the rest of the buffer;
