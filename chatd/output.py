@@ -24,6 +24,9 @@ relies on, so a Twisted upgrade that changes it fails there first. Any other tra
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -52,10 +55,27 @@ def write_now(transport: Any, data: bytes) -> None:
 
 
 def queued_in_transport(transport: Any) -> int | None:
-    """Bytes a TCP transport holds for its peer; None for transports it cannot tell."""
+    """Bytes a TCP transport holds for its peer, in its buffer and in the kernel's send
+    queue; None for transports it cannot tell."""
     if isinstance(transport, tcp.Connection):
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return queued + unsent_in_kernel(transport)
     return None
+
+
+def unsent_in_kernel(transport: Any) -> int:
+    """What the kernel still holds for the peer (SIOCOUTQ): bytes a peer that does not
+    read leaves there count against it like the rest. 0 where the call is missing."""
+    if _OUTQ is None or not transport.connected:
+        return 0
+    try:
+        raw = fcntl.ioctl(transport.socket.fileno(), _OUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux
 
 
 class OutputBatch:

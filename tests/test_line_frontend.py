@@ -8,13 +8,13 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.task import Clock
+from twisted.protocols.basic import LineReceiver
 
 from chatd.framing import LineInput
 from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
-from twisted.protocols.basic import LineReceiver
 from tests.support import MemoryChat, take_lines
 
 
