@@ -22,6 +22,7 @@ from twisted.internet import defer
 from chatd.errors import ChatError
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
+from chatd.text import parse_whole_number
 
 if TYPE_CHECKING:
     from chatd.moderator import Moderator
@@ -141,13 +142,6 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def parse_count(text: str) -> int | None:
-    """A whole number of ASCII digits (``"²".isdigit()`` is true, but int() refuses it)."""
-    if text and text.isascii() and text.isdigit():
-        return int(text)
-    return None
-
-
 # --- Shown without being asked ---------------------------------------------------------------
 
 
@@ -258,8 +252,8 @@ def _history(table: CommandTable, session: Session, user: User, args: str) -> No
     kept = table.service.history_size
     if not kept:
         raise ChatError("this server keeps no history")
-    count = parse_count(args) if args else kept
-    if count is None or count < 1:
+    count = parse_whole_number(args) if args else kept
+    if count is None or not 1 <= count <= kept:
         raise ChatError(f"usage: /history [N], N a whole number from 1 to {kept}")
     room = session.room
     entries = table.service.history(room, count)

@@ -11,36 +11,11 @@ empty lines are ignored: no state is needed for it.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from chatd.text import TelnetFilter
+from chatd.telnet import TelnetFilter
 
 # LineReceiver copies its whole buffer once per line; fed at most this much at a time, a
 # 256 KiB read of short lines costs 256 KiB of copying instead of 256 KiB x lines.
 SLICE = 4096
-
-
-class TelnetInput(Protocol):
-    """A telnet filter: ordered (clean input, reply to write once it is handled) pairs."""
-
-    discarded: int  # negotiation and garbage bytes swallowed so far
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]: ...
-
-
-class _ByteFilter:
-    """The ``TelnetInput`` interface over a filter whose ``feed`` returns the clean bytes."""
-
-    __slots__ = ("_filter", "discarded")
-
-    def __init__(self) -> None:
-        self._filter = TelnetFilter()
-        self.discarded = 0
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        clean = self._filter.feed(data)
-        self.discarded += len(data) - len(clean)
-        return [(clean, b"")]
 
 
 def normalize_line_endings(data: bytes) -> bytes:
@@ -55,7 +30,7 @@ class LineInput:
     __slots__ = ("telnet",)
 
     def __init__(self) -> None:
-        self.telnet: TelnetInput = _ByteFilter()
+        self.telnet = TelnetFilter()
 
     @property
     def discarded(self) -> int:

@@ -58,6 +58,7 @@ class ChatProtocol(LineReceiver):
     factory: ChatFactory
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
+    counted_address: object = None  # the address the factory's limits counted
 
     def __init__(self) -> None:
         self.input = LineInput()
@@ -105,7 +106,7 @@ class ChatProtocol(LineReceiver):
         welcome(factory.commands, self)
 
     def _release(self) -> None:
-        self.factory.limits.release(self.transport.getPeer())
+        self.factory.limits.release(self.counted_address)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.clients.discard(self)
@@ -323,7 +324,9 @@ class ChatFactory(protocol.ServerFactory):
         refusal = admit(self.limits, addr, self.rejections, "connection refused")
         if refusal is not None:
             return RefusedProtocol(refusal)
-        return cast(Protocol, super().buildProtocol(addr))
+        proto = cast(ChatProtocol, super().buildProtocol(addr))
+        proto.counted_address = addr  # what admit counted: released once, when it goes
+        return proto
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
         """The same bytes to each of ``clients`` (ChatProtocols the service picked)."""

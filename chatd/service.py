@@ -40,7 +40,7 @@ from chatd.events import (
 from chatd.history import HistoryEntry
 from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
 from chatd.store import IChatStore, MemoryStore
-from chatd.text import InvalidNickname, nick_key, normalize_nick
+from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
 
 DEFAULT_ROOM = "#lobby"
 DEFAULT_HISTORY = 100
@@ -159,6 +159,7 @@ class ChatService(service.Service):
         self.store: IChatStore = store if store is not None else MemoryStore()
         self.motd = list(motd)
         self.users: dict[str, User] = {}  # by nick_key
+        self.look_alikes: dict[str, User] = {}  # by nick_skeleton: no two nicks look alike
         self.rooms: dict[str, Room] = {}  # by room_key
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
@@ -233,8 +234,11 @@ class ChatService(service.Service):
             user = self.users.get(nick_key(event.old)) if event.origin == self.origin else None
             if user is not None:
                 del self.users[user.key]
+                if self.look_alikes.get(old := nick_skeleton(user.nick)) is user:
+                    del self.look_alikes[old]
                 user.nick, user.key = event.new, nick_key(event.new)
                 self.users[user.key] = user
+                self.look_alikes[nick_skeleton(user.nick)] = user
             else:
                 for room in self.rooms.values():
                     if room.remote_members.pop(nick_key(event.old), None) is not None:
@@ -271,6 +275,7 @@ class ChatService(service.Service):
         nick = self._next_guest_nick() if nick is None else self._valid_free_nick(nick, None)
         user = User(client, nick, peer)
         self.users[user.key] = user
+        self.look_alikes[nick_skeleton(nick)] = user
         self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
         return user
 
@@ -294,6 +299,8 @@ class ChatService(service.Service):
             else:
                 self.publish(left)
         del self.users[user.key]
+        if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
+            del self.look_alikes[skeleton]
         drained = self._drained
         if self._shutting_down and not self.users and drained is not None and not drained.called:
             drained.callback(None)
@@ -301,7 +308,7 @@ class ChatService(service.Service):
     def _next_guest_nick(self) -> str:
         while True:
             nick = f"guest{next(self._guest_numbers)}"
-            if nick_key(nick) not in self.users:
+            if nick_key(nick) not in self.users and nick_skeleton(nick) not in self.look_alikes:
                 return nick
 
     # --- Rooms -----------------------------------------------------------------------------
@@ -443,6 +450,9 @@ class ChatService(service.Service):
         holder = self.users.get(nick_key(new))
         if holder is not None and holder is not user:
             raise ChatError(f'nickname "{new}" is already taken')
+        twin = self.look_alikes.get(nick_skeleton(new))
+        if twin is not None and twin is not user:
+            raise ChatError(f'nickname "{new}" looks too much like "{twin.nick}", who is here')
         return new
 
     def rename(self, user: User, requested: str) -> str:

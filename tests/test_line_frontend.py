@@ -89,5 +89,6 @@ def test_telnet_replies_go_out_after_the_input_before_them() -> None:
 def test_line_endings_become_lf() -> None:
     pre = LineInput()
     assert pre.feed(b"a\r\nb\rc\n") == [(b"a\nb\nc\n", b"")]
-    assert pre.feed(b"\xff\xfb\x01d\n") == [(b"d\n", b"")]
+    # telnet's WILL ECHO is refused (DONT ECHO), after the input before it.
+    assert pre.feed(b"\xff\xfb\x01d\n") == [(b"", b"\xff\xfe\x01"), (b"d\n", b"")]
     assert pre.discarded == 3
