@@ -165,7 +165,8 @@ class EchoFactory(protocol.ServerFactory):
         self.stalled.discard(proto)
 
     def policy_changed(self) -> None:
-        """New bounds for newcomers, and the new idle timeout for live connections."""
+        """New bounds for newcomers; live connections read the idle timeout from the policy
+        each time they restart their timer (at their next read)."""
         policy = self.policy
         self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
 
