@@ -84,10 +84,17 @@ class SendBufferGuard:
     # --- Called by the edge ----------------------------------------------------------------
 
     def wrote(self, size: int) -> None:
-        """Accounts for ``size`` bytes just handed to the transport."""
+        """Accounts for ``size`` bytes just handed to the transport.
+
+        A transport that has not paused us holds less than its 64 KiB threshold, so there
+        is nothing to decide unless this one write alone is over the limit: measuring (a
+        system call for the kernel's share) is kept for peers that fall behind.
+        """
         if self.paused:
             self.written += size
-        self.check()
+            self.check()
+        elif size > self.limit:
+            self.check()
 
     def check(self) -> None:
         """Decides on the backlog as it is now."""
