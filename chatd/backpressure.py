@@ -39,7 +39,7 @@ class SendBufferGuard:
         limit: int,
         grace: float,
         on_overrun: Callable[[], None],
-        backlog: Callable[[], int] | None = None,
+        backlog: Callable[[bool], int] | None = None,
         on_drained: Callable[[], None] | None = None,
     ) -> None:
         self.clock = clock
@@ -53,12 +53,16 @@ class SendBufferGuard:
         self._timer: IDelayedCall | None = None
         self._done = False
 
+    def measure(self, exact: bool = False) -> int:
+        """Bytes queued for the peer now; ``exact`` asks the backlog function not to use a
+        figure it may have cached (the kernel's share, which costs a system call)."""
+        if self._measure is not None:
+            return self._measure(exact)
+        return self.written if self.paused else 0
+
     @property
     def backlog(self) -> int:
-        """Bytes queued for the peer now."""
-        if self._measure is not None:
-            return self._measure()
-        return self.written if self.paused else 0
+        return self.measure()
 
     # --- IPushProducer, called by the transport --------------------------------------------
 
@@ -67,13 +71,14 @@ class SendBufferGuard:
             return
         self.paused = True
         self.written = 0
+        self.check(exact=True)
 
     def resumeProducing(self) -> None:
         if not self.paused or self._done:
             return
         self.paused = False
         self.written = 0
-        if self.backlog <= self.limit:
+        if self.measure(exact=True) <= self.limit:
             self._cancel_timer()
         if self._on_drained is not None:
             self._on_drained()
@@ -96,11 +101,11 @@ class SendBufferGuard:
         elif size > self.limit:
             self.check()
 
-    def check(self) -> None:
+    def check(self, exact: bool = False) -> None:
         """Decides on the backlog as it is now."""
         if self._done or not self.limit:
             return
-        backlog = self.backlog
+        backlog = self.measure(exact)
         if backlog > self.limit * HARD_LIMIT_FACTOR:
             self._overrun()
         elif backlog > self.limit and self._timer is None:
@@ -118,7 +123,7 @@ class SendBufferGuard:
 
     def _grace_over(self) -> None:
         self._timer = None
-        if self.backlog > self.limit:
+        if self.measure(exact=True) > self.limit:
             self._overrun()
 
     def _overrun(self) -> None:

@@ -35,7 +35,7 @@ from chatd.backpressure import DEFAULT_SEND_GRACE, SendBufferGuard
 from chatd.bucket import TokenBucket
 from chatd.flood import FloodGate
 from chatd.limits import ConnectionLimits
-from chatd.output import ConnectionOutput, OutputBatch, queued_in_transport
+from chatd.output import ConnectionOutput, OutputBatch, queued_in_transport, unsent_in_kernel
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
 
@@ -44,6 +44,7 @@ from chatd.ratelog import RateLimitedLog
 BAD_INPUT_BURST = 20
 BAD_INPUT_INTERVAL = 5.0
 STRIKE_BYTES = 64 * 1024
+KERNEL_REFRESH = 64 * 1024
 
 
 class ConnectionOwner(Protocol):
@@ -137,6 +138,9 @@ class Edge:
         self._idle: IDelayedCall | None = None
         self._bad_input = TokenBucket(1 / BAD_INPUT_INTERVAL, BAD_INPUT_BURST, clock.seconds())
         self._garbage = 0  # swallowed bytes not yet counted as a strike
+        self._handed = 0  # bytes handed to the transport, ever
+        self._kernel = 0  # the kernel's send queue, as last asked
+        self._kernel_handed = 0  # _handed when it was asked
         self.guard: SendBufferGuard | None = None
         self.output = ConnectionOutput(transport, batch, self._written)
         self.gate: FloodGate[Item] = FloodGate(
@@ -181,17 +185,24 @@ class Edge:
             guard.check()
 
     def _written(self, size: int) -> None:
+        self._handed += size
         if self.guard is not None:
             self.guard.wrote(size)
 
-    def _backlog(self) -> int:
-        """Every byte queued for the peer: the batch, and the transport's buffer (exact for
-        TCP; for others, what was written since the transport said it was full)."""
+    def _backlog(self, exact: bool = False) -> int:
+        """Every byte queued for the peer: the batch, the transport's buffer and the kernel's
+        send queue (for TCP; for others, what was written since the transport said it was
+        full). The kernel's share costs a system call, so while the peer falls behind it is
+        asked again only every KERNEL_REFRESH bytes written, or when a decision is due."""
         queued = queued_in_transport(self.transport)
         if queued is None:
             guard = self.guard
-            queued = guard.written if guard is not None and guard.paused else 0
-        return self.output.pending_bytes + queued
+            written = guard.written if guard is not None and guard.paused else 0
+            return self.output.pending_bytes + written
+        if exact or self._handed - self._kernel_handed >= KERNEL_REFRESH:
+            self._kernel = unsent_in_kernel(self.transport)
+            self._kernel_handed = self._handed
+        return self.output.pending_bytes + queued + self._kernel
 
     # --- Input -----------------------------------------------------------------------------
 

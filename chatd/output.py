@@ -55,11 +55,10 @@ def write_now(transport: Any, data: bytes) -> None:
 
 
 def queued_in_transport(transport: Any) -> int | None:
-    """Bytes a TCP transport holds for its peer, in its buffer and in the kernel's send
-    queue; None for transports it cannot tell."""
+    """Bytes a TCP transport holds for its peer in its own buffer; None for transports it
+    cannot tell. (What the kernel holds is ``unsent_in_kernel``: a system call.)"""
     if isinstance(transport, tcp.Connection):
-        queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        return queued + unsent_in_kernel(transport)
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
     return None
 
 

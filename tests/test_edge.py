@@ -47,7 +47,7 @@ def test_guard_cuts_off_within_the_grace_even_if_nothing_more_is_written() -> No
     backlog = [0]
     overruns: list[float] = []
     guard = SendBufferGuard(clock, 100, 5, lambda: overruns.append(clock.seconds()),
-                            backlog=lambda: backlog[0])
+                            backlog=lambda exact: backlog[0])
     backlog[0] = 150  # one big write, queued in the transport
     guard.wrote(150)
     clock.advance(5)
