@@ -131,6 +131,7 @@ class Edge:
         self._release = release  # undoes the admission count, once
         self._cut_off = False  # aborted: nothing more is written
         self._gone = False  # the transport is closed
+        self._silent = False  # closing, cut off or gone: nothing more is written
         self._finished = False
         self._input_over = False  # the peer half-closed: close once its lines are done
         self._holds: set[object] = set()
@@ -176,7 +177,8 @@ class Edge:
     # --- Output ----------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._cut_off or self._gone or self.transport.disconnecting:
+        # The fan-out's hot path: one call per recipient of every line.
+        if self._silent:
             return
         output = self.output
         output.send(data)
@@ -352,6 +354,7 @@ class Edge:
         """
         if self.closing:
             return
+        self._silent = True
         self._stop_timers()
         self.gate.stop()
         if self.guard is not None:
@@ -364,7 +367,7 @@ class Edge:
         )
 
     def abort(self) -> None:
-        self._cut_off = True
+        self._cut_off = self._silent = True
         self.gate.stop()
         if self.guard is not None:
             self.guard.stop()
@@ -374,7 +377,7 @@ class Edge:
     def connection_lost(self, reason: Failure | None = None) -> None:
         """The transport is gone. Lines already accepted still go out at the flood rate
         (unless the edge cut the peer off); then the owner is told it is over."""
-        self._gone = True
+        self._gone = self._silent = True
         self._stop_timers()
         if self._close_deadline is not None and self._close_deadline.active():
             self._close_deadline.cancel()

@@ -128,7 +128,7 @@ class ConnectionOutput:
         self.pending_bytes = 0
 
     def send(self, data: bytes) -> None:
-        if not self._batch.active:
+        if not self._batch._depth:
             write_now(self.transport, data)
             if self._written is not None:
                 self._written(len(data))

@@ -59,6 +59,7 @@ class ChatProtocol(LineReceiver):
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
     counted_address: object = None  # the address the factory's limits counted
+    frontend: ChatFactory  # for the service: who broadcasts to this client
 
     def __init__(self) -> None:
         self.input = LineInput()
@@ -75,14 +76,11 @@ class ChatProtocol(LineReceiver):
     def service(self) -> ChatService:
         return self.factory.service
 
-    @property
-    def frontend(self) -> ChatFactory:
-        return self.factory
-
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         factory = self.factory
+        self.frontend = factory  # read for every recipient of every line: a plain attribute
         self.MAX_LENGTH = factory.policy.max_line or _NO_LIMIT
         self.edge = Edge(
             self, self.transport, factory.policy, factory.clock, factory.rejections,

@@ -547,6 +547,8 @@ class ChatService(service.Service):
         those who want the time), and has each front-end hand the bytes to its clients."""
         plain: dict[FrontEnd, list[ChatClient]] = {}
         stamped: dict[FrontEnd, list[ChatClient]] = {}
+        last: FrontEnd | None = None  # recipients mostly share one front-end: skip the lookup
+        clients: list[ChatClient] = []
         # Gathered first: a send may close a connection, and that changes the member set.
         for user in recipients:
             if user is skip:
@@ -554,10 +556,13 @@ class ChatService(service.Service):
             if unless_ignoring is not None and user.ignoring and unless_ignoring in user.ignoring:
                 continue
             client = user.client
-            groups = stamped if user.timestamps else plain
-            clients = groups.get(client.frontend)
-            if clients is None:
-                clients = groups[client.frontend] = []
+            if user.timestamps:
+                stamped.setdefault(client.frontend, []).append(client)
+                continue
+            frontend = client.frontend
+            if frontend is not last:
+                clients = plain.setdefault(frontend, [])
+                last = frontend
             clients.append(client)
         for frontend, clients in plain.items():
             frontend.broadcast(frontend.formatter.format(event), clients)
