@@ -69,8 +69,9 @@ def test_lines_queued_before_a_half_close_are_all_delivered() -> Any:
         reader = yield connect_client(daemon.chat_port)
         sender.connect(("127.0.0.1", daemon.chat_port))
         yield reader.wait_for("guest2 has joined")
-        # seq 120 | nc -N: 120 lines in one go, then the sending half closes.
-        sender.sendall(b"".join(b"%d\n" % i for i in range(1, 121)))
+        # seq 120 | nc -N: 120 lines in one go, then the sending half closes. A /who at
+        # the end: its answer still reaches the sender, whose receiving half stays open.
+        sender.sendall(b"".join(b"%d\n" % i for i in range(1, 121)) + b"/who\n")
         sender.shutdown(socket.SHUT_WR)
         yield reader.wait_for(r"^<guest2> 120$")
         said = [line for line in reader.lines if line.startswith("<guest2>")]
@@ -81,6 +82,7 @@ def test_lines_queued_before_a_half_close_are_all_delivered() -> Any:
         while chunk := sender.recv(65536):  # the server closes its side once it is done
             received += chunk
         assert b"Error" not in received
+        assert b"*** Users in #lobby (2): guest1, guest2\r\n" in received
         reader.transport.loseConnection()
     finally:
         sender.close()
