@@ -130,6 +130,8 @@ class ChatSession:
 
     def line_received(self, text: str) -> None:
         line = classify(text)
+        if self.presence.answers_rejoin(line):
+            return  # back in the room every connection starts in: nothing to say
         if line.kind in REMOVALS and self.connector is not None:
             # Coming straight back would undo the operator's kick or ban.
             self.removed = line.kind

@@ -463,14 +463,28 @@ def test_reconnect_rejoins_room_and_sets_away_again() -> None:
     assert endpoint.sent() == ["/nick alice", "/join #dev", "/away lunch, back at 2", "/who"]
 
 
-def test_reconnect_after_back_and_lobby_sends_nothing_more() -> None:
+def test_reconnect_after_back_sends_only_the_room() -> None:
     session, _ui, endpoint, clock, connector = make()
     session.start(connector)
     endpoint.receive(b"*** You are now in #dev (2 users)\r\n")
     endpoint.receive(b"*** You are marked as away: away\r\n")
     endpoint.receive(b"*** You are no longer marked as away\r\n")
-    endpoint.receive(b"*** You are now in #lobby (5 users)\r\n")
     endpoint.drop()
     clock.advance(1)
     assert session.online
-    assert endpoint.sent() == []
+    assert endpoint.sent() == ["/join #dev"]
+
+
+def test_rejoin_of_the_starting_room_is_silent() -> None:
+    session, ui, endpoint, clock, connector = make()
+    session.start(connector)
+    endpoint.receive(b"*** You are now in #dev (2 users)\r\n")
+    endpoint.receive(b"*** You are now in #lobby (5 users)\r\n")
+    endpoint.drop()
+    clock.advance(1)
+    assert endpoint.sent() == ["/join #lobby"]
+    endpoint.receive(b"*** Error: you are already in #lobby\r\n")
+    assert not ui.texts(Kind.ERROR)  # the answer to a /join the user did not type
+    session.user_input("/join #lobby")
+    endpoint.receive(b"*** Error: you are already in #lobby\r\n")
+    assert ui.texts(Kind.ERROR) == ["you are already in #lobby"]  # the user's own: shown

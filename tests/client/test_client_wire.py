@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from chatd.client.commands import interpret, split_lines
 from chatd.client.nicks import NickBook, fold
-from chatd.client.presence import HOME_ROOM, Presence
+from chatd.client.presence import Presence
 from chatd.client.wire import (
     REMOVAL_PREFIXES,
     AwayCleared,
@@ -25,7 +25,6 @@ from chatd.client.wire import (
     nick_event,
     presence_event,
 )
-from chatd.service import DEFAULT_ROOM
 
 
 @pytest.mark.parametrize(
@@ -238,18 +237,26 @@ def test_presence_events_only_from_notices() -> None:
 
 def test_presence_restores_room_and_away() -> None:
     p = Presence()
-    assert p.restore() == []  # every connection starts in the home room, not away
+    assert p.restore() == []  # the server puts a new connection in its room, not away
     p.apply(Moved("#dev"))
     p.apply(AwaySet("lunch"))
     assert p.restore() == ["/join #dev", "/away lunch"]
     p.apply(AwayCleared())
     assert p.restore() == ["/join #dev"]
-    p.apply(Moved("#LOBBY"))  # back home (room names are case-insensitive)
-    assert p.restore() == []
 
 
-def test_home_room_is_the_servers() -> None:
-    assert HOME_ROOM == DEFAULT_ROOM
+def test_rejoining_the_starting_room_says_nothing() -> None:
+    p = Presence()
+    already = classify("*** Error: you are already in #Lobby")
+    assert not p.answers_rejoin(already)  # the user's own /join: shown
+    p.apply(Moved("#lobby"))  # back in the room connections start in
+    assert p.restore() == ["/join #lobby"]
+    assert not p.answers_rejoin(classify("*** Error: you are already in #dev"))
+    assert p.answers_rejoin(already)  # answers our rejoin: not shown
+    assert not p.answers_rejoin(already)  # once only
+    p.restore()
+    p.apply(Moved("#lobby"))  # the rejoin worked after all
+    assert not p.answers_rejoin(already)
 
 
 def test_interpret_reconnect_is_never_sent() -> None:
