@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,13 +23,19 @@ from typing import Any
 import pytest
 from twisted.internet import defer, reactor, task
 
-from tests.support import free_port
-
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_SECONDS = 10.0  # from exec to answering PING
 # A server whose test died without tearing it down still exits, after this long: redis has
 # no lifetime option, so the fixture runs it under coreutils' timeout(1).
 MAX_LIFETIME = 600
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago. redis-server cannot listen on port 0 and say
+    which port it got, so one is picked here; start_redis tries again if it was taken."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
@@ -149,12 +157,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @defer.inlineCallbacks
-def until(check: Callable[[], Any], what: str, seconds: float = 10.0) -> Any:
-    """Polls ``check()`` while the reactor runs until it is truthy; fails naming ``what``."""
+def until(check: Callable[[], Any], what: str | Callable[[], str],
+          seconds: float = 10.0) -> Any:
+    """Polls ``check()`` while the reactor runs until it is truthy; fails naming ``what``
+    (or what it returns, if callable, to show the state at the deadline)."""
     deadline = time.monotonic() + seconds
     while not (outcome := check()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {seconds:g} s")
+            said = what() if callable(what) else what
+            raise AssertionError(f"{said}: not within {seconds:g} s")
         yield task.deferLater(reactor, 0.01, lambda: None)
     return outcome
 
@@ -162,3 +173,123 @@ def until(check: Callable[[], Any], what: str, seconds: float = 10.0) -> Any:
 def sleep(seconds: float) -> defer.Deferred[None]:
     """Lets the reactor run (only to let time pass; to wait for an outcome, use until)."""
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+class Chatter:
+    """A blocking line client of a chatd in another process (a twistd subprocess)."""
+
+    def __init__(self, port: int, seconds: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+        self.lines: list[str] = []
+        self._partial = b""
+        self._taken: set[int] = set()  # lines an expect has returned
+        welcome = self.expect(r"^\*\*\* Welcome to .* You are \S+?\.")
+        self.nick = welcome.split(" You are ")[1].split(".")[0]
+
+    def say(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r\n")
+
+    def expect(self, pattern: str, seconds: float = 10.0) -> str:
+        """The first line no expect has returned yet that matches ``pattern`` (re.search):
+        lines from different processes may come in any order. Fails, showing what came,
+        after ``seconds``."""
+        wanted = re.compile(pattern)
+        deadline = time.monotonic() + seconds
+        while True:
+            for index, line in enumerate(self.lines):
+                if index not in self._taken and wanted.search(line):
+                    self._taken.add(index)
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {seconds:g} s; "
+                                     f"got {self.lines}")
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise AssertionError(f"closed while waiting for {pattern!r}: {self.lines}")
+            *complete, self._partial = (self._partial + data).split(b"\r\n")
+            self.lines += [line.decode("utf-8", "replace") for line in complete]
+
+    def rename(self, nick: str) -> Chatter:
+        self.say(f"/nick {nick}")
+        self.expect(rf"is now known as {re.escape(nick)}$")
+        self.nick = nick
+        return self
+
+    def who_until(self, check: Callable[[str], bool], seconds: float = 20.0) -> str:
+        """Asks /who every half second until ``check(the reply)``; returns the reply."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.say("/who")
+            reply = self.expect(r"^\*\*\* Users in ")
+            if check(reply):
+                return reply
+            if time.monotonic() > deadline:
+                raise AssertionError(f"/who never satisfied the check: {reply}")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+VENV_TWISTD = Path(sys.executable).parent / "twistd"
+_STARTED = re.compile(r"\] (.+?) starting on (\d+)$", re.MULTILINE)
+
+
+class ChatdProcess:
+    """``twistd -n chatd ARGV...`` in a subprocess, logging to ``twistd.log`` in its own
+    directory; a test stops (or SIGKILLs) it, and the fixture kills what is left."""
+
+    def __init__(self, argv: list[str], directory: Path) -> None:
+        self.directory = directory
+        self.log = directory / "twistd.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(VENV_TWISTD), "--pidfile=", "-n", "chatd", *argv], cwd=directory,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def output(self) -> str:
+        return self.log.read_bytes().decode("utf-8", "replace")
+
+    def wait_for_log(self, needle: str, seconds: float = 20.0) -> str:
+        deadline = time.monotonic() + seconds
+        while needle not in (text := self.output()):
+            if self.process.poll() is not None:
+                raise AssertionError(f"twistd exited before {needle!r}:\n{text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not logged within {seconds:g} s:\n{text}")
+            time.sleep(0.02)
+        return text
+
+    @property
+    def port(self) -> int:
+        """The first port it listens on (its --listen)."""
+        match = _STARTED.search(self.wait_for_log(" starting on "))
+        assert match is not None
+        return int(match.group(2))
+
+    def stop(self, sig: int = signal.SIGTERM, seconds: float = 15.0) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"twistd ignored signal {sig}:\n{self.output()}") from None
+        return self.output()
+
+
+@pytest.fixture
+def chatd_processes() -> Iterator[list[ChatdProcess]]:
+    """Every ChatdProcess a test appends here is killed when the test ends."""
+    started: list[ChatdProcess] = []
+    yield started
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()

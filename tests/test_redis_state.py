@@ -11,6 +11,7 @@ from twisted.internet import defer, reactor
 
 from chatd.cluster import codec
 from chatd.cluster.address import parse_redis_url
+from chatd.cluster.bus import split_message
 from chatd.cluster.link import RedisLink
 from chatd.cluster.state import REAPED_REASON, ClaimRefused, ClusterState
 from chatd.events import Joined, Said
@@ -42,8 +43,8 @@ class Process:
     def events(self) -> list[tuple[int, Any]]:
         out = []
         for message in self.received:
-            seq, _, payload = message.partition(b" ")
-            out.append((int(seq), codec.decode(payload)))
+            seq, _, payload = split_message(message)
+            out.append((seq, codec.decode(payload)))
         return out
 
 
@@ -101,7 +102,7 @@ def test_lines_are_published_in_order_and_history_is_trimmed(
     sent = [Said("#dev", "alice", f"line {n}") for n in range(7)]
     seqs = []
     for event in sent:
-        seqs.append((yield a.state.apply(codec.encode(event), "line", "#dev", "#dev", 5)))
+        seqs.append((yield a.state.apply(codec.encode(event), "A", "line", "#dev", "#dev", 5)))
     assert seqs == sorted(seqs) and len(set(seqs)) == 7
     yield until(lambda: len(b.received) == 7, "b receives the seven lines")
     assert b.events() == list(zip(seqs, sent, strict=True))
@@ -116,20 +117,20 @@ def test_lines_are_published_in_order_and_history_is_trimmed(
 def test_presence_topics_and_renames_in_the_snapshot(two: tuple[Process, Process]) -> Any:
     a, _ = two
     join = codec.encode(Joined("#Dev", "alice"))
-    yield a.state.apply(join, "join", "#dev", "#Dev", "alice", "alice")
+    yield a.state.apply(join, "A", "join", "#dev", "#Dev", "alice", "alice")
     # Announcing again someone already there publishes nothing.
-    assert (yield a.state.apply(join, "join-again", "#dev", "#Dev", "alice", "alice")) == 0
-    yield a.state.apply(b"{}", "join", "#ops", "#ops", "alice", "alice")
-    yield a.state.apply(b"{}", "topic", "#dev", "#Dev", "plans", "alice", 12.5)
-    yield a.state.apply(b"{}", "rename", "alice", "alicia", "Alicia")
+    assert (yield a.state.apply(join, "A", "join-again", "#dev", "#Dev", "alice", "alice")) == 0
+    yield a.state.apply(b"{}", "A", "join", "#ops", "#ops", "alice", "alice")
+    yield a.state.apply(b"{}", "A", "topic", "#dev", "#Dev", "plans", "alice", 12.5)
+    yield a.state.apply(b"{}", "A", "rename", "alice", "alicia", "Alicia")
     snapshot = yield a.state.snapshot()
     rooms = {room.key: room for room in snapshot.rooms}
     assert rooms["#dev"].members == {"alicia": "Alicia"} == rooms["#ops"].members
     assert (rooms["#dev"].name, rooms["#dev"].topic, rooms["#dev"].topic_by,
             rooms["#dev"].topic_at) == ("#Dev", "plans", "alice", 12.5)
     # Leaving: the room with a topic stays; the empty one without is forgotten.
-    yield a.state.apply(b"{}", "leave", "#dev", "alicia")
-    yield a.state.apply(b"{}", "leave", "#ops", "alicia")
+    yield a.state.apply(b"{}", "A", "leave", "#dev", "alicia")
+    yield a.state.apply(b"{}", "A", "leave", "#ops", "alicia")
     snapshot = yield a.state.snapshot()
     assert [(r.key, r.members) for r in snapshot.rooms] == [("#dev", {})]
 
@@ -142,16 +143,17 @@ def test_a_silent_process_is_reaped_its_users_leave_and_nicks_are_freed(
     assert (yield a.state.heartbeat(a.origin)) is True
     yield a.claim("alice")
     for room in ("#one", "#two"):
-        yield a.state.apply(codec.encode(Joined(room, "alice")), "join", room, room, "alice",
-                            "alice")
+        yield a.state.apply(codec.encode(Joined(room, "alice")), "A", "join", room, room,
+                            "alice", "alice")
     yield b.claim("bob")
-    yield b.state.apply(codec.encode(Joined("#one", "bob")), "join", "#one", "#one", "bob",
-                        "bob")
+    yield b.state.apply(codec.encode(Joined("#one", "bob")), "B", "join", "#one", "#one",
+                        "bob", "bob")
     yield until(lambda: len(b.received) == 3, "b hears the three joins")
     b.received.clear()
     yield sleep(0.3)
     yield b.state.heartbeat(b.origin, ttl=0.2)  # a has been silent for 0.3 s: reaped
-    yield until(lambda: len(b.received) == 2, "b hears alice leave both rooms")
+    yield until(lambda: len(b.received) == 2,
+                lambda: f"b hears alice leave both rooms: {b.received}")
     left = sorted((e.room, e.nick, e.reason, getattr(e, "origin", a.origin))
                   for _, e in b.events())
     assert left == [("#one", "alice", REAPED_REASON, a.origin),

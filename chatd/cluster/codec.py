@@ -90,7 +90,10 @@ def _checked(kind: str, name: str, expected: type, value: Any) -> Any:
     if expected is float:
         # JSON has one kind of number: 3 may stand for 3.0. bool is an int to Python.
         if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value) if abs(value) < 2**1023 else math.inf
+            try:
+                number = float(value)
+            except OverflowError:  # an int past the largest float
+                number = math.inf
             if math.isfinite(number):
                 return number
         raise UndecodableEvent(f"{kind}.{name} is not a finite number")

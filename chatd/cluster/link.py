@@ -21,7 +21,9 @@ timeout of the heartbeat's commands, which closes the connection.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import txredisapi
@@ -88,13 +90,21 @@ class _Commands(txredisapi.RedisProtocol):  # type: ignore[misc]
         return self
 
     def connectionLost(self, why: Failure) -> None:
-        super().connectionLost(why)
+        # The link is down before the commands in flight fail: their errbacks see it so.
         self.lost(self)
+        super().connectionLost(why)
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
     lost: Callable[[_Subscriber], None] = staticmethod(lambda p: None)
     received: Callable[[bytes], None] = staticmethod(lambda message: None)
+    batch: Callable[[], AbstractContextManager[Any]] = staticmethod(contextlib.nullcontext)
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        # Every message one read brings is handed on inside one output batch, so each
+        # client gets one write for all of them (chatd/output.py), as for a client's read.
+        with self.batch():
+            super().dataReceived(data, unpause)
 
     def unwrapped(self) -> _Subscriber:
         return self
@@ -104,8 +114,9 @@ class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
             self.received(message)
 
     def connectionLost(self, why: Failure) -> None:
-        super().connectionLost(why)
+        # The link is down before the commands in flight fail: their errbacks see it so.
         self.lost(self)
+        super().connectionLost(why)
 
 
 class _Factory(protocol.Factory):
@@ -146,15 +157,17 @@ class RedisLink:
         on_message: Callable[[bytes], None],
         on_up: Callable[[], None],
         on_down: Callable[[str], None],
+        batch: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.address = address
+        self._batch = batch
         self.channel = channel
         self._on_message = on_message
         self._on_up = on_up
         self._on_down = on_down
         self.commands: _Commands | None = None
         self._subscriber: _Subscriber | None = None
-        self.up = False
+        self.up: bool | None = None  # None: not known yet (before the first attempt ends)
         self.last_problem = "not connected yet"
         self._refusal_logged: str | None = None
         endpoint = redis_endpoint(reactor, address)
@@ -171,6 +184,14 @@ class RedisLink:
     def start(self) -> None:
         for keeper in self._services:
             keeper.startService()
+        # A Redis that is not there at start is said once too, as if it had gone.
+        first: defer.Deferred[Any] = self._services[0].whenConnected(failAfterFailures=1)
+        first.addErrback(self._first_failed)
+
+    def _first_failed(self, failure: Failure) -> None:
+        if self.up is None and not failure.check(defer.CancelledError):
+            self.up = False
+            self._on_down(self._refusal_logged or failure.getErrorMessage())
 
     def stop(self) -> defer.Deferred[Any]:
         """Closes both connections and stops reconnecting."""
@@ -211,6 +232,7 @@ class RedisLink:
         p = _Subscriber(**self._protocol_options())
         p.lost = self._subscriber_lost
         p.received = self._on_message
+        p.batch = self._batch
         return p
 
     def _prepare_commands(self, proxy: Any) -> defer.Deferred[None]:
@@ -237,6 +259,11 @@ class RedisLink:
 
     def _logged_in(self, p: Any) -> defer.Deferred[Any]:
         """Fires once AUTH and SELECT are done; fails if the connection is lost first."""
+        # Events go out one small write at a time: Nagle would hold each behind the
+        # previous one's ACK (and delayed ACKs make that 40 ms).
+        set_no_delay = getattr(p.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         d: defer.Deferred[Any] = p.whenConnected()
         lost: defer.Deferred[Any] = p.whenDisconnected()
         first: defer.Deferred[Any] = defer.DeferredList(
@@ -272,7 +299,7 @@ class RedisLink:
         if problem is not None:
             self.last_problem = problem
         up = self.commands is not None and self._subscriber is not None
-        if up == self.up:
+        if up == bool(self.up):
             return
         self.up = up
         if up:

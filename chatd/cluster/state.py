@@ -11,7 +11,9 @@ applied twice.
 Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
 
     P seq                counter: the number of the last event published
-    P events             pub/sub channel: "SEQ JSON-EVENT" (chatd/cluster/codec.py)
+    P guests             counter: the last guest number reserved (blocks, by INCRBY)
+    P events             pub/sub channel: "SEQ ORIGIN JSON-EVENT" (chatd/cluster/codec.py);
+                         the origin up front lets a process skip its own without decoding
     P procs              zset: process origin -> last heartbeat (Redis's clock, ms)
     P nicks              hash: nk -> {"o": origin, "n": nick, "s": skeleton}  (the claims)
     P skeletons          hash: nick_skeleton -> nk  (no two nicks that look alike)
@@ -21,8 +23,7 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P members:RK         hash: nk -> nick  (presence: who is in the room, any process)
     P in:NK              set: the rks a user is in (what to leave when their process dies)
     P history:RK         list: the room's last --history lines, as encoded events (LTRIM)
-    P bans               hash: network -> JSON ban
-    P mutes              hash: nk -> JSON mute
+    P away               hash: nk -> the reason, for users marked away
 
 Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
 one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
@@ -42,7 +43,6 @@ replicas), not with Redis Cluster's sharding.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +56,7 @@ PREFIX = "chatd:"
 HEARTBEAT = 2.0  # seconds between heartbeats
 PROCESS_TTL = 10.0  # seconds without a heartbeat before a process's users are gone
 REAPED_REASON = "their chatd process stopped answering"
+SHUTDOWN_REASON = "their chatd process is shutting down"
 
 # A room is forgotten when nobody is in it and it has nothing to show the next visitor;
 # the same rule as Room.worth_keeping.
@@ -68,9 +69,9 @@ local function forget_if_empty(P, rk)
     redis.call('SREM', P..'rooms', rk)
   end
 end
-local function publish(P, payload)
+local function publish(P, origin, payload)
   local seq = redis.call('INCR', P..'seq')
-  redis.call('PUBLISH', P..'events', seq..' '..payload)
+  redis.call('PUBLISH', P..'events', seq..' '..origin..' '..payload)
   return seq
 end
 local function release(P, origin, nk)
@@ -79,54 +80,90 @@ local function release(P, origin, nk)
   local held = cjson.decode(entry)
   if held.o ~= origin then return end
   redis.call('HDEL', P..'nicks', nk)
+  redis.call('HDEL', P..'away', nk)
   if redis.call('HGET', P..'skeletons', held.s) == nk then
     redis.call('HDEL', P..'skeletons', held.s)
   end
   redis.call('SREM', P..'owned:'..origin, nk)
 end
+-- Every user of process o leaves every room (a Left event each, as o's) and their nicks
+-- are freed; then o is forgotten.
+local function depart(P, o, reason)
+  for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
+    local entry = redis.call('HGET', P..'nicks', nk)
+    local nick = entry and cjson.decode(entry).n or nk
+    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
+      redis.call('HDEL', P..'members:'..rk, nk)
+      local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
+      forget_if_empty(P, rk)
+      publish(P, o, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
+                               origin = o}))
+    end
+    redis.call('DEL', P..'in:'..nk)
+    release(P, o, nk)
+  end
+  redis.call('DEL', P..'owned:'..o)
+  redis.call('ZREM', P..'procs', o)
+end
 """
 
-# ARGV: prefix, payload, kind, then the kind's arguments. Returns the event's seq, or 0
-# for a join-again of someone already there (nothing published).
+# ARGV: prefix, then for each event, in order, EVENT_STRIDE values: its payload, kind and
+# origin, and the kind's arguments padded to five. Returns each event's seq, or 0 for a
+# join-again of someone already there (nothing published).
+EVENT_STRIDE = 8
 APPLY = _FORGET_IF_EMPTY + """
-local P, payload, kind = ARGV[1], ARGV[2], ARGV[3]
-if kind == 'line' then
-  local rk, name, keep = ARGV[4], ARGV[5], tonumber(ARGV[6])
-  redis.call('HSETNX', P..'room:'..rk, 'name', name)
-  redis.call('SADD', P..'rooms', rk)
-  if keep > 0 then
-    redis.call('RPUSH', P..'history:'..rk, payload)
-    redis.call('LTRIM', P..'history:'..rk, -keep, -1)
+local function apply_one(P, payload, kind, origin, a)
+  if kind == 'line' then
+    local rk, name, keep = a[1], a[2], tonumber(a[3])
+    redis.call('HSETNX', P..'room:'..rk, 'name', name)
+    redis.call('SADD', P..'rooms', rk)
+    if keep > 0 then
+      redis.call('RPUSH', P..'history:'..rk, payload)
+      redis.call('LTRIM', P..'history:'..rk, -keep, -1)
+    end
+  elseif kind == 'join' or kind == 'join-again' then
+    local rk, name, nk, nick = a[1], a[2], a[3], a[4]
+    redis.call('HSETNX', P..'room:'..rk, 'name', name)
+    redis.call('SADD', P..'rooms', rk)
+    local added = redis.call('HSET', P..'members:'..rk, nk, nick)
+    redis.call('SADD', P..'in:'..nk, rk)
+    if kind == 'join-again' and added == 0 then return 0 end
+  elseif kind == 'leave' then
+    local rk, nk = a[1], a[2]
+    redis.call('HDEL', P..'members:'..rk, nk)
+    redis.call('SREM', P..'in:'..nk, rk)
+    forget_if_empty(P, rk)
+  elseif kind == 'rename' then
+    local old, new, nick = a[1], a[2], a[3]
+    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..old)) do
+      redis.call('HDEL', P..'members:'..rk, old)
+      redis.call('HSET', P..'members:'..rk, new, nick)
+    end
+    if old ~= new and redis.call('EXISTS', P..'in:'..old) == 1 then
+      redis.call('RENAME', P..'in:'..old, P..'in:'..new)
+    end
+  elseif kind == 'away' then
+    if a[2] == '' then
+      redis.call('HDEL', P..'away', a[1])
+    else
+      redis.call('HSET', P..'away', a[1], a[2])
+    end
+  elseif kind == 'topic' then
+    local rk = a[1]
+    redis.call('HSET', P..'room:'..rk, 'name', a[2], 'topic', a[3], 'topic_by', a[4],
+               'topic_at', a[5])
+    redis.call('SADD', P..'rooms', rk)
+    forget_if_empty(P, rk)
   end
-elseif kind == 'join' or kind == 'join-again' then
-  local rk, name, nk, nick = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-  redis.call('HSETNX', P..'room:'..rk, 'name', name)
-  redis.call('SADD', P..'rooms', rk)
-  local added = redis.call('HSET', P..'members:'..rk, nk, nick)
-  redis.call('SADD', P..'in:'..nk, rk)
-  if kind == 'join-again' and added == 0 then return 0 end
-elseif kind == 'leave' then
-  local rk, nk = ARGV[4], ARGV[5]
-  redis.call('HDEL', P..'members:'..rk, nk)
-  redis.call('SREM', P..'in:'..nk, rk)
-  forget_if_empty(P, rk)
-elseif kind == 'rename' then
-  local old, new, nick = ARGV[4], ARGV[5], ARGV[6]
-  for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..old)) do
-    redis.call('HDEL', P..'members:'..rk, old)
-    redis.call('HSET', P..'members:'..rk, new, nick)
-  end
-  if old ~= new and redis.call('EXISTS', P..'in:'..old) == 1 then
-    redis.call('RENAME', P..'in:'..old, P..'in:'..new)
-  end
-elseif kind == 'topic' then
-  local rk = ARGV[4]
-  redis.call('HSET', P..'room:'..rk, 'name', ARGV[5], 'topic', ARGV[6], 'topic_by', ARGV[7],
-             'topic_at', ARGV[8])
-  redis.call('SADD', P..'rooms', rk)
-  forget_if_empty(P, rk)
+  return publish(P, origin, payload)
 end
-return publish(P, payload)
+local P = ARGV[1]
+local seqs = {}
+for i = 2, #ARGV, 8 do
+  seqs[#seqs + 1] = apply_one(P, ARGV[i], ARGV[i + 1], ARGV[i + 2],
+                              {ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]})
+end
+return seqs
 """
 
 # ARGV: prefix, origin, nk, nick, skeleton, old nk ('' for a new user).
@@ -165,24 +202,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local known = redis.call('ZSCORE', P..'procs', origin) and 1 or 0
 redis.call('ZADD', P..'procs', now, origin)
 local dead = redis.call('ZRANGEBYSCORE', P..'procs', '-inf', now - ttl)
-for _, o in ipairs(dead) do
-  for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
-    local entry = redis.call('HGET', P..'nicks', nk)
-    local nick = entry and cjson.decode(entry).n or nk
-    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
-      redis.call('HDEL', P..'members:'..rk, nk)
-      local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
-      forget_if_empty(P, rk)
-      publish(P, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
-                               origin = o}))
-    end
-    redis.call('DEL', P..'in:'..nk)
-    release(P, o, nk)
-  end
-  redis.call('DEL', P..'owned:'..o)
-  redis.call('ZREM', P..'procs', o)
-end
+for _, o in ipairs(dead) do depart(P, o, reason) end
 return {known, #dead}
+"""
+
+# ARGV: prefix, origin, reason: a process leaves the cluster (it is stopping).
+DEPART = _FORGET_IF_EMPTY + """
+depart(ARGV[1], ARGV[2], ARGV[3])
+return 1
 """
 
 # ARGV: prefix. Everything a (re)joining process needs, and the seq it is current to.
@@ -195,8 +222,7 @@ for _, rk in ipairs(redis.call('SMEMBERS', P..'rooms')) do
                        redis.call('HGETALL', P..'members:'..rk),
                        redis.call('LRANGE', P..'history:'..rk, 0, -1)}
 end
-return {redis.call('GET', P..'seq') or '0', rooms,
-        redis.call('HGETALL', P..'bans'), redis.call('HGETALL', P..'mutes')}
+return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away')}
 """
 
 
@@ -215,8 +241,7 @@ class SnapshotRoom:
 class Snapshot:
     seq: int
     rooms: list[SnapshotRoom]
-    bans: dict[str, str]  # network -> JSON
-    mutes: dict[str, str]  # nk -> JSON
+    away: dict[str, str]  # nk -> reason
 
 
 class ClaimRefused(Exception):
@@ -247,10 +272,21 @@ class ClusterState:
     def channel(self) -> str:
         return f"{self.prefix}events"
 
-    def apply(self, payload: bytes, kind: str, *args: str | float | int) -> defer.Deferred[int]:
+    def apply(self, payload: bytes, origin: str, kind: str,
+              *args: str | float | int) -> defer.Deferred[int]:
         """Applies an event to the copy in Redis and publishes it; fires with its seq."""
-        d = self.link.call(APPLY, [], [self.prefix, payload, kind, *args])
-        return d.addCallback(int)
+        d = self.apply_many([(payload, origin, kind, args)])
+        return d.addCallback(lambda seqs: seqs[0])
+
+    def apply_many(self, events: Sequence[tuple[bytes, str, str, Sequence[str | float | int]]]
+                   ) -> defer.Deferred[list[int]]:
+        """Applies and publishes several events, in order, in one script call; fires with
+        their seqs (0 for a join-again that changed nothing)."""
+        argv: list[Any] = [self.prefix]
+        for payload, origin, kind, args in events:
+            argv += [payload, kind, origin, *args, *[""] * (EVENT_STRIDE - 3 - len(args))]
+        d = self.link.call(APPLY, [], argv)
+        return d.addCallback(lambda seqs: [int(seq) for seq in seqs])
 
     def claim(self, origin: str, nk: str, nick: str, skeleton: str,
               old: str = "") -> defer.Deferred[None]:
@@ -274,26 +310,26 @@ class ClusterState:
                            [self.prefix, origin, int(ttl * 1000), REAPED_REASON])
         return d.addCallback(lambda reply: int(reply[0]) == 1)
 
+    def reserve_guests(self, count: int) -> defer.Deferred[int]:
+        """Reserves ``count`` guest numbers for one process; fires with the last of them."""
+        return self.link.command("INCRBY", f"{self.prefix}guests", count).addCallback(int)
+
+    def depart(self, origin: str, reason: str) -> defer.Deferred[Any]:
+        """Takes every user of ``origin`` out of the cluster at once (it is stopping)."""
+        return self.link.call(DEPART, [], [self.prefix, origin, reason])
+
     def snapshot(self) -> defer.Deferred[Snapshot]:
         def parse(reply: list[Any]) -> Snapshot:
-            seq, rooms, bans, mutes = reply
+            seq, rooms, away = reply
             return Snapshot(
                 seq=int(seq),
                 rooms=[SnapshotRoom(_text(rk), _text(name), _text(topic), _text(by),
                                     _float(at), _pairs(members), list(history))
                        for rk, name, topic, by, at, members, history in rooms],
-                bans=_pairs(bans),
-                mutes=_pairs(mutes),
+                away=_pairs(away),
             )
 
         return self.link.call(SNAPSHOT, [], [self.prefix]).addCallback(parse)
-
-    def save(self, table: str, key: str, record: dict[str, Any]) -> defer.Deferred[Any]:
-        """Stores one ban or mute (``table`` is "bans" or "mutes")."""
-        return self.link.command("HSET", f"{self.prefix}{table}", key, json.dumps(record))
-
-    def delete(self, table: str, key: str) -> defer.Deferred[Any]:
-        return self.link.command("HDEL", f"{self.prefix}{table}", key)
 
 
 def _float(value: Any) -> float:
