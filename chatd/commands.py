@@ -26,6 +26,7 @@ from chatd.text import parse_whole_number
 
 if TYPE_CHECKING:
     from chatd.moderator import Moderator
+    from chatd.remote import RemoteUser
     from chatd.service import ChatService, User
 
 HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
@@ -281,7 +282,7 @@ def _reply(table: CommandTable, session: Session, user: User, args: str) -> None
     _sent(session, table.service.reply(user, text), text)
 
 
-def _sent(session: Session, target: User, text: str) -> None:
+def _sent(session: Session, target: User | RemoteUser, text: str) -> None:
     session.private_sent(target.nick, text)
     if target.away is not None:
         session.notice(f"{target.nick} is away: {target.away}")

@@ -119,8 +119,18 @@ class RoomNotice:
     origin: str = _origin()
 
 
+@dataclass(frozen=True, slots=True)
+class AwayChanged:
+    """A user marked themselves away (``reason``), or back (``reason`` empty). Shown to
+    nobody: a private message to them is answered with it, from any process."""
+
+    nick: str
+    reason: str
+    origin: str = _origin()
+
+
 Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
-         | RoomNotice)
+         | RoomNotice | AwayChanged)
 # What a room's history keeps.
 ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]

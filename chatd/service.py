@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.application import service
@@ -25,6 +25,7 @@ from chatd.errors import ChatError
 from chatd.events import (
     Acted,
     Announcement,
+    AwayChanged,
     ChatLine,
     Event,
     IEventBus,
@@ -37,7 +38,8 @@ from chatd.events import (
     Said,
     TopicChanged,
 )
-from chatd.history import HistoryEntry
+from chatd.history import HistoryEntry, RoomHistory
+from chatd.remote import RemoteUser, RemoteUsers
 from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
 from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
@@ -104,8 +106,8 @@ class User:
         self.host = peer_host(peer)
         self.away: str | None = None  # the reason, while away
         # Ignoring follows the person through renames and ends when they disconnect.
-        self.ignoring: weakref.WeakSet[User] = weakref.WeakSet()
-        self.reply_to: User | None = None  # who sent the last private message
+        self.ignoring: weakref.WeakSet[User | RemoteUser] = weakref.WeakSet()
+        self.reply_to: User | RemoteUser | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
 
@@ -161,7 +163,9 @@ class ChatService(service.Service):
         self.users: dict[str, User] = {}  # by nick_key
         self.look_alikes: dict[str, User] = {}  # by nick_skeleton: no two nicks look alike
         self.rooms: dict[str, Room] = {}  # by room_key
-        self._guest_numbers = itertools.count(1)
+        # Other chatd processes' users in our rooms (chatd/remote.py); empty without a cluster.
+        self.remote = RemoteUsers()
+        self.guest_numbers: Iterator[int] = itertools.count(1)  # a cluster sets its own
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
         # Policies (bans, mutes) plug in here; each check raises ChatError to refuse.
@@ -216,8 +220,9 @@ class ChatService(service.Service):
             if user is not None:
                 room.members.add(user)
                 user.rooms[room.key] = room
-            else:
+            elif nick_key(event.nick) not in room.remote_members:
                 room.remote_members[nick_key(event.nick)] = event.nick
+                self.remote.joined(event.nick)
         elif isinstance(event, Left):
             left = self.rooms.get(room_key(event.room))
             if left is None:
@@ -226,8 +231,8 @@ class ChatService(service.Service):
             if user is not None:
                 left.members.discard(user)
                 user.rooms.pop(left.key, None)
-            else:
-                left.remote_members.pop(nick_key(event.nick), None)
+            elif left.remote_members.pop(nick_key(event.nick), None) is not None:
+                self.remote.left(event.nick)
             if not left.worth_keeping and left.name != self.default_room:
                 del self.rooms[left.key]
         elif isinstance(event, Renamed):
@@ -243,6 +248,12 @@ class ChatService(service.Service):
                 for room in self.rooms.values():
                     if room.remote_members.pop(nick_key(event.old), None) is not None:
                         room.remote_members[nick_key(event.new)] = event.new
+                self.remote.renamed(event.old, event.new)
+        elif isinstance(event, AwayChanged):
+            away = (self.users.get(nick_key(event.nick)) if event.origin == self.origin
+                    else self.remote.get(event.nick))
+            if away is not None:
+                away.away = event.reason or None
         elif isinstance(event, TopicChanged):
             room = self._room(event.room)
             room.topic, room.topic_by, room.topic_at = event.topic, event.nick, event.at
@@ -307,9 +318,16 @@ class ChatService(service.Service):
 
     def _next_guest_nick(self) -> str:
         while True:
-            nick = f"guest{next(self._guest_numbers)}"
-            if nick_key(nick) not in self.users and nick_skeleton(nick) not in self.look_alikes:
+            nick = f"guest{next(self.guest_numbers)}"
+            if (nick_key(nick) not in self.users and nick_skeleton(nick) not in self.look_alikes
+                    and self.remote.look_alike(nick) is None):
                 return nick
+
+    def rename_to_guest(self, user: User) -> str:
+        """Gives ``user`` a fresh guest nick (a cluster gave theirs to someone else too)."""
+        new = self._next_guest_nick()
+        self.publish(Renamed(user.nick, new, self.origin))
+        return new
 
     # --- Rooms -----------------------------------------------------------------------------
 
@@ -364,6 +382,28 @@ class ChatService(service.Service):
     def rooms_by_name(self) -> list[Room]:
         return sorted(self.rooms.values(), key=lambda r: r.key)
 
+    def forget_remote_users(self) -> None:
+        """Forgets every other process's user (this process lost its way to them)."""
+        self.remote.clear()
+        for room in list(self.rooms.values()):
+            room.remote_members.clear()
+            if not room.worth_keeping and room.name != self.default_room:
+                del self.rooms[room.key]
+
+    def restore_room(self, name: str, topic: str, topic_by: str, topic_at: float,
+                     remote_members: dict[str, str], history: list[HistoryEntry]) -> Room:
+        """Takes in a room as a cluster's snapshot has it: its topic, the other processes'
+        users in it (nick_key -> nick), and its history, which replaces this copy's."""
+        room = self._room(name)
+        room.topic, room.topic_by, room.topic_at = topic, topic_by, topic_at
+        for nick in room.remote_members.values():
+            self.remote.left(nick)
+        room.remote_members = dict(remote_members)
+        for nick in remote_members.values():
+            self.remote.joined(nick)
+        room.history = RoomHistory(self.history_size, history)
+        return room
+
     def set_topic(self, user: User, topic: str, room: Room | None = None) -> None:
         """Sets the topic of ``room`` (one of the user's; by default their current one)."""
         self._set_room_topic(self._member_room(user, room), topic, user.nick)
@@ -410,26 +450,29 @@ class ChatService(service.Service):
         room = self._member_room(user, room)
         self.publish(Acted(room.name, user.nick, text, self.reactor.seconds(), self.origin))
 
-    def private_message(self, user: User, requested: str, text: str) -> User:
-        """Sends ``text`` to one user; returns the recipient (whose ``away`` may be set)."""
+    def private_message(self, user: User, requested: str,
+                        text: str) -> User | RemoteUser:
+        """Sends ``text`` to one user, of this process or another; returns the recipient
+        (whose ``away`` may be set)."""
         self._may_speak(user)
         target = self._other_user(user, requested, "message")
         self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
 
-    def reply(self, user: User, text: str) -> User:
+    def reply(self, user: User, text: str) -> User | RemoteUser:
         """Sends ``text`` to whoever sent ``user`` the last private message."""
         self._may_speak(user)
         target = user.reply_to
         if target is None:
             raise ChatError("nobody has sent you a private message yet")
-        if self.users.get(target.key) is not target:
+        if (self.users.get(target.key) or self.remote.get(target.nick)) is not target:
             raise ChatError(f"{target.nick} is no longer connected")
         self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
 
-    def _other_user(self, user: User, requested: str, verb: str) -> User:
-        target = self.users.get(nick_key(requested))
+    def _other_user(self, user: User, requested: str, verb: str) -> User | RemoteUser:
+        """Someone else, connected here or (in a cluster) to another process."""
+        target = self.users.get(nick_key(requested)) or self.remote.get(requested)
         if target is None:
             raise ChatError(f'no such user "{requested}"')
         if target is user:
@@ -453,6 +496,12 @@ class ChatService(service.Service):
         twin = self.look_alikes.get(nick_skeleton(new))
         if twin is not None and twin is not user:
             raise ChatError(f'nickname "{new}" looks too much like "{twin.nick}", who is here')
+        elsewhere = self.remote.look_alike(new)
+        if elsewhere is not None:
+            if elsewhere.key == nick_key(new):
+                raise ChatError(f'nickname "{new}" is already taken')
+            raise ChatError(f'nickname "{new}" looks too much like "{elsewhere.nick}", '
+                            "who is here")
         return new
 
     def rename(self, user: User, requested: str) -> str:
@@ -468,28 +517,28 @@ class ChatService(service.Service):
         return self.reactor.seconds() if user is not None and user.timestamps else None
 
     def set_away(self, user: User, reason: str) -> None:
-        user.away = reason
+        self.publish(AwayChanged(user.nick, reason, self.origin))
 
     def set_back(self, user: User) -> None:
         if user.away is None:
             raise ChatError("you are not marked as away")
-        user.away = None
+        self.publish(AwayChanged(user.nick, "", self.origin))
 
-    def ignore(self, user: User, requested: str) -> User:
+    def ignore(self, user: User, requested: str) -> User | RemoteUser:
         target = self._other_user(user, requested, "ignore")
         if target in user.ignoring:
             raise ChatError(f"you are already ignoring {target.nick}")
         user.ignoring.add(target)
         return target
 
-    def unignore(self, user: User, requested: str) -> User:
-        target = self.users.get(nick_key(requested))
+    def unignore(self, user: User, requested: str) -> User | RemoteUser:
+        target = self.users.get(nick_key(requested)) or self.remote.get(requested)
         if target is None or target not in user.ignoring:
             raise ChatError(f'you are not ignoring "{requested}"')
         user.ignoring.discard(target)
         return target
 
-    def ignored(self, user: User) -> list[User]:
+    def ignored(self, user: User) -> list[User | RemoteUser]:
         return sorted(user.ignoring, key=lambda u: u.key)
 
     # --- Fan-out ---------------------------------------------------------------------------
@@ -500,12 +549,14 @@ class ChatService(service.Service):
             room = self.rooms.get(room_key(event.room))
             if room is not None:
                 sender = self._sender(event.nick, event.origin)
-                self._send(event, room.members, skip=sender, unless_ignoring=sender)
+                self._send(event, room.members, skip=sender,
+                           unless_ignoring=self._author(sender, event.nick, event.origin))
         elif isinstance(event, PrivateMessage):
             target = self.users.get(nick_key(event.recipient))
-            sender = self._sender(event.sender, event.origin)
-            if target is not None and (sender is None or sender not in target.ignoring):
-                target.reply_to = sender
+            author = self._author(self._sender(event.sender, event.origin), event.sender,
+                                  event.origin)
+            if target is not None and (author is None or author not in target.ignoring):
+                target.reply_to = author
                 self._send(event, (target,))
         elif isinstance(event, Joined | Left):
             room = self.rooms.get(room_key(event.room))
@@ -529,8 +580,15 @@ class ChatService(service.Service):
             members = rooms[0].members if len(rooms) == 1 else set().union(
                 *(r.members for r in rooms))
             self._send(event, members)
+        elif isinstance(event, AwayChanged):
+            pass  # shown to nobody: /msg tells the sender
         else:
             self._send(event, self.users.values())
+
+    def _author(self, sender: User | None, nick: str, origin: str) -> User | RemoteUser | None:
+        """Who said something, to check ignoring against: our own sender, or the other
+        process's user."""
+        return sender if origin == self.origin else self.remote.get(nick)
 
     def _sender(self, nick: str, origin: str) -> User | None:
         """The local user who made an event of ours; None for another process's."""
@@ -541,7 +599,7 @@ class ChatService(service.Service):
         event: Event,
         recipients: Iterable[User],
         skip: User | None = None,
-        unless_ignoring: User | None = None,
+        unless_ignoring: User | RemoteUser | None = None,
     ) -> None:
         """Picks the recipients, renders ``event`` once per front-end (and once more for
         those who want the time), and has each front-end hand the bytes to its clients."""

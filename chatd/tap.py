@@ -20,6 +20,7 @@ from twisted.python import usage
 from chatd import config
 from chatd.addresses import DEFAULT_IPV6_PREFIX
 from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
+from chatd.cluster import ClusterMember, RedisBus, redis_address
 from chatd.commands import build_command_table
 from chatd.echo import (
     DEFAULT_ECHO_IDLE_TIMEOUT,
@@ -46,7 +47,13 @@ from chatd.service import (
     DEFAULT_ROOM,
     ChatService,
 )
-from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
+from chatd.store import (
+    DEFAULT_STATE,
+    MEMORY_ONLY,
+    MemoryStore,
+    open_store,
+    state_file_problem,
+)
 from chatd.text import clean_text
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -120,7 +127,7 @@ class Options(usage.Options):
     synopsis = (
         "[--listen ENDPOINT]... [--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
-        "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
+        "[--history N] [--replay N] [--state PATH|none] [--motd FILE] [--redis URL]"
     )
     longdesc = (
         "A chat daemon: every line reaches everyone else. ENDPOINT is any Twisted server "
@@ -171,6 +178,11 @@ class Options(usage.Options):
         ["state", None, DEFAULT_STATE,
          "The SQLite state database: rooms, topics, history, bans, mutes "
          "('none': keep them in memory only, until a restart)."],
+        ["redis", None, None,
+         "Share rooms, nicks, presence and history with every chatd on this Redis: "
+         "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH "
+         "(README: Running several processes). The cluster's state is then in Redis, "
+         "not in --state."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
         ["announce-limit", None, DEFAULT_ANNOUNCE_LIMIT,
          "Rooms with more members than this get no join and leave notices (0: always).",
@@ -240,6 +252,7 @@ class Options(usage.Options):
         if problem is not None:
             raise usage.UsageError(f"--state {state!r}: {problem}")
         self["motd-lines"] = read_motd(self["motd"]) if self["motd"] else []
+        self["redis-address"] = None if self["redis"] is None else redis_address(self["redis"])
         if self["topic"] is not None:
             self["topic"] = clean_text(self["topic"]).strip()
 
@@ -288,6 +301,10 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     top = service.MultiService()
+    # With --redis the bus is Redis and the cluster's state is there (README: Running
+    # several processes); SQLite is the store of a single process.
+    bus = None if options["redis-address"] is None else RedisBus(
+        reactor, options["redis-address"], options["history"])
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
     chat = ChatService(
         reactor,
@@ -295,12 +312,16 @@ def makeService(options: Options) -> service.MultiService:
         default_room=options["default-room"],
         history_size=options["history"],
         replay_size=options["replay"],
-        store=open_store(options["state"], reactor, options["history"]),
+        store=MemoryStore() if bus else open_store(options["state"], reactor,
+                                                   options["history"]),
+        bus=bus,
         motd=options["motd-lines"],
         announce_limit=options["announce-limit"],
         topic=options["topic"],
     )
     chat.setServiceParent(top)
+    if bus is not None:
+        ClusterMember(chat, bus, reactor).setServiceParent(top)
 
     rejections = RateLimitedLog(reactor)
     policy = Policy(options)  # every edge limit; a SIGHUP changes them here only
@@ -316,6 +337,8 @@ def makeService(options: Options) -> service.MultiService:
     commands = build_command_table(chat, moderator)
     chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections)
     policy.subscribe(chat_factory.policy_changed)
+    if bus is not None:  # messages from Redis batch their output as a client's read does
+        bus.output_batches.append(chat_factory.output_batch)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 

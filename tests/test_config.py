@@ -126,8 +126,8 @@ def test_example_file_sets_every_option_to_its_default() -> None:
     document = config.read_file(example)
     defaults = Options()
     # motd has no default, so the example can only show it in a comment.
-    # motd and topic have no default; the example shows them commented out.
-    missing = set(config.file_keys(defaults)) - set(document) - {"motd", "topic"}
+    # motd, topic and redis have no default; the example shows them commented out.
+    missing = set(config.file_keys(defaults)) - set(document) - {"motd", "topic", "redis"}
     # The one default that depends on the machine (the open-file limit) is described there
     # in a comment instead of being set.
     missing -= {"max-clients"}

@@ -1,0 +1,309 @@
+"""``ClusterMember``: what keeps one chatd process a member of the cluster.
+
+- **Heartbeats.** Every ``HEARTBEAT`` seconds the process tells Redis it is alive and reaps
+  the processes that are not (chatd/cluster/state.py). If it finds it was reaped itself
+  (it was cut off longer than ``PROCESS_TTL``), it rejoins.
+- **Nicks.** The chat service refuses a nick another process's user holds, or one that
+  looks like it (chatd/remote.py). Each local user's nick is also claimed in Redis,
+  atomically; if two processes gave out the same nick in the same instant, the one whose
+  claim lost renames its user to a fresh guest nick and says why. Guest numbers come from
+  blocks reserved in Redis, so guests of different processes do not clash. Nicks of users
+  who have gone are released.
+- **Rejoining.** When the link comes up (at start, and after every outage), the process
+  holds incoming events, claims its users' nicks and announces them in their rooms again
+  (only where the cluster had lost them), reads a snapshot of the cluster's rooms,
+  topics, histories and members, applies it, and hands on the held events newer than it.
+- **Outages.** When Redis goes away, the process says so once in the log and to its
+  operators, forgets the other processes' users (it cannot reach them) and goes on serving
+  its own users locally. Nothing raises into the reactor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import txredisapi
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from chatd.cluster import codec
+from chatd.cluster.bus import RedisBus
+from chatd.cluster.state import (
+    HEARTBEAT,
+    SHUTDOWN_REASON,
+    ClaimRefused,
+    ClusterState,
+    Snapshot,
+)
+from chatd.events import (
+    Acted,
+    Announcement,
+    AwayChanged,
+    Event,
+    Joined,
+    Left,
+    Renamed,
+    Said,
+    TopicChanged,
+)
+from chatd.history import HistoryEntry
+from chatd.moderator import tell
+from chatd.service import ChatService, User
+from chatd.text import nick_key, nick_skeleton
+
+
+class GuestNumbers:
+    """Guest numbers no other process gives out: blocks of ``BLOCK`` reserved in Redis with
+    INCRBY, refilled before they run out. With no block at hand (Redis is away), numbers
+    come from a range far above the reserved ones, and a clash is settled by the claim."""
+
+    BLOCK = 64
+
+    def __init__(self, state: ClusterState, up: Callable[[], bool]) -> None:
+        self._state = state
+        self._up = up
+        self._numbers: deque[int] = deque()
+        self._refilling = False
+        self._fallback = itertools.count(random.randrange(10**6, 10**7, 1000))
+
+    def __iter__(self) -> GuestNumbers:
+        return self
+
+    def __next__(self) -> int:
+        number = self._numbers.popleft() if self._numbers else next(self._fallback)
+        if len(self._numbers) < self.BLOCK // 4:
+            self.refill()
+        return number
+
+    def refill(self) -> None:
+        if self._refilling or not self._up():
+            return
+        self._refilling = True
+
+        def reserved(last: int) -> None:
+            self._numbers.extend(range(last - self.BLOCK + 1, last + 1))
+
+        def done(_: Any) -> None:
+            self._refilling = False
+
+        self._state.reserve_guests(self.BLOCK).addCallbacks(reserved, lambda _: None
+                                                            ).addBoth(done)
+
+
+class ClusterMember(service.Service):
+    log = Logger()
+
+    def __init__(self, chat: ChatService, bus: RedisBus, clock: Any) -> None:
+        self.setName("cluster")
+        self.chat = chat
+        self.bus = bus
+        self.clock = clock
+        self.origin = bus.origin = chat.origin
+        self.claimed: dict[str, str] = {}  # nick_key -> nick: local users' claims in Redis
+        self.joined_once = False
+        self.rejoining: defer.Deferred[Any] | None = None
+        self._beat = task.LoopingCall(self.heartbeat)
+        self._beat.clock = clock
+        bus.subscribe(self._event)
+        bus.on_up = self._up
+        bus.on_down = self._down
+        self.guests = chat.guest_numbers = GuestNumbers(bus.state, lambda: bool(bus.link.up))
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info("Joining the cluster on Redis at {address} as {origin} (rooms, topics "
+                      "and history are kept there; --state is not used)",
+                      address=self.bus.link.address.describe(), origin=self.origin)
+        self.bus.start()
+        self._beat.start(HEARTBEAT, now=False)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        """Takes this process's users out of the cluster (the others see them leave now,
+        not when the heartbeat runs out), then closes the link."""
+        super().stopService()
+        if self._beat.running:
+            self._beat.stop()
+        leaving: defer.Deferred[Any] = defer.succeed(None)
+        if self.bus.link.up:
+            leaving = self.bus.state.depart(self.origin, SHUTDOWN_REASON)
+        leaving.addErrback(lambda _: None)  # Redis is gone: the heartbeat runs out instead
+        return leaving.addBoth(lambda _: self.bus.stop())
+
+    # --- Nicks -----------------------------------------------------------------------------
+
+    def _claim(self, nick: str, old: str | None) -> None:
+        key = nick_key(nick)
+        self.claimed.pop(nick_key(old), None) if old is not None else None
+        self.claimed[key] = nick
+        d = self.bus.state.claim(self.origin, key, nick, nick_skeleton(nick),
+                                 nick_key(old) if old is not None else "")
+        d.addErrback(self._claim_refused, nick)
+
+    def _claim_refused(self, failure: Any, nick: str) -> None:
+        if not failure.check(ClaimRefused):
+            return  # Redis went away: claimed again when it is back
+        refusal: ClaimRefused = failure.value
+        user = self.chat.users.get(nick_key(nick))
+        self.claimed.pop(nick_key(nick), None)
+        if user is None:
+            return
+        new = self.chat.rename_to_guest(user)
+        tell(user, Announcement(f'Another server gave "{refusal.holder}" out at the same '
+                                f"time; you are now {new}"))
+
+    def _release_departed(self) -> None:
+        """Releases the claims of local users who have gone."""
+        for key in [k for k in self.claimed if k not in self.chat.users]:
+            del self.claimed[key]
+            if self.bus.link.up:
+                self.bus.state.release(self.origin, key).addErrback(lambda _: None)
+
+    # --- Events ----------------------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        """Our own events, as they are published: nicks to claim and to release. (The
+        other processes' users are the chat service's to know: chatd/remote.py.)"""
+        if event.origin != self.origin:
+            return
+        if isinstance(event, Joined):
+            if nick_key(event.nick) not in self.claimed:
+                self._claim(event.nick, None)
+        elif isinstance(event, Left):
+            self.clock.callLater(0, self._release_departed)
+        elif isinstance(event, Renamed):
+            self._claim(event.new, event.old)
+
+    # --- Heartbeats ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self._release_departed()
+        if not self.bus.link.up:
+            return
+        self.bus.link.ping_subscriber()
+
+        def known(still: bool) -> None:
+            if not still and self.rejoining is None:
+                self.log.warn("The cluster had given this process up for gone; rejoining")
+                self._rejoin()
+
+        self.bus.state.heartbeat(self.origin).addCallbacks(known, lambda _: None)
+
+    # --- Up and down -----------------------------------------------------------------------
+
+    def _up(self) -> None:
+        if self.joined_once:
+            self.log.info("Redis at {address} is back; rejoining the cluster",
+                          address=self.bus.link.address.describe())
+            self._tell_operators("Redis is back: this server has rejoined the cluster.")
+        self._rejoin()
+
+    def _down(self, why: str) -> None:
+        self.log.warn("Redis at {address} is unreachable ({why}): serving this server's "
+                      "users only until it is back", address=self.bus.link.address.describe(),
+                      why=why)
+        self._tell_operators(f"Redis is unreachable ({why}): this server serves its own "
+                             "users only until it is back.")
+        self.forget_remote_users()
+
+    def _tell_operators(self, text: str) -> None:
+        for user in list(self.chat.users.values()):
+            if user.operator is not None:
+                tell(user, Announcement(text))
+
+    def forget_remote_users(self) -> None:
+        self.chat.forget_remote_users()
+
+    def _rejoin(self) -> None:
+        """Announces our users to the cluster again and takes in its state."""
+        self.bus.hold()
+        state = self.bus.state
+
+        @defer.inlineCallbacks
+        def rejoin() -> Any:
+            yield state.heartbeat(self.origin)
+            for user in list(self.chat.users.values()):
+                yield self._announce(user)
+            snapshot = yield state.snapshot()
+            while True:
+                self._take_in(snapshot)
+                if self.bus.release(snapshot.seq):
+                    break
+                snapshot = yield state.snapshot()  # a flood overran what is held
+            self.guests.refill()
+            self.log.info("{how} the cluster: {rooms} rooms, {remote} users elsewhere",
+                          how="Rejoined" if self.joined_once else "Joined",
+                          rooms=len(snapshot.rooms), remote=len(self.chat.remote))
+            self.joined_once = True
+
+        def failed(failure: Any) -> None:
+            # The link went down again (it says so itself); rejoining starts over when it
+            # is back. Anything else is a bug worth its traceback, but not a stopped bus.
+            if self.bus.link.up and not failure.check(txredisapi.ConnectionError):
+                self.log.failure("Rejoining the cluster failed", failure)
+                self.bus.release(self.bus.last_seq)
+
+        def done(_: Any) -> None:
+            self.rejoining = None
+
+        self.rejoining = rejoin().addErrback(failed).addBoth(done)
+
+    @defer.inlineCallbacks
+    def _announce(self, user: User) -> Any:
+        nick = user.nick
+        try:
+            yield self.bus.state.claim(self.origin, user.key, nick, nick_skeleton(nick))
+        except ClaimRefused as refusal:
+            new = self.chat.rename_to_guest(user)
+            tell(user, Announcement(f'While this server was cut off, "{refusal.holder}" was '
+                                    f"taken elsewhere; you are now {new}"))
+            return
+        self.claimed[user.key] = nick
+        if user.away is not None:
+            yield self.bus.push(AwayChanged(nick, user.away, origin=self.origin))
+        for room in list(user.rooms.values()):
+            joined = Joined(room.name, nick, origin=self.origin)
+            yield self.bus.state.apply(codec.encode(joined), self.origin, "join-again", room.key,
+                                       room.name, user.key, nick)
+
+    def _take_in(self, snapshot: Snapshot) -> None:
+        """The cluster's rooms, members, topics and histories, as this process's copy.
+
+        A topic set here while Redis was away, later than the cluster's, wins: it is put to
+        the cluster instead of being overwritten."""
+        self.forget_remote_users()
+        ours = {key: (room.topic, room.topic_by, room.topic_at)
+                for key, room in self.chat.rooms.items() if room.topic}
+        for saved in snapshot.rooms:
+            members = {key: nick for key, nick in saved.members.items()
+                       if key not in self.chat.users}
+            topic = (saved.topic, saved.topic_by, saved.topic_at)
+            if ours.get(saved.key, topic)[2] <= saved.topic_at:
+                ours.pop(saved.key, None)
+                self.chat.restore_room(saved.name, *topic, members,
+                                       list(_history(saved.history)))
+            else:
+                self.chat.restore_room(saved.name, *ours[saved.key], members,
+                                       list(_history(saved.history)))
+        for key, reason in snapshot.away.items():
+            remote = self.chat.remote.by_key.get(key)
+            if remote is not None:
+                remote.away = reason
+        for key, (text, by, at) in ours.items():
+            room = self.chat.rooms[key]
+            self.bus.push(TopicChanged(room.name, by, text, at, origin=self.origin)
+                          ).addErrback(lambda _: None)
+
+
+def _history(lines: Iterable[bytes]) -> Iterable[HistoryEntry]:
+    for data in lines:
+        try:
+            event = codec.decode(data)
+        except codec.UndecodableEvent:
+            continue
+        if isinstance(event, Said | Acted):
+            yield HistoryEntry(event.at, event)
