@@ -149,3 +149,27 @@ def test_connect_and_leave_log_lines_are_limited_and_cut(logged: list[str]) -> N
     assert 0 < len(ours) <= 20
     assert max(map(len, ours)) < 300
     assert sum(map(len, logged)) < 10_000
+
+
+def test_a_reload_changes_the_room_limits_and_the_notice_rate() -> None:
+    from chatd.tap import Options
+
+    clock = Clock()
+    chat = ChatService(clock, max_rooms=0, room_rate=0, room_expiry=0)
+    chat.startService()
+    alice, _ = person(chat, "10.0.0.1")
+    make(chat, alice, "#kept", "topic")
+    chat.move(alice, "#lobby")
+    clock.advance(100)
+    options = Options()
+    options.parseOptions(["--state", "none", "--max-rooms", "3", "--room-rate", "1",
+                          "--room-expiry", "50", "--connect-rate", "1"])
+    chat.reconfigure(options)
+    assert "#kept" not in chat.rooms  # empty for 100 s, over the new expiry: gone at once
+    make(chat, alice, "#one")
+    with pytest.raises(ChatError, match="1 rooms a minute"):
+        make(chat, alice, "#two")
+    _, watcher = person(chat, "10.0.0.9")
+    for _ in range(3):
+        chat.disconnect(person(chat, "10.0.0.2")[0], "quit")
+    assert sum("has joined" in line for line in watcher.take()) == 1  # a burst of 1 now
