@@ -20,7 +20,8 @@ from chatd.events import Event
 
 # Finite floats only: an event's time comes from the reactor's clock. Every str, including
 # lone surrogates and NUL, must survive.
-_VALUES = {str: st.text(), float: st.floats(allow_nan=False, allow_infinity=False)}
+_VALUES = {str: st.text(), float: st.floats(allow_nan=False, allow_infinity=False),
+           bool: st.booleans()}
 
 
 def _event_strategy(cls: type[Any]) -> st.SearchStrategy[Any]:
@@ -67,7 +68,7 @@ JSON_VALUES = st.recursive(
 
 @given(st.sampled_from(sorted(codec.EVENT_TYPES)),
        st.dictionaries(st.sampled_from(["room", "nick", "text", "at", "origin", "old", "new",
-                                        "sender", "recipient", "topic", "reason", "x"]),
+                                        "sender", "recipient", "topic", "reason", "quiet", "x"]),
                        JSON_VALUES))
 def test_objects_with_any_fields_decode_to_checked_events_or_say_why(
         kind: str, fields: dict[str, Any]) -> None:
@@ -78,7 +79,7 @@ def test_objects_with_any_fields_decode_to_checked_events_or_say_why(
         return
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
-        assert isinstance(value, str) or (type(value) is float and math.isfinite(value))
+        assert isinstance(value, str | bool) or (type(value) is float and math.isfinite(value))
 
 
 @pytest.mark.parametrize("data, why", [
@@ -88,6 +89,7 @@ def test_objects_with_any_fields_decode_to_checked_events_or_say_why(
     (b'{"type": "Joined", "room": "#a"}', "without nick"),
     (b'{"type": "Joined", "room": 1, "nick": "a"}', "Joined.room is not a str"),
     (b'{"type": "Announcement", "text": ["x"]}', "not a str"),
+    (b'{"type": "Joined", "room": "#a", "nick": "a", "quiet": 1}', "Joined.quiet is not a bool"),
     (b"\xff", "not JSON"),
     (b"[" * 100_000, "not JSON"),
 ])

@@ -108,6 +108,7 @@ class RedisBus:
         reactor: Any,
         address: RedisAddress,
         history_size: int,
+        default_room: str = "",
         prefix: str = PREFIX,
     ) -> None:
         # The chat service's origin: which events are ours (set by ClusterMember).
@@ -122,7 +123,8 @@ class RedisBus:
         self.output_batches: list[AbstractContextManager[Any]] = []
         self.link = RedisLink(reactor, address, f"{prefix}events", self._message,
                               self._up, self._down, batch=self._batched)
-        self.state = ClusterState(self.link, prefix)
+        # The default room outlives its last member in Redis too, as it does in a process.
+        self.state = ClusterState(self.link, prefix, room_key(default_room))
         self.last_seq = 0
         # While (re)joining: the events that arrive before the snapshot is in, to be
         # handed on after it, minus those the snapshot already holds.

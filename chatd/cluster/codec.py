@@ -7,7 +7,7 @@ themselves, so a field added to an event travels without touching this module.
 Decoding is strict about what it trusts and lenient about what it may not know yet:
 
 - the type must be a known event, every field without a default must be there, and each
-  field's value must be of the field's type (``str``, or a finite ``float``);
+  field's value must be of the field's type (``str``, ``bool``, or a finite ``float``);
 - a field the event has a default for may be missing, and unknown keys are ignored, so a
   process one version behind or ahead still understands the events they share (a rolling
   restart of a cluster has both at once).
@@ -47,8 +47,9 @@ for _name, _cls in EVENT_TYPES.items():
         for f in dataclasses.fields(_cls)
     ]
     for _field, _type, _ in _FIELD_TYPES[_name]:
-        if _type not in (str, float):
-            raise TypeError(f"{_name}.{_field}: the codec carries str and float fields only")
+        if _type not in (str, float, bool):
+            raise TypeError(f"{_name}.{_field}: the codec carries str, float and bool fields "
+                            "only")
 
 
 class UndecodableEvent(ValueError):

@@ -58,14 +58,15 @@ PROCESS_TTL = 10.0  # seconds without a heartbeat before a process's users are g
 REAPED_REASON = "their chatd process stopped answering"
 SHUTDOWN_REASON = "their chatd process is shutting down"
 
-# A room is forgotten when nobody is in it and it has nothing to show the next visitor;
-# the same rule as Room.worth_keeping.
+# A room is forgotten, with its history, when nobody is in it and it has no topic: the rule
+# of a single process (Room.worth_keeping), so the rooms anyone may make do not pile up in
+# Redis. KEYS[1] is the hash of the room never forgotten (the process's --default-room).
 _FORGET_IF_EMPTY = """
 local function forget_if_empty(P, rk)
-  if redis.call('HLEN', P..'members:'..rk) == 0
-     and (redis.call('HGET', P..'room:'..rk, 'topic') or '') == ''
-     and redis.call('LLEN', P..'history:'..rk) == 0 then
-    redis.call('DEL', P..'room:'..rk)
+  if P..'room:'..rk ~= KEYS[1]
+     and redis.call('HLEN', P..'members:'..rk) == 0
+     and (redis.call('HGET', P..'room:'..rk, 'topic') or '') == '' then
+    redis.call('DEL', P..'room:'..rk, P..'history:'..rk)
     redis.call('SREM', P..'rooms', rk)
   end
 end
@@ -264,9 +265,10 @@ def _pairs(flat: Sequence[Any]) -> dict[str, str]:
 class ClusterState:
     """Typed calls on the scripts above, over one ``RedisLink``."""
 
-    def __init__(self, link: RedisLink, prefix: str = PREFIX) -> None:
+    def __init__(self, link: RedisLink, prefix: str = PREFIX, kept_room: str = "") -> None:
         self.link = link
         self.prefix = prefix
+        self._keys = [f"{prefix}room:{kept_room}"]  # KEYS[1] of every script
 
     @property
     def channel(self) -> str:
@@ -285,7 +287,7 @@ class ClusterState:
         argv: list[Any] = [self.prefix]
         for payload, origin, kind, args in events:
             argv += [payload, kind, origin, *args, *[""] * (EVENT_STRIDE - 3 - len(args))]
-        d = self.link.call(APPLY, [], argv)
+        d = self.link.call(APPLY, self._keys, argv)
         return d.addCallback(lambda seqs: [int(seq) for seq in seqs])
 
     def claim(self, origin: str, nk: str, nick: str, skeleton: str,
@@ -297,16 +299,16 @@ class ClusterState:
             if _text(reply[0]) != "ok":
                 raise ClaimRefused(_text(reply[0]), _text(reply[1]))
 
-        d = self.link.call(CLAIM, [], [self.prefix, origin, nk, nick, skeleton, old])
+        d = self.link.call(CLAIM, self._keys, [self.prefix, origin, nk, nick, skeleton, old])
         return d.addCallback(answer)
 
     def release(self, origin: str, nk: str) -> defer.Deferred[Any]:
-        return self.link.call(RELEASE, [], [self.prefix, origin, nk])
+        return self.link.call(RELEASE, self._keys, [self.prefix, origin, nk])
 
     def heartbeat(self, origin: str, ttl: float = PROCESS_TTL) -> defer.Deferred[bool]:
         """Says this process is alive and reaps the dead; fires with whether this process
         was still known (False: its users must be announced again)."""
-        d = self.link.call(HEARTBEAT_SCRIPT, [],
+        d = self.link.call(HEARTBEAT_SCRIPT, self._keys,
                            [self.prefix, origin, int(ttl * 1000), REAPED_REASON])
         return d.addCallback(lambda reply: int(reply[0]) == 1)
 
@@ -316,7 +318,7 @@ class ClusterState:
 
     def depart(self, origin: str, reason: str) -> defer.Deferred[Any]:
         """Takes every user of ``origin`` out of the cluster at once (it is stopping)."""
-        return self.link.call(DEPART, [], [self.prefix, origin, reason])
+        return self.link.call(DEPART, self._keys, [self.prefix, origin, reason])
 
     def snapshot(self) -> defer.Deferred[Snapshot]:
         def parse(reply: list[Any]) -> Snapshot:
@@ -329,7 +331,7 @@ class ClusterState:
                 away=_pairs(away),
             )
 
-        return self.link.call(SNAPSHOT, [], [self.prefix]).addCallback(parse)
+        return self.link.call(SNAPSHOT, self._keys, [self.prefix]).addCallback(parse)
 
 
 def _float(value: Any) -> float:
