@@ -5,6 +5,8 @@ from __future__ import annotations
 import calendar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatd.events import (
     Acted,
@@ -141,20 +143,38 @@ def test_topic_replies() -> None:
 
 
 def test_names_fill_lines_and_never_pass_512_bytes() -> None:
-    members = [f"member{i:04d}" for i in range(400)]
+    members = [f"{'m' * (i % 23)}{i}" for i in range(400)]  # varied lengths
     got = numerics.names("srv", "alice", "#big", members)
     assert serialize(got[-1]) == b":srv 366 alice #big :End of /NAMES list.\r\n"
     listed = []
     for index, message in enumerate(got[:-1]):
         line = serialize(message)
         assert len(line) <= MAX_LINE
-        assert len(line) > MAX_LINE - 12 or index == len(got) - 2  # all full but the last
+        assert len(line) > MAX_LINE - 25 or index == len(got) - 2  # all full but the last
         assert parse(line[:-2]) == message  # nothing was cut
         assert message.params[:3] == ("alice", "=", "#big")
         listed += message.params[3].split(" ")
     assert listed == members
     assert lines(numerics.names("srv", "alice", "#a", ["@bob", "alice"])) == [
         ":srv 353 alice = #a :@bob alice", ":srv 366 alice #a :End of /NAMES list."]
+
+
+def test_names_fill_a_line_to_the_last_byte_and_not_one_more() -> None:
+    room = MAX_LINE - len(b":srv 353 alice = #a :\r\n")
+    exact = ["x" * (room - 2), "y"]  # with the space between them: exactly full
+    assert lines(numerics.names("srv", "alice", "#a", exact))[0].endswith("x y")
+    over = ["x" * (room - 1), "y"]
+    assert len(numerics.names("srv", "alice", "#a", over)) == 3
+
+
+@given(st.lists(st.text(st.characters(codec="utf-8", exclude_characters=" \r\n\0"),
+                       min_size=1, max_size=24), max_size=200))
+def test_names_lines_always_fit_whole(members: list[str]) -> None:
+    listed = []
+    for message in numerics.names("srv", "alice", "#a", members)[:-1]:
+        assert parse(serialize(message)[:-2]) == message
+        listed += message.params[3].split(" ")
+    assert listed == members
 
 
 def test_list_who_whois_and_mode() -> None:
