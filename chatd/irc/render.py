@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from importlib import metadata
 
 from chatd import wire
 from chatd.events import (
@@ -30,6 +31,11 @@ from chatd.events import (
 from chatd.history import HistoryEntry
 from chatd.irc.formatting import CTCP_DELIMITER
 from chatd.irc.message import Message, serialize, split_to_fit
+
+try:
+    VERSION = metadata.version("chatd")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "unknown"
 
 _NOT_IN_HOSTNAME = re.compile(r"[^A-Za-z0-9.-]+")
 ACTION_START = f"{CTCP_DELIMITER}ACTION "
@@ -92,9 +98,11 @@ class IRCFormatter:
         return split_to_fit(Message("PRIVMSG", (target, text), self.mask(nick)),
                             ACTION_START, CTCP_DELIMITER)
 
-    def notice(self, target: str, text: str) -> list[Message]:
-        """A server notice to ``target`` (a nick, a room, or ``*`` for everyone)."""
-        return split_to_fit(Message("NOTICE", (target, text), self.server))
+    def notice(self, target: str, text: str, source: str | None = None) -> list[Message]:
+        """A notice to ``target`` (a nick, a room, or ``*`` for everyone) from the server,
+        or from the nick ``source``."""
+        prefix = self.server if source is None else self.mask(source)
+        return split_to_fit(Message("NOTICE", (target, text), prefix))
 
     def history(self, room: str, entries: Sequence[HistoryEntry],
                 tagged: bool) -> list[Message]:
