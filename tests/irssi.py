@@ -15,11 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from twisted.internet import defer, reactor, task
+
 DEADLINE = 20.0
 _sessions = itertools.count(1)
 
 # Only what a fresh irssi needs to talk to one server quietly: no other networks, no
-# autoconnect elsewhere, a fixed real name, and ANSI output tmux can capture as plain text.
+# autoconnect elsewhere, a fixed real name, no logs.
 _CONFIG = """\
 servers = ( );
 chatnets = { };
@@ -37,6 +39,8 @@ settings = {
     beep_msg_level = "";
   };
   "fe-text" = { actlist_sort = "refnum"; };
+  # irssi paces what it sends (2.2 s a command after a burst); a test need not wait.
+  "irc/core" = { cmd_queue_speed = "0msec"; cmds_max_at_once = "100"; };
 };
 """
 
@@ -72,18 +76,24 @@ class Irssi:
         )
         return result.stdout
 
-    def wait_for(self, pattern: str, deadline: float = DEADLINE) -> re.Match[str]:
-        """The first match of ``pattern`` on screen, or AssertionError after ``deadline`` s."""
+    def wait_for(self, pattern: str, deadline: float = DEADLINE) -> defer.Deferred[re.Match[str]]:
+        """Fires with the first match of ``pattern`` on screen; fails after ``deadline`` s.
+
+        Polls without blocking the reactor, so a daemon in the test's own process keeps
+        serving irssi meanwhile."""
         regex = re.compile(pattern)
         end = time.monotonic() + deadline
-        while True:
+
+        def poll() -> defer.Deferred[re.Match[str]] | re.Match[str]:
             screen = self.screen()
             found = regex.search(screen)
             if found is not None:
                 return found
             if time.monotonic() > end:
                 raise AssertionError(f"irssi never showed {pattern!r}; screen:\n{screen}")
-            time.sleep(0.1)
+            return task.deferLater(reactor, 0.1, poll)
+
+        return defer.maybeDeferred(poll)
 
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.session], check=False,
