@@ -7,7 +7,6 @@ import re
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from chatd.irc.factory import IRCFactory
@@ -34,12 +33,8 @@ class MemoryIRC(MemoryChat):
         self.irc = IRCFactory(self.service, self.policy, commands=self.factory.commands)
 
     def irc_connect(self) -> tuple[IRCProtocol, StringTransport]:
-        self._next_port += 1
-        peer = IPv4Address("TCP", "127.0.0.1", self._next_port)
-        proto = self.irc.buildProtocol(peer)
+        proto, transport = self.connect_to(self.irc)
         assert isinstance(proto, IRCProtocol)
-        transport = StringTransport(peerAddress=peer)
-        proto.makeConnection(transport)
         return proto, transport
 
     def irc_user(self, nick: str) -> tuple[IRCProtocol, StringTransport]:

@@ -118,8 +118,10 @@ class IRCProtocol(irc.IRC):
     """One IRC connection: a ``ChatClient`` for the service, the owner of its edge."""
 
     factory: IRCFactory
+    frontend: IRCFactory  # for the service: who broadcasts to this client
     transport: Any  # TCP or TLS: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
+    counted_address: object = None  # the address the factory's limits counted
     # irc.IRC.connectionMade would look this up with socket.getfqdn(): a blocking DNS query.
     hostname = "chatd"
 
@@ -144,10 +146,6 @@ class IRCProtocol(irc.IRC):
         return self.factory.service
 
     @property
-    def frontend(self) -> IRCFactory:
-        return self.factory
-
-    @property
     def server(self) -> str:
         return self.factory.formatter.server
 
@@ -161,29 +159,23 @@ class IRCProtocol(irc.IRC):
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        factory = self.factory
-        self.edge = Edge(
-            self, self.transport, factory.policy, factory.clock, factory.rejections,
-            factory.output_batch, release=self._release, lines=self,
-        )
-        self.edge.start_send_buffer_guard()
-        self.edge.activity()
-        factory.clients.add(self)
+        factory = self.frontend = self.factory
+        self.edge = factory.start(self)
         self.peer = describe_peer(self.transport.getPeer())
         self._heard_at = factory.clock.seconds()
         self._ping_timer = factory.clock.callLater(factory.ping_interval, self._check_ping)
         self._registration_timer = factory.clock.callLater(
             factory.registration_timeout, self._registration_timed_out)
 
-    def _release(self) -> None:
-        self.factory.limits.release(self.transport.getPeer())
-
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.factory.clients.discard(self)
         for timer in (self._ping_timer, self._registration_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self.edge.connection_lost(reason)
+        self.factory.lost(self, reason)
+
+    def policy_changed(self) -> None:
+        """A reload changed the limits (IRC's own line limit is fixed)."""
+        self.edge.policy_changed()
 
     # --- Input: framing ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from chatd import wire
@@ -53,12 +53,25 @@ def server_time(at: float) -> str:
 
 
 class IRCFormatter:
-    """Renders events for IRC clients; one instance is shared by every IRC connection."""
+    """Renders events for IRC clients; one instance is shared by every IRC connection.
 
-    __slots__ = ("server",)
+    ``server_name`` is --server-name, or a function returning it as it is now (it changes
+    on SIGHUP)."""
 
-    def __init__(self, server_name: str) -> None:
-        self.server = irc_server_name(server_name)
+    __slots__ = ("_name", "_server", "_source")
+
+    def __init__(self, server_name: str | Callable[[], str]) -> None:
+        self._source = server_name if callable(server_name) else (lambda: server_name)
+        self._name = ""
+        self._server = ""
+
+    @property
+    def server(self) -> str:
+        """The server's name as one word, for prefixes."""
+        name = self._source()
+        if name != self._name:
+            self._name, self._server = name, irc_server_name(name)
+        return self._server
 
     def mask(self, nick: str) -> str:
         """How ``nick`` appears as the source of a message."""
