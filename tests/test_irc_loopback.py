@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, ssl
+from twisted.python import usage
 from twisted.words.protocols import irc
 
+from chatd.tap import Options
 from tests.support import (
     LOCAL,
     WAIT_SECONDS,
@@ -184,6 +186,11 @@ def test_two_irc_users_over_tls_and_tcp_in_two_rooms(daemon: RunningDaemon) -> A
     bob.send(b"in the lobby\n")
     yield alice.wait_for("privmsg", "bob!bob@chatd", "#lobby", "in the lobby")
     assert not [e for e in carol.events if e[0] == "privmsg" and e[2] == "#lobby"]
+
+
+def test_a_bad_irc_endpoint_is_a_usage_error() -> None:
+    with pytest.raises(usage.UsageError, match="--irc 'tcp:notaport'"):
+        Options().parseOptions(["--irc", "tcp:notaport", "--state", "none"])
 
 
 @pytest_twisted.inlineCallbacks

@@ -335,6 +335,16 @@ def test_names_list_who_and_whois(chat: MemoryIRC) -> None:
     ]
 
 
+def test_whois_idle_counts_from_the_last_line_said(chat: MemoryIRC) -> None:
+    bob, _ = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    chat.clock.advance(100)
+    send(bob, "speaking now")
+    chat.clock.advance(5)
+    send(alice, "WHOIS bob")
+    assert ":chatd 317 alice bob 5 0 :seconds idle, signon time" in take_lines(alice_t)
+
+
 def test_mode_is_answered_and_changes_nothing(chat: MemoryIRC) -> None:
     alice, alice_t = chat.irc_user("alice")
     send(alice, "JOIN #lobby")
