@@ -3,13 +3,14 @@ plain TCP and TLS, every way a line crosses between the two front-ends."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, reactor, ssl
+from twisted.internet import defer, endpoints, reactor, ssl, task, threads
 from twisted.python import usage
 from twisted.words.protocols import irc
 
@@ -198,3 +199,42 @@ def test_a_nick_held_by_a_line_user_is_refused_to_irc(daemon: RunningDaemon) -> 
     yield line_user(daemon, "bob")
     bob2 = yield irc_client(daemon, "bob")  # IRCClient retries with "bob_" on 433
     assert bob2.nickname == "bob_"
+
+
+@pytest_twisted.inlineCallbacks
+def test_line_and_irc_connections_count_together_per_address() -> Any:
+    daemon = RunningDaemon(local_args("--irc", f"tcp:0:{LOCAL}", "--max-per-ip", "1"))
+    try:
+        bob = yield connect_client(daemon.chat_port)
+        refused = socket.create_connection(("127.0.0.1", irc_ports(daemon)[0]))
+        refused.settimeout(WAIT_SECONDS)
+        reply = yield threads.deferToThread(refused.recv, 4096)
+        assert reply.startswith(b"ERROR :Closing Link: too many connections from your address")
+        refused.close()
+        bob.transport.loseConnection()
+    finally:
+        yield daemon.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_irc_client_that_never_reads_is_cut_off() -> Any:
+    daemon = RunningDaemon(local_args(
+        "--irc", f"tcp:0:{LOCAL}", "--flood-rate", "0", "--send-grace", "0.5",
+        "--send-buffer", "65536"))
+    hog = socket.socket()
+    try:
+        bob = yield line_user(daemon, "bob")
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", irc_ports(daemon)[0]))
+        hog.sendall(b"NICK hog\r\nUSER hog 0 * :hog\r\nJOIN #lobby\r\n")
+        yield bob.wait_for(r"^\*\*\* hog has joined #lobby$")
+        for _ in range(20):  # 20 x 100 lines of 4 KiB: far past what the hog's socket holds
+            bob.send(b"".join(b"%s\n" % (b"w" * 4000) for _ in range(100)))
+            yield task.deferLater(reactor, 0.05, lambda: None)
+            if any("hog has left" in line for line in bob.lines):
+                break
+        yield bob.wait_for(r"^\*\*\* hog has left #lobby \(not reading\)$")
+        bob.transport.loseConnection()
+    finally:
+        hog.close()
+        yield daemon.stop()
