@@ -155,10 +155,15 @@ def _head(message: Message) -> bytes:
     return b":" + prefix.encode("utf-8") + b" " + message.command.encode("ascii")
 
 
+def is_middle(param: str) -> bool:
+    """Whether ``param`` can be sent as a middle parameter (a word: no space, no leading
+    colon, nothing that breaks a line)."""
+    return bool(param) and " " not in param and not param.startswith(":") and (
+        param == param.translate(_LINE_BREAKERS))
+
+
 def _middle(param: str) -> bytes:
-    if not param or " " in param or param.startswith(":") or (
-        param != param.translate(_LINE_BREAKERS)
-    ):
+    if not is_middle(param):
         raise ValueError(f"not a middle parameter: {param!r}")
     return param.encode("utf-8")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from chatd.irc.message import MAX_LINE, Message, serialize
+from chatd.irc.message import MAX_LINE, Message, is_middle, serialize
 
 RPL_WELCOME = "001"
 RPL_YOURHOST = "002"
@@ -77,8 +77,12 @@ USER_MODES = "+i"
 
 
 def reply(server: str, code: str, target: str, *params: str) -> Message:
-    """``:server CODE target params...``"""
-    return Message(code, (target, *params), server)
+    """``:server CODE target params... :text``. A word that no line can carry where it
+    stands (a client's ``:x`` or ``a b`` echoed back) is shown as ``*``."""
+    if not params:
+        return Message(code, (target,), server)
+    *words, text = params
+    return Message(code, (target, *(w if is_middle(w) else "*" for w in words), text), server)
 
 
 def welcome(server: str, nick: str, network: str, version: str, created: float,

@@ -28,7 +28,14 @@ from chatd.history import HistoryEntry
 from chatd.irc import numerics as n
 from chatd.irc.caps import SERVER_TIME, CapNegotiation
 from chatd.irc.formatting import clean_irc_text, ctcp, parse_ctcp
-from chatd.irc.message import MAX_LINE, MAX_TAGS, Message, body_length, parse, serialize
+from chatd.irc.message import (
+    MAX_LINE,
+    MAX_TAGS,
+    Message,
+    body_length,
+    parse,
+    serialize,
+)
 from chatd.irc.render import VERSION
 from chatd.rooms import ROOM_NAME_MAX, InvalidRoomName, Room, normalize_room, room_key
 from chatd.service import ChatService, User
