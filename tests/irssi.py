@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -43,10 +42,6 @@ settings = {
   "irc/core" = { cmd_queue_speed = "0msec"; cmds_max_at_once = "100"; };
 };
 """
-
-
-def available() -> bool:
-    return shutil.which("irssi") is not None and shutil.which("tmux") is not None
 
 
 class Irssi:
