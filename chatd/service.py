@@ -295,7 +295,7 @@ class ChatService(service.Service):
         self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
                       reason=reason)
         for room in list(user.rooms.values()):
-            left = Left(room.name, user.nick, reason, origin=self.origin)
+            left = Left(room.name, user.nick, reason, quit=True, origin=self.origin)
             if self._shutting_down:
                 # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
                 self._apply(left)

@@ -67,6 +67,9 @@ class RecordingIRCClient(irc.IRCClient):
     def userLeft(self, user: str, channel: str) -> None:
         self._record("userLeft", user, channel)
 
+    def userQuit(self, user: str, quitMessage: str) -> None:
+        self._record("userQuit", user, quitMessage)
+
     def userRenamed(self, oldname: str, newname: str) -> None:
         self._record("userRenamed", oldname, newname)
 
@@ -187,6 +190,8 @@ def test_two_irc_users_over_tls_and_tcp_in_two_rooms(daemon: RunningDaemon) -> A
     bob.send(b"in the lobby\n")
     yield alice.wait_for("privmsg", "bob!bob@chatd", "#lobby", "in the lobby")
     assert not [e for e in carol.events if e[0] == "privmsg" and e[2] == "#lobby"]
+    carol.quit("off")
+    yield alice.wait_for("userQuit", "carol", "off")
 
 
 def test_a_bad_irc_endpoint_is_a_usage_error() -> None:

@@ -254,6 +254,23 @@ def test_line_users_events_reach_irc(chat: MemoryIRC) -> None:
     assert take_lines(alice_t) == [":bob!bob@chatd PART #lobby :joined #dev"]
 
 
+def test_someone_who_disconnects_quits_on_irc_and_leaves_on_the_line(chat: MemoryIRC) -> None:
+    bob, bob_t, alice, alice_t = chat.bob_and_alice_in_lobby()
+    carol, _ = chat.irc_user("carol")
+    send(carol, "JOIN #lobby,#dev")
+    send(alice, "JOIN #dev")
+    take_lines(alice_t)
+    take_lines(bob_t)
+    send(carol, "QUIT :gone")
+    carol.connectionLost()
+    # One QUIT per room alice shares with carol: her client shows the first.
+    assert take_lines(alice_t) == [":carol!carol@chatd QUIT :gone"] * 2
+    assert take_lines(bob_t) == ["*** carol has left #lobby (gone)"]
+    send(bob, "/quit see you")
+    bob.connectionLost()
+    assert take_lines(alice_t) == [":bob!bob@chatd QUIT :see you"]
+
+
 def test_nick_change_out_of_every_room_is_still_echoed(chat: MemoryIRC) -> None:
     alice, alice_t = chat.irc_user("alice")
     send(alice, "NICK alicia")
@@ -394,7 +411,7 @@ def test_oper_then_kick(chat: MemoryIRC) -> None:
                                    ":chatd NOTICE alice :You are now an operator (root)."]
     send(alice, "KICK #lobby bob :spam")
     assert "*** You have been kicked by alice: spam" in take_lines(bob_t)
-    assert take_lines(alice_t) == [":bob!bob@chatd PART #lobby :kicked by alice: spam"]
+    assert take_lines(alice_t) == [":bob!bob@chatd QUIT :kicked by alice: spam"]
 
 
 def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> None:

@@ -35,6 +35,7 @@ NOON = calendar.timegm((2026, 11, 28, 12, 0, 0)) + 0.25
     (PrivateMessage("bob", "alice", "psst, hi"), ":bob!bob@chatd PRIVMSG alice :psst, hi"),
     (Joined("#dev", "bob"), ":bob!bob@chatd JOIN :#dev"),
     (Left("#dev", "bob", "joined #lobby"), ":bob!bob@chatd PART #dev :joined #lobby"),
+    (Left("#dev", "bob", "see you", quit=True), ":bob!bob@chatd QUIT :see you"),
     (Renamed("bob", "robert"), ":bob!bob@chatd NICK :robert"),
     (TopicChanged("#dev", "bob", "release day"), ":bob!bob@chatd TOPIC #dev :release day"),
     (Announcement("Server is shutting down. Goodbye."),

@@ -94,6 +94,9 @@ class IRCFormatter:
                 return split_to_fit(Message("PRIVMSG", (recipient, text), self.mask(sender)))
             case Joined(room=room, nick=nick):
                 return [Message("JOIN", (room,), self.mask(nick))]
+            case Left(nick=nick, reason=reason, quit=True):
+                # One per room shared with them; a client shows the first, and drops the nick.
+                return [Message("QUIT", (reason,), self.mask(nick))]
             case Left(room=room, nick=nick, reason=reason):
                 return [Message("PART", (room, reason), self.mask(nick))]
             case Renamed(old=old, new=new):
