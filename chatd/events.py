@@ -66,6 +66,7 @@ class Joined:
     room: str
     nick: str
     origin: str = _origin()
+    quiet: bool = False  # not announced: its address is over its rate of join notices
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Left:
     reason: str
     quit: bool = False  # they left chatd altogether (disconnected), not only this room
     origin: str = _origin()
+    quiet: bool = False  # not announced, like the join before it
 
 
 @dataclass(frozen=True, slots=True)

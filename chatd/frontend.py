@@ -60,9 +60,8 @@ class FrontEndFactory(protocol.ServerFactory):
         self.commands = commands if commands is not None else build_command_table(service)
         self.clock: IReactorTime = clock if clock is not None else service.reactor
         self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
-        self.limits = limits if limits is not None else ConnectionLimits(
-            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
-        )
+        self.limits = limits if limits is not None else self.policy.connection_limits(
+            self.clock)
         self.clients: set[Any] = set()  # connected, admitted, not yet lost
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
@@ -103,7 +102,6 @@ class FrontEndFactory(protocol.ServerFactory):
 
     def policy_changed(self) -> None:
         """After a reload: new bounds for newcomers, and the new limits for live clients."""
-        policy = self.policy
-        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
+        self.policy.reconfigure_limits(self.limits)
         for client in list(self.clients):
             client.policy_changed()
