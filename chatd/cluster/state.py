@@ -98,7 +98,7 @@ local function depart(P, o, reason)
       local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
       forget_if_empty(P, rk)
       publish(P, o, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
-                               origin = o}))
+                                  origin = o, quit = true}))
     end
     redis.call('DEL', P..'in:'..nk)
     release(P, o, nk)
