@@ -167,3 +167,9 @@ def test_a_bus_hands_back_what_it_was_given(chat: ChatService) -> None:
     chat.join(alice, "#dev")
     chat.say(alice, "x")
     assert {event.origin for event in seen} == {chat.origin}
+
+
+def test_the_clients_completion_list_is_the_servers_table() -> None:
+    from chatd.client.commands import SERVER_COMMANDS
+
+    assert set(SERVER_COMMANDS) == {f"/{name}" for name in command_names()}
