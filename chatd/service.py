@@ -294,7 +294,7 @@ class ChatService(service.Service):
 
     def disconnect(self, user: User, reason: str) -> None:
         """Forgets a connection that has closed, for whatever reason, and says so."""
-        if self.users.get(user.key) is not user:
+        if not self.is_connected(user):
             return
         self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
                       reason=reason)
@@ -432,7 +432,7 @@ class ChatService(service.Service):
         target = user.reply_to
         if target is None:
             raise ChatError("nobody has sent you a private message yet")
-        if self.users.get(target.key) is not target:
+        if not self.is_connected(target):
             raise ChatError(f"{target.nick} is no longer connected")
         self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
@@ -543,6 +543,10 @@ class ChatService(service.Service):
         if target is None:
             raise ChatError(f'no one called "{nick}" is here')
         return target
+
+    def is_connected(self, user: User) -> bool:
+        """Whether ``user`` is still connected (an answer that took a while may be late)."""
+        return self.users.get(user.key) is user
 
     def connected(self) -> list[User]:
         """Everyone connected to this process."""

@@ -787,3 +787,31 @@ def test_many_addresses_cannot_make_many_guesses(audit_log: Any) -> None:
     lines = audit_log()
     assert 0 < len([x for x in lines if "failed /oper" in x]) <= 10
     assert PASSWORD not in "".join(lines)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_ipv6_peer_is_logged_in_brackets_and_its_address_read_back() -> Any:
+    from twisted.internet import endpoints, reactor
+
+    from tests.support import LineClient, RunningDaemon
+
+    logged: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        logged.append(formatEvent(event))
+
+    daemon = RunningDaemon(["--listen", r"tcp6:0:interface=\:\:1", "--no-echo",
+                            "--state", "none"])
+    globalLogPublisher.addObserver(observe)
+    try:
+        endpoint = endpoints.TCP6ClientEndpoint(reactor, "::1", daemon.chat_port)
+        client = yield endpoints.connectProtocol(endpoint, LineClient())
+        yield client.wait_for(r"^\*\*\* Welcome")
+        port = client.transport.getHost().port
+        assert f"guest1 connected from [::1]:{port}" in logged
+        assert daemon.chat.find_user("guest1").host == "::1"  # what bans and kicks use
+        client.transport.loseConnection()
+        yield client.closed
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        yield daemon.stop()

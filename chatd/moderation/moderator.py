@@ -123,13 +123,13 @@ class Moderator(service.Service):
         address = user.host or user.peer
 
         def granted(operator: str) -> None:
-            if self.chat.users.get(user.key) is user:  # still connected
+            if self.chat.is_connected(user):
                 user.operator = operator
                 reply(f"You are now an operator ({operator}).")
 
         def refused(failure: Any) -> None:
             failure.trap(ChatError)
-            if self.chat.users.get(user.key) is user:
+            if self.chat.is_connected(user):
                 fail(str(failure.value))
 
         return self.authenticator.login(address, name, password).addCallbacks(granted, refused)
