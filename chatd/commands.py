@@ -228,9 +228,6 @@ def _join(table: CommandTable, session: Session, user: User, args: str) -> None:
 @command("rooms", "/rooms", "list the rooms, with how many are in each and the topic")
 def _rooms(table: CommandTable, session: Session, user: User, args: str) -> None:
     rooms = table.service.rooms_by_name()
-    if not rooms:
-        session.notice("There are no rooms; /join #ROOM makes one")
-        return
     session.notice(f"Rooms ({len(rooms)}):")
     for room in rooms:
         topic = f": {room.topic}" if room.topic else ""
