@@ -314,7 +314,8 @@ def makeService(options: Options) -> service.MultiService:
         ),
         rejections=rejections,
     )
-    moderator = Moderator(chat, reactor, authenticator, options["kick-rejoin-delay"])
+    moderator = Moderator(chat, reactor, authenticator, options["kick-rejoin-delay"],
+                          options["ipv6-prefix"])
     moderator.setServiceParent(top)
     # The one command table, handed to every front-end that runs /commands.
     commands = build_command_table(chat, moderator)

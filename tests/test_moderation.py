@@ -669,14 +669,14 @@ def test_a_front_end_registering_the_kicked_nick_is_refused(chat: ModeratedChat)
 
 def test_the_kick_rejoin_delay_reloads_and_zero_lets_them_back(chat: ModeratedChat) -> None:
     op, _ = chat.operator(SHARED)
-    chat.moderator.reconfigure({"kick-rejoin-delay": 0.0})
+    chat.moderator.reconfigure({"kick-rejoin-delay": 0.0, "ipv6-prefix": 64})
     alice, _ = chat.join(SHARED)
     say(alice, "/nick alice")
     say(op, "/kick alice")
     back, tb = chat.join(SHARED)
     say(back, "/nick alice")
     assert take_lines(tb) == ["*** guest3 is now known as alice"]
-    chat.moderator.reconfigure({"kick-rejoin-delay": 5.5})
+    chat.moderator.reconfigure({"kick-rejoin-delay": 5.5, "ipv6-prefix": 64})
     say(op, "/kick alice")
     again, ta = chat.join(SHARED)
     say(again, "/nick alice")
@@ -815,3 +815,36 @@ def test_an_ipv6_peer_is_logged_in_brackets_and_its_address_read_back() -> Any:
     finally:
         globalLogPublisher.removeObserver(observe)
         yield daemon.stop()
+
+
+def test_ban_and_kick_by_nick_cover_an_ipv6_users_block(chat: ModeratedChat) -> None:
+    """One IPv6 user usually holds a whole /64: a new address in it does not walk round
+    a ban or a kick by nick. The block is --ipv6-prefix (reloadable)."""
+    op, top = chat.operator()
+    alice, _ = chat.join("2001:db8:0:1::5")
+    say(alice, "/nick alice")
+    _, neighbour = chat.join("2001:db8:0:1::6")
+    take_lines(top)
+    say(op, "/kick alice")
+    back, tb = chat.join("2001:db8:0:1::ffff")
+    say(back, "/nick alice")
+    assert take_lines(tb)[0] == KICKED_BACK.format(30)
+    back.connectionLost(None)  # type: ignore[arg-type]
+    _, third = chat.join("2001:db8:0:1::7")
+    _, elsewhere = chat.join("2001:db8:0:2::5")
+    take_lines(top)
+    say(op, "/ban guest3 spam")  # the neighbour, in the same /64
+    assert take_lines(top)[-2:] == [
+        "*** Banned 2001:db8:0:1::/64 (permanent).",
+        "*** 1 other user at 2001:db8:0:1::/64 stayed connected; /ban 2001:db8:0:1::/64 "
+        "disconnects everyone there but you",
+    ]
+    assert neighbour.disconnecting and not third.disconnecting and not elsewhere.disconnecting
+    assert chat.join_raw("2001:db8:0:1::1234")[1].disconnecting
+    assert not chat.join_raw("2001:db8:0:2::1234")[1].disconnecting
+    chat.moderator.reconfigure({"kick-rejoin-delay": 30.0, "ipv6-prefix": 128})
+    who, exact = chat.join("2001:db8:0:3::1")
+    say(who, "/nick exact")
+    say(op, "/ban exact")
+    assert take_lines(top)[-1] == "*** Banned 2001:db8:0:3::1/128 (permanent)."
+    assert exact.disconnecting

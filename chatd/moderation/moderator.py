@@ -10,9 +10,10 @@ touches a connection or a table itself.
 On a shared address (NAT, a LAN party, every test client on 127.0.0.1) a rule made against
 one user hits that user only: ``/mute NICK`` mutes the nicknames, ``/ban NICK`` refuses new
 connections from the address but disconnects that user alone, ``/kick`` refuses the nick
-from that address for ``--kick-rejoin-delay`` seconds. ``/ban ADDRESS|CIDR`` is the
-explicit way to remove everyone there. The operator's own connection is never hit by a
-rule they set.
+from that address for ``--kick-rejoin-delay`` seconds. For an IPv6 user "that address" is
+their ``--ipv6-prefix`` block (a /64 by default), which one person usually holds whole.
+``/ban ADDRESS|CIDR`` is the explicit way to remove everyone there. The operator's own
+connection is never hit by a rule they set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from chatd.addresses import peer_host
+from chatd.addresses import DEFAULT_IPV6_PREFIX, count_key, peer_host
 from chatd.commands import plural
 from chatd.errors import ChatError, Refused
 from chatd.events import Announcement, RoomNotice
@@ -49,7 +50,7 @@ DEFAULT_KICK_REJOIN_DELAY = 30.0
 class Moderator(service.Service):
     """Bans, mutes, kicks and operator actions for one chat service."""
 
-    reloadable_options = frozenset({"kick-rejoin-delay"})
+    reloadable_options = frozenset({"kick-rejoin-delay", "ipv6-prefix"})
 
     def __init__(
         self,
@@ -57,12 +58,15 @@ class Moderator(service.Service):
         clock: IReactorTime,
         authenticator: OperatorAuthenticator,
         kick_rejoin_delay: float = DEFAULT_KICK_REJOIN_DELAY,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
         self.setName("moderation")
         self.chat = chat
         self.clock = clock
         self.authenticator = authenticator
         self.kick_rejoin_delay = kick_rejoin_delay
+        # An IPv6 user usually holds a whole block: a ban or kick by nick covers it.
+        self.ipv6_prefix = ipv6_prefix
         # The chat service's store: one writer on the state file, opened by the chat service.
         self.store = chat.store
         self.bans = BanList(clock)
@@ -74,6 +78,12 @@ class Moderator(service.Service):
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.kick_rejoin_delay = options["kick-rejoin-delay"]
+        self.ipv6_prefix = options["ipv6-prefix"]
+
+    def _where(self, host: str | None) -> str | None:
+        """Where a user connects from, as a rule by nick keys it: the IPv4 address, or the
+        IPv6 address's ``--ipv6-prefix`` block."""
+        return None if host is None else count_key(host, self.ipv6_prefix)
 
     def startService(self) -> None:
         """Takes in the saved bans and mutes still in force (the chat service, started
@@ -107,7 +117,7 @@ class Moderator(service.Service):
         return f"you are muted{mute.remaining(self.clock.seconds())}"
 
     def check_nick(self, host: str | None, key: str) -> None:
-        left = self.kicks.seconds_left(host, key)
+        left = self.kicks.seconds_left(self._where(host), key)
         if left:
             raise Refused(f"you were kicked from this server; you may reconnect in "
                           f"{plural(left, 'second')}", "kicked a moment ago")
@@ -153,7 +163,7 @@ class Moderator(service.Service):
         operator = self._operator(op)
         target = self._target(op, nick, "kick")
         reason = reason or "no reason given"
-        self.kicks.add(target.host, target.key, self.kick_rejoin_delay)
+        self.kicks.add(self._where(target.host), target.key, self.kick_rejoin_delay)
         self.chat.remove(target, f"kicked by {op.nick}: {reason}")
         audit_action(operator, "kicked", nick=target.nick, peer=target.peer, reason=reason)
 
@@ -168,9 +178,10 @@ class Moderator(service.Service):
             network = parse_ban_target(what)
         except ValueError:
             target = self._target(op, what, "ban")
-            if target.host is None:
+            where = self._where(target.host)
+            if where is None:
                 raise ChatError(f"{target.nick} has no IP address to ban") from None
-            network = parse_ban_target(target.host)
+            network = parse_ban_target(where)
         now = self.clock.seconds()
         ban = Ban(network, reason, operator, now, None if seconds is None else now + seconds)
         self.bans.add(ban)
@@ -188,8 +199,9 @@ class Moderator(service.Service):
         lines = [f"Banned {network} ({ban.expiry(now)})."]
         others = [u for u in covered if u is not target]
         if target is not None and others:
-            lines.append(f"{plural(len(others), 'other user')} at {target.host} stayed "
-                         f"connected; /ban {target.host} disconnects everyone there but you")
+            place = network.network_address if network.num_addresses == 1 else network
+            lines.append(f"{plural(len(others), 'other user')} at {place} stayed "
+                         f"connected; /ban {place} disconnects everyone there but you")
         return lines
 
     def unban(self, op: User, what: str) -> str:
