@@ -130,7 +130,7 @@ class Moderator(service.Service):
         name, _, password = args.partition(" ")
         if not name or not password:
             raise ChatError("usage: /oper NAME PASSWORD")
-        address = user.host or user.peer
+        address = self._where(user.host) or user.peer  # an IPv6 user's whole block
 
         def granted(operator: str) -> None:
             if self.chat.is_connected(user):

@@ -71,6 +71,7 @@ class OperatorAuthenticator:
         self.clock = clock
         self.rejections = rejections if rejections is not None else RateLimitedLog(clock)
         self._checks = TokenBucket(CHECK_RATE, CHECK_BURST, clock.seconds())
+        self._exhausted = False  # the bucket ran dry and that was logged
         self.operators = dict(operators)
         self._run = run
         self._verify = verify
@@ -104,10 +105,13 @@ class OperatorAuthenticator:
             if delay:
                 await task.deferLater(self.clock, delay)
             if not self._checks.take(self.clock.seconds()):
+                if not self._exhausted:  # one line per episode, not one per attempt
+                    self._exhausted = True
+                    self.rejections.event("/oper checks exhausted for all addresses", address)
                 wait = math.ceil(self._checks.wait())
-                self.rejections.event("/oper refused: too many checks overall", address)
                 raise ChatError("too many /oper attempts on this server; "
                                 f"try again in {wait} s")
+            self._exhausted = False
             encoded = self.operators.get(name)
             matched = await self._run(
                 lambda: self._verify(password, encoded if encoded is not None else _decoy())
