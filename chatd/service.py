@@ -106,8 +106,8 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
-                 "peer", "quiet", "reply_to", "rooms", "timestamps")
+    __slots__ = ("__weakref__", "active_at", "away", "client", "host", "ignoring", "key", "nick",
+                 "operator", "peer", "quiet", "reply_to", "rooms", "signon", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
@@ -124,6 +124,8 @@ class User:
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
+        # When they registered and when they last said something (IRC's WHOIS shows both).
+        self.signon = self.active_at = 0.0
         # Comes and goes unannounced: their address connected faster than its notice rate.
         self.quiet = False
 
@@ -328,9 +330,10 @@ class ChatService(service.Service):
         if nick is None:
             nick = self._next_guest_nick()
         else:
-            nick = self._valid_free_nick(nick, None)
+            nick = self.valid_free_nick(nick, None)
             self._nick_allowed(peer_host(peer), nick)
         user = User(client, nick, peer)
+        user.signon = user.active_at = self.reactor.seconds()
         if user.host is not None:
             key = count_key(user.host, self.ipv6_prefix)
             user.quiet = not self.presence.take(key, self.reactor.seconds())
@@ -352,7 +355,8 @@ class ChatService(service.Service):
         self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", nick=user.nick,
                              reason=reason)
         for room in list(user.rooms.values()):
-            left = Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet)
+            left = Left(room.name, user.nick, reason, quit=True, origin=self.origin,
+                        quiet=user.quiet)
             if self._shutting_down:
                 # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
                 self._apply(left)
@@ -563,6 +567,7 @@ class ChatService(service.Service):
         why = self._silenced(user)
         if why is not None:
             raise ChatError(f"{why}; {otherwise}")
+        user.active_at = self.reactor.seconds()
 
     def _silenced(self, user: User) -> str | None:
         for check in self.speech_checks:
@@ -580,7 +585,9 @@ class ChatService(service.Service):
         for check in self.nick_checks:
             check(host, nick_key(nick))
 
-    def _valid_free_nick(self, requested: str, user: User | None) -> str:
+    def valid_free_nick(self, requested: str, user: User | None) -> str:
+        """The nickname ``requested`` means, if ``user`` (None: a newcomer) may take it;
+        otherwise ChatError saying why. IRC asks before it registers (432 and 433)."""
         try:
             new = normalize_nick(requested)
         except InvalidNickname as e:
@@ -596,7 +603,7 @@ class ChatService(service.Service):
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""
         self._may_speak(user, "your nickname was not changed")
-        new = self._valid_free_nick(requested, user)
+        new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
         self._nick_allowed(user.host, new)
@@ -605,7 +612,7 @@ class ChatService(service.Service):
 
     def force_rename(self, user: User, requested: str) -> str:
         """An operator's /rename: no speech or nick check, only a valid, free nickname."""
-        new = self._valid_free_nick(requested, user)
+        new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'{user.nick} is already "{new}"')
         self.publish(Renamed(user.nick, new, self.origin))
