@@ -42,7 +42,6 @@ from chatd.cluster.state import (
 )
 from chatd.events import (
     Acted,
-    Announcement,
     AwayChanged,
     Event,
     Joined,
@@ -52,7 +51,6 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.history import HistoryEntry
-from chatd.moderator import tell
 from chatd.service import ChatService, User
 from chatd.text import nick_key, nick_skeleton
 
@@ -153,8 +151,8 @@ class ClusterMember(service.Service):
         if user is None:
             return
         new = self.chat.rename_to_guest(user)
-        tell(user, Announcement(f'Another server gave "{refusal.holder}" out at the same '
-                                f"time; you are now {new}"))
+        self.chat.notice(user, f'Another server gave "{refusal.holder}" out at the same time; '
+                               f"you are now {new}")
 
     def _release_departed(self) -> None:
         """Releases the claims of local users who have gone."""
@@ -213,7 +211,7 @@ class ClusterMember(service.Service):
     def _tell_operators(self, text: str) -> None:
         for user in list(self.chat.users.values()):
             if user.operator is not None:
-                tell(user, Announcement(text))
+                self.chat.notice(user, text)
 
     def forget_remote_users(self) -> None:
         self.chat.forget_remote_users()
@@ -259,8 +257,8 @@ class ClusterMember(service.Service):
             yield self.bus.state.claim(self.origin, user.key, nick, nick_skeleton(nick))
         except ClaimRefused as refusal:
             new = self.chat.rename_to_guest(user)
-            tell(user, Announcement(f'While this server was cut off, "{refusal.holder}" was '
-                                    f"taken elsewhere; you are now {new}"))
+            self.chat.notice(user, f'While this server was cut off, "{refusal.holder}" was '
+                                   f"taken elsewhere; you are now {new}")
             return
         self.claimed[user.key] = nick
         if user.away is not None:
