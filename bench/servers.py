@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import native
 from bench.swarm import CHAT, IRC
 from bench.sysutil import free_port, inspircd_binary
 
 REPO = Path(__file__).resolve().parent.parent
+BLOCKS = "blocks"  # the trivial block server: the generator's ceiling, not a peer
 
 
 class Skip(Exception):
@@ -105,6 +107,23 @@ def start_chatd(
     proc = _popen(cmd, core, tmp, name)
     _wait_port(port, proc, name)
     return Running(name, proc, proc.pid, CHAT, port, eport, uport, tmp)
+
+
+# ------------------------------------------------------------------ block server
+def start_blocks(core: int) -> Running:
+    """The trivial server in bench/gen/blocks.go: each read's lines written as one block
+    to every other client, nothing else; what the generator counts against it is the
+    generator's own ceiling."""
+    try:
+        exe = native.binary()
+    except native.NativeMissing as e:
+        raise Skip(f"{BLOCKS}: {e}") from None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-blocks-"))
+    port = free_port()
+    proc = _popen([str(exe), "serve-blocks", "-port", str(port), "-limit", "14400"],
+                  core, tmp, BLOCKS)  # fmt: skip
+    _wait_port(port, proc, BLOCKS)
+    return Running(BLOCKS, proc, proc.pid, CHAT, port, 0, 0, tmp)
 
 
 # ------------------------------------------------------------------ Python peers
