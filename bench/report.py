@@ -26,6 +26,7 @@ ROWS = [
     Row("1. Burst: lines lost", "burst", "lost", None),
     Row("1. Burst: generator CPU %", "burst", "gen_cpu_pct", None),
     Row("1. Burst: server CPU %", "burst", "server_cpu_pct", None),
+    Row("1. Burst: deliveries per server CPU s", "burst", "deliveries_per_server_cpu_s", None),
     Row("1. Burst: deliveries per generator CPU s", "burst", "deliveries_per_gen_cpu_s", None),
     Row("1. Burst: load average (1 min)", "burst", "load1", None, 2),
     Row("2. Closed loop: messages/s", "closed", "msgs_per_s", True),

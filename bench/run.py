@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import native, report, scenarios, servers
+from bench import native, profile, report, scenarios, servers
 from bench.scenarios import NATIVE, PYTHON, Sizes
 from bench.servers import BLOCKS, Running, Skip
 from bench.swarm import GenTimeout
@@ -80,9 +80,15 @@ Plan = list[tuple[str, Callable[..., dict[str, float]], bool]]
 
 
 def measure(
-    name: str, start: Callable[[], Running], plan: Plan, runs: int, sz: Sizes
+    name: str,
+    start: Callable[[], Running],
+    plan: Plan,
+    runs: int,
+    sz: Sizes,
+    profile_dir: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run each scenario ``runs`` times; a scenario marked fresh gets a new server per run."""
+    """Run each scenario ``runs`` times; a scenario marked fresh gets a new server per run.
+    With ``profile_dir``, chatd's burst runs are recorded with py-spy there."""
     out: dict[str, dict[str, float]] = {}
     shared: Running | None = None
     try:
@@ -100,7 +106,14 @@ def measure(
                         srv = shared
                     if srv.proc.poll() is not None:
                         raise Skip(f"{name} died (exit {srv.proc.returncode})")
-                    r = fn(srv, sz)
+                    if profile_dir is not None and name.startswith("chatd") and scen == "burst":
+                        raw = profile_dir / f"{name}-{scen}-{i + 1}.txt"
+                        with profile.Recording(srv.pid, raw):
+                            r = fn(srv, sz)
+                        for line in profile.top_lines(raw):
+                            log(f"  [{name}] {line}")
+                    else:
+                        r = fn(srv, sz)
                     r["load1"] = os.getloadavg()[0]
                     got.append(r)
                     log(f"  [{name}] {scen} run {i + 1}/{n_runs}: {_summary(scen, r)}")
@@ -156,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         help="Markdown page to update (generated block only)",
     )
     ap.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="record chatd's burst runs with py-spy into DIR; print the top lines")
     args = ap.parse_args(argv)  # fmt: skip
 
     sz = Sizes.quick() if args.quick else Sizes()
@@ -231,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  SKIPPED: {e}")
             continue
         t0 = time.monotonic()
-        results[name] = measure(name, start, plan, runs, sz)
+        results[name] = measure(name, start, plan, runs, sz, args.profile)
         log(f"  [{name}] done in {time.monotonic() - t0:.0f}s")
 
     shown = [s for s in wanted if s in results]

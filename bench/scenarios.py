@@ -82,8 +82,10 @@ class _Meter:
 
     def done(self, out: dict[str, float]) -> dict[str, float]:
         wall = max(time.monotonic() - self.t0, 1e-9)
-        out["gen_cpu_pct"] = 100 * (self_cpu_seconds() - self.g0) / wall
-        out["server_cpu_pct"] = 100 * (cpu_seconds(self.pid) - self.s0) / wall
+        out["gen_cpu_s"] = self_cpu_seconds() - self.g0
+        out["server_cpu_s"] = cpu_seconds(self.pid) - self.s0
+        out["gen_cpu_pct"] = 100 * out["gen_cpu_s"] / wall
+        out["server_cpu_pct"] = 100 * out["server_cpu_s"] / wall
         return out
 
 
@@ -132,11 +134,16 @@ def burst(server: Running, sz: Sizes) -> dict[str, float]:
         got = sum(min(c.lines, expected) for c in recv)
         last = max(c.mark_ns for c in recv)
         wall = max(last - t0, 1) / 1e9
-        return meter.done({
+        out = meter.done({
             "deliveries_per_s": got / wall,
             "lost": float(expected * len(recv) - got),
             "seconds": wall,
         })  # fmt: skip
+        # As the native generator does: per CPU second of each side.
+        for side in ("gen", "server"):
+            if out[f"{side}_cpu_s"] > 0:
+                out[f"deliveries_per_{side}_cpu_s"] = got / out[f"{side}_cpu_s"]
+        return out
     finally:
         sw.close()
 

@@ -118,9 +118,11 @@ func (m *meter) begin() {
 func (m *meter) end(out figures) figures {
 	wall := math.Max(time.Since(m.t0).Seconds(), 1e-9)
 	gen := selfCPU() - m.g0
+	server := pidCPU(m.pid, m.clk) - m.s0
 	out["gen_cpu_s"] = gen
 	out["gen_cpu_pct"] = 100 * gen / wall
-	out["server_cpu_pct"] = 100 * (pidCPU(m.pid, m.clk) - m.s0) / wall
+	out["server_cpu_s"] = server
+	out["server_cpu_pct"] = 100 * server / wall
 	return out
 }
 

@@ -134,10 +134,19 @@ func burst(s *swarm, sz sizes, m *meter) (figures, error) {
 		"lost":             float64(expected*int64(len(recv)) - got),
 		"seconds":          wall,
 	})
-	if cpu := out["gen_cpu_s"]; cpu > 0 {
-		out["deliveries_per_gen_cpu_s"] = float64(got) / cpu
-	}
+	perCPU(out, float64(got))
 	return out, nil
+}
+
+// perCPU adds deliveries per CPU second of the generator and of the server: on a
+// shared machine a side that got less of its core shows it here, not in the rate.
+func perCPU(out figures, deliveries float64) {
+	if cpu := out["gen_cpu_s"]; cpu > 0 {
+		out["deliveries_per_gen_cpu_s"] = deliveries / cpu
+	}
+	if cpu := out["server_cpu_s"]; cpu > 0 {
+		out["deliveries_per_server_cpu_s"] = deliveries / cpu
+	}
 }
 
 func max64(a, b int64) int64 {
