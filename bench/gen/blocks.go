@@ -72,7 +72,7 @@ func serveBlocks(port int) error {
 			if events[i].Events&(syscall.EPOLLIN|syscall.EPOLLERR|syscall.EPOLLHUP) == 0 {
 				continue
 			}
-			r, err := syscall.Read(fd, rbuf)
+			r, err := read(fd, rbuf)
 			if err == syscall.EAGAIN {
 				continue
 			}
@@ -131,7 +131,7 @@ func (srv *blockServer) write(c *blockClient, block []byte) {
 		}
 		return
 	}
-	n, err := syscall.Write(c.fd, block)
+	n, err := write(c.fd, block)
 	if err != nil {
 		if err != syscall.EAGAIN {
 			srv.drop(c)
@@ -150,7 +150,7 @@ func (srv *blockServer) write(c *blockClient, block []byte) {
 // flush writes queued blocks until the kernel refuses; false if the client was dropped.
 func (srv *blockServer) flush(c *blockClient) bool {
 	for len(c.queue) > 0 {
-		n, err := syscall.Write(c.fd, c.queue[0])
+		n, err := write(c.fd, c.queue[0])
 		if err == syscall.EAGAIN {
 			return true
 		}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 const (
@@ -98,7 +97,7 @@ func (s *swarm) send(c *conn, data []byte) {
 		c.out = append(c.out, data...)
 		return
 	}
-	n, err := syscall.Write(c.fd, data)
+	n, err := write(c.fd, data)
 	if err != nil {
 		if err != syscall.EAGAIN {
 			s.close(c)
@@ -113,7 +112,7 @@ func (s *swarm) send(c *conn, data []byte) {
 }
 
 func (s *swarm) flush(c *conn) {
-	n, err := syscall.Write(c.fd, c.out)
+	n, err := write(c.fd, c.out)
 	if err != nil {
 		if err != syscall.EAGAIN {
 			s.close(c)
@@ -298,7 +297,7 @@ func (s *swarm) poll(ms int) int {
 			}
 		}
 		if ev.Events&(syscall.EPOLLIN|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 && c.state != closed {
-			r, err := syscall.Read(fd, s.rbuf)
+			r, err := read(fd, s.rbuf)
 			if err == syscall.EAGAIN {
 				continue
 			}
@@ -352,19 +351,6 @@ func (s *swarm) closeAll() {
 	}
 	s.all = nil
 	syscall.Close(s.ep)
-}
-
-// epollWait is epoll_wait(2) without telling Go's scheduler: syscall.EpollWait lets the
-// runtime hand this thread's P to another thread whenever the wait blocks, and taking
-// it back on every wake-up cost more CPU than the reads (the generator is one
-// goroutine on one locked thread; there is nothing else to run meanwhile).
-func epollWait(ep int, events []syscall.EpollEvent, ms int) int {
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(ep),
-		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
-	if errno != 0 {
-		return 0
-	}
-	return int(n)
 }
 
 // ------------------------------------------------------------------ phases
