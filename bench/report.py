@@ -28,6 +28,7 @@ ROWS = [
     Row("1. Burst: server CPU %", "burst", "server_cpu_pct", None),
     Row("1. Burst: deliveries per server CPU s", "burst", "deliveries_per_server_cpu_s", None),
     Row("1. Burst: deliveries per generator CPU s", "burst", "deliveries_per_gen_cpu_s", None),
+    Row("1. Burst: lines per read (generator)", "burst", "lines_per_read", None, 1),
     Row("1. Burst: load average (1 min)", "burst", "load1", None, 2),
     Row("2. Closed loop: messages/s", "closed", "msgs_per_s", True),
     Row("2. Closed loop: to last receiver p50 ms", "closed", "last_p50_ms", False, 2),

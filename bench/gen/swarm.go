@@ -60,6 +60,8 @@ type swarm struct {
 	rbuf    []byte
 	handle  handler
 	failed  int
+	reads   int64 // read(2) calls that returned data
+	bytes   int64 // and what they returned
 	start   time.Time
 	clients int
 }
@@ -308,6 +310,8 @@ func (s *swarm) poll(ms int) int {
 				s.close(c)
 				continue
 			}
+			s.reads++
+			s.bytes += int64(r)
 			data := s.rbuf[:r]
 			if s.irc && bytes.Contains(data, []byte("PING")) {
 				data = s.pong(c, data)

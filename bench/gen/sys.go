@@ -9,6 +9,7 @@ package main
 
 import (
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -37,4 +38,10 @@ func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 		return -1, errno
 	}
 	return int(n), nil
+}
+
+// pause sleeps without giving up the thread (nanosleep(2); an interrupted sleep is short).
+func pause(d time.Duration) {
+	ts := syscall.NsecToTimespec(int64(d))
+	_, _, _ = syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
