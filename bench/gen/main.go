@@ -3,7 +3,7 @@
 // scenario run, pinned to the generator's core, and reads one JSON object of figures
 // from its stdout:
 //
-//	benchgen burst|closed|paced|scale -port P -proto chat|irc -server-pid PID [sizes]
+//	benchgen burst|closed|paced|scale|hold -port P -proto chat|irc -server-pid PID [sizes]
 //	benchgen serve-blocks -port P
 //
 // Exit status 3 means a bounded loop ran out of time (the message is on stderr).
@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchgen burst|closed|paced|scale|serve-blocks [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchgen burst|closed|paced|scale|hold|serve-blocks [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -68,15 +68,15 @@ func main() {
 		return
 	}
 	scenario := map[string]func(*swarm, sizes, *meter) (figures, error){
-		"burst": burst, "closed": closedLoop, "paced": paced, "scale": scale,
+		"burst": burst, "closed": closedLoop, "paced": paced, "scale": scale, "hold": hold,
 	}[mode]
 	if scenario == nil || *port == 0 || (*proto != "chat" && *proto != "irc") {
 		fmt.Fprintf(os.Stderr, "benchgen: bad mode %q, port or proto\n", mode)
 		os.Exit(2)
 	}
 	irc := *proto == "irc"
-	// On IRC only the scale scenario's idle clients stay out of the channel.
-	s, err := newSwarm(irc, *port, !(irc && mode == "scale"))
+	// On IRC the scale scenario's idle clients stay out of the channel.
+	s, err := newSwarm(irc, *port, !(irc && (mode == "scale" || mode == "hold")))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchgen:", err)
 		os.Exit(1)

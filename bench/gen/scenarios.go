@@ -6,9 +6,12 @@ package main
 // is bounded in count and time.
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -367,4 +370,35 @@ func maxInt(a, b int) int {
 		return a
 	}
 	return b
+}
+
+// ------------------------------------------------------------------ idle clients held
+
+// hold opens sz.conns idle clients (in the room on chat servers), prints one JSON line
+// with how many registered, then keeps them, reading and discarding, until its standard
+// input closes or the -limit ends: bench/memory.py measures the server meanwhile.
+func hold(s *swarm, sz sizes, _ *meter) (figures, error) {
+	t0 := time.Now()
+	idle, err := s.open(sz.conns, "h", sz.timeout, sz.inflight)
+	if err != nil {
+		if _, ok := err.(errTimeout); !ok {
+			return nil, err
+		}
+	}
+	s.drain(500 * time.Millisecond)
+	ready := figures{"connections": float64(len(live(idle))), "connect_s": time.Since(t0).Seconds()}
+	if err := json.NewEncoder(os.Stdout).Encode(ready); err != nil {
+		return nil, err
+	}
+	if err := syscall.SetNonblock(0, true); err != nil {
+		return nil, err
+	}
+	one := make([]byte, 512)
+	for {
+		s.poll(50)
+		n, err := read(0, one)
+		if n == 0 || (err != nil && err != syscall.EAGAIN) {
+			return figures{"connections": float64(len(live(idle)))}, nil
+		}
+	}
 }
