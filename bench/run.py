@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"error: {e}")
             return 2
     machine = machine_description()
-    log("chatd benchmark harness (issue 4)")
+    log("chatd benchmark harness (issues 4 and 16)")
     for k, v in machine.items():
         log(f"  {k:9} {v}")
     log(f"  pinning   server on core {args.server_core}, generator on core {args.gen_core}")
@@ -274,14 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs:
         png = args.docs.parent / "benchmarks.png"
         has_chart = report.chart(results, shown, png)
+        procs = ("one generator process" if sz.generator == NATIVE
+                 else f"over {sz.scale_procs} generator processes")  # fmt: skip
         gen = [f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} with "
                f"`python -m bench{' --quick' if args.quick else ''}"
                f"{' --gen python' if sz.generator == PYTHON else ''}`; every figure is the "
                f"median of {runs} run(s). Sizes: {sz.receivers} receivers, {sz.senders} "
                f"senders, {sz.burst_lines} burst lines each, {sz.closed_msgs} closed-loop "
                f"messages, {sz.paced_seconds:g}s paced, {sz.scale_conns} scale connections "
-               f"over {sz.scale_procs} generator processes, {sz.echo_mib} MiB per echo "
-               f"stream. Load generator: {sz.generator}. Load average (1, 5, 15 min): "
+               f"({procs}), {sz.echo_mib} MiB per echo stream. Load generator: "
+               f"{sz.generator}. Load average (1, 5, 15 min): "
                f"{start_load} at the start, {end_load} at the end.",
                "", "### Machine", "", "| | |", "|---|---|"]  # fmt: skip
         gen += [f"| {k} | {v} |" for k, v in machine.items()]
