@@ -149,6 +149,7 @@ class Edge:
             self._deliver, self._flood_overflow, self._flood_persistent,
         )
         self.gate.on_empty = self.settle
+        self.gate.batch = batch
         if interfaces.ITCPTransport.providedBy(transport):
             transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
             # Output is coalesced per read (chatd/output.py); Nagle would only hold a line

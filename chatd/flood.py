@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -56,6 +57,9 @@ class FloodGate(Generic[T]):
         self.dropped = 0  # in the current episode
         self.held = False
         self.on_empty: Callable[[], None] | None = None  # called when the queue drains
+        # Entered around each release, so what one release lets through is handled as one
+        # read is (the edge's output batch: one write per recipient).
+        self.batch: AbstractContextManager[object] = nullcontext()
         self._episode_started: float | None = None
         self._last_drop = 0.0
         self._timer: IDelayedCall | None = None
@@ -132,8 +136,9 @@ class FloodGate(Generic[T]):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        while self.queue and not self.held and not self._stopped and self._take():
-            self._deliver(self.queue.popleft())
+        with self.batch:
+            while self.queue and not self.held and not self._stopped and self._take():
+                self._deliver(self.queue.popleft())
         self._schedule()
         if self.idle and not self._stopped and self.on_empty is not None:
             self.on_empty()

@@ -315,8 +315,9 @@ class ChatFactory(protocol.ServerFactory):
             self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
         )
         self.clients: set[ChatProtocol] = set()  # connected, admitted, not yet lost
-        # Shared, so one read coalesces output across recipients.
-        self.output_batch = OutputBatch()
+        # Shared, so one read coalesces output across recipients, and a speaker's lines
+        # in that read fan out as one block (chatd/fanout.py).
+        self.output_batch = OutputBatch(service.chat_lines)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         refusal = admit(self.limits, addr, self.rejections, "connection refused")
