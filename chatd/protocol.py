@@ -63,7 +63,9 @@ class ChatProtocol(LineReceiver):
 
     def __init__(self) -> None:
         self.input = LineInput()
-        self._held: deque[bytes | Reply] = deque()  # filtered input not yet fed to LineReceiver
+        # Filtered input not yet fed to LineReceiver; a deque from the first read on (an
+        # idle connection does without its 760 bytes).
+        self._held: deque[bytes | Reply] | tuple[()] = ()
         self._offset = 0  # how much of _held[0] has been fed
         self._discarding = False  # dropping the rest of an over-long line
         self._reparse = False  # lineLengthExceeded put the rest of the buffer back
@@ -127,11 +129,14 @@ class ChatProtocol(LineReceiver):
     def dataReceived(self, data: bytes) -> None:
         if data:
             self.edge.activity()
+            held = self._held
+            if not isinstance(held, deque):
+                held = self._held = deque()
             for clean, reply in self.input.feed(data):
                 if clean:
-                    self._held.append(clean)
+                    held.append(clean)
                 if reply:
-                    self._held.append(Reply(reply))
+                    held.append(Reply(reply))
             discarded = self.input.discarded
             if discarded != self._swallowed:
                 self.edge.swallowed(discarded - self._swallowed)
