@@ -154,6 +154,8 @@ class _Expiring(Generic[K, V]):
 
     def current(self) -> list[V]:
         """Records still in force, oldest first; forgets those that have expired."""
+        if not self._records:  # the usual case, asked on every line anyone says
+            return []
         now = self.clock.seconds()
         for key in [k for k, r in self._records.items() if not r.active(now)]:
             del self._records[key]
