@@ -684,7 +684,8 @@ class ChatService(service.Service):
 
     def notice(self, user: User, text: str) -> None:
         """Tells one user ``text``, rendered by their front-end like any announcement."""
-        self._send(Announcement(text, self.origin), (user,))
+        self.chat_lines.flush()  # after anything said before it (chatd/fanout.py)
+        self._send((Announcement(text, self.origin),), (user,))
 
     def remove(self, user: User, why: str) -> None:
         """Takes ``user`` off the chat: they are told "You have been WHY", their rooms see

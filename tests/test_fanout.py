@@ -12,8 +12,8 @@ from twisted.internet.testing import StringTransport
 
 from chatd.backpressure import SendBufferGuard
 from chatd.fanout import ChatLineBatch
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
