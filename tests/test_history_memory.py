@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -194,8 +195,6 @@ def test_a_restart_loads_back_no_more_than_the_bound(
         return chat
 
     def lines_in_file() -> int:
-        import sqlite3
-
         with sqlite3.connect(path) as db:
             return int(db.execute("SELECT count(*) FROM history").fetchone()[0])
 
@@ -292,3 +291,39 @@ def test_filling_many_rooms_over_loopback_keeps_rss_near_the_bound(tmp_path: Pat
     # bound (4 MiB among 111 rooms: 8 lines of 4,000 bytes); the older ones are gone.
     kept = int(reply.split("(last ")[1].split(" lines")[0])
     assert 1 <= kept <= 10
+
+
+@pytest.mark.slow
+def test_sighup_lowers_the_bound_and_the_oldest_lines_go(tmp_path: Path) -> None:
+    from tests.test_reload_e2e import Daemon, config_text, wait_for_log
+
+    daemon = Daemon(tmp_path)
+
+    def settings(bound: int) -> str:
+        extra = f"history-memory = {bound}\nflood-rate = 0.0\n"
+        return config_text(daemon.port, daemon.state, "chatd", 4096, extra=extra)
+
+    cost = LINE_OVERHEAD + sys.getsizeof("n" * 3999 + "0")
+    daemon.write(settings(0))
+    daemon.start()
+    try:
+        alice = connect(daemon.port)
+        read_until(alice, b"commands.")
+        alice.sendall(b"".join(b"%s%d\n" % (b"n" * 3999, n) for n in range(10))
+                      + b"/history\n")
+        assert b"(last 10 lines)" in read_until(alice, b"*** End of history.")
+        daemon.write(settings(4 * cost))
+        daemon.hangup()
+        wait_for_log(daemon.log, f"history-memory changed from 0 to {4 * cost}")
+        alice.sendall(b"/history\n")
+        reply = read_until(alice, b"*** End of history.")
+        assert b"(last 4 lines)" in reply
+        assert [row[-1:] for row in reply.split(b"\r\n") if b"<guest1>" in row] == [
+            b"6", b"7", b"8", b"9"]
+        alice.close()
+    finally:
+        daemon.stop()
+    # The state file forgot them too: a restart brings back the same four.
+    with sqlite3.connect(daemon.state) as db:
+        assert db.execute("SELECT count(*) FROM history").fetchone() == (4,)
+    assert "Traceback" not in daemon.log.read_text()
