@@ -142,6 +142,20 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def run_line(
+    table: CommandTable, session: Session, user: User, text: str
+) -> defer.Deferred[Any] | None:
+    """A line a one-room front-end's user typed: a command from the table, or chat for their
+    room (``//text`` says a line that starts with '/')."""
+    if text.startswith("/") and not text.startswith("//"):
+        return table.dispatch(session, user, text)
+    try:
+        table.service.say(user, text[1:] if text.startswith("//") else text)
+    except ChatError as e:
+        session.error(str(e))
+    return None
+
+
 # --- Shown without being asked ---------------------------------------------------------------
 
 

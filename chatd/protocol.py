@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from chatd import wire
 from chatd.addresses import describe_peer
-from chatd.commands import CommandTable, build_command_table, welcome
+from chatd.commands import CommandTable, build_command_table, run_line, welcome
 from chatd.edge import TOO_LONG, Edge, Reply, admit
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
@@ -206,13 +206,7 @@ class ChatProtocol(LineReceiver):
         user = self.user
         if not text.strip() or user is None:
             return None
-        if text.startswith("/") and not text.startswith("//"):
-            return self.factory.commands.dispatch(self, user, text)
-        try:
-            self.service.say(user, text[1:] if text.startswith("//") else text)
-        except ChatError as e:
-            self.error(str(e))
-        return None
+        return run_line(self.factory.commands, self, user, text)
 
     def line_too_long(self) -> None:
         self.error(f"line too long (the limit is {self.MAX_LENGTH} bytes); it was not sent")

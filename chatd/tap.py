@@ -6,6 +6,7 @@ Nothing imports the reactor at module level, so loading the plugin never install
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import sys
@@ -48,6 +49,7 @@ from chatd.service import (
 )
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
+from chatd.web.origin import InvalidOrigin, Origin, parse_origin
 
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_ECHO = "tcp:7007"
@@ -118,7 +120,8 @@ ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-define
 
 class Options(usage.Options):
     synopsis = (
-        "[--listen ENDPOINT]... [--echo ENDPOINT]... "
+        "[--listen ENDPOINT]... [--web ENDPOINT]... [--web-origin ORIGIN]... "
+        "[--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
         "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
@@ -193,6 +196,10 @@ class Options(usage.Options):
         self["operators"] = {}  # only the configuration file can set these
         self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self["web"] = []
+        self["web-origin"] = []
+        self.web_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self.web_origins: list[Origin] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
         self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
@@ -200,6 +207,15 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
         self["listen"].append(description)
+
+    def opt_web(self, description: str) -> None:
+        """Web page and WebSocket endpoint (tcp:8080, ssl:8443:...); repeatable [default: none]"""
+        self["web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Another page origin (https://HOST[:PORT]) whose pages may use --web's socket;
+        repeatable"""
+        self["web-origin"].append(origin)
 
     def opt_echo(self, description: str) -> None:
         """TCP echo endpoint; repeatable [default: tcp:7007]"""
@@ -227,6 +243,13 @@ class Options(usage.Options):
             self["echo"] = self["echo"] or [DEFAULT_ECHO]
             self["echo-udp"] = self["echo-udp"] or [DEFAULT_ECHO_UDP]
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
+        if self["web"] and importlib.util.find_spec("autobahn") is None:
+            raise usage.UsageError("--web needs autobahn: pip install 'chatd[web]'")
+        self.web_endpoints = [(d, _stream_endpoint("--web", d)) for d in self["web"]]
+        try:
+            self.web_origins = [parse_origin(o) for o in self["web-origin"]]
+        except InvalidOrigin as e:
+            raise usage.UsageError(f"--web-origin: {e}") from None
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
         try:
@@ -318,6 +341,14 @@ def makeService(options: Options) -> service.MultiService:
     policy.subscribe(chat_factory.policy_changed)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
+    if options.web_endpoints:
+        from chatd.web.frontend import build_web  # needs autobahn: only when asked for
+
+        site, sockets = build_web(chat, policy.chat, commands, options.web_origins,
+                                  rejections, reactor)
+        policy.subscribe(sockets.policy_changed)
+        for description, endpoint in options.web_endpoints:
+            _listener(description, endpoint, site).setServiceParent(top)
 
     echo_factory = EchoFactory(policy.echo, rejections=rejections)
     policy.subscribe(echo_factory.policy_changed)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.python import usage
 
+from chatd.tap import Options
 from chatd.web.origin import InvalidOrigin, origin_allowed, own_origin, parse_origin
 
 
@@ -60,3 +64,21 @@ def test_the_check_never_raises_and_a_foreign_host_never_passes(
     allowed = origin_allowed(origin, host, secure)
     if allowed:
         assert parse_origin(origin) == own_origin(host, secure)
+
+
+def test_web_origin_on_the_command_line_must_be_an_origin() -> None:
+    with pytest.raises(usage.UsageError, match=re.escape("--web-origin: 'https://chat.example.org/x'")):
+        Options().parseOptions(["--state", "none", "--web-origin", "https://chat.example.org/x"])
+    options = Options()
+    options.parseOptions(["--state", "none", "--web-origin", "https://Chat.example.org",
+                          "--web-origin", "http://10.0.0.5:8080"])
+    assert options.web_origins == [("https", "chat.example.org", 443),
+                                   ("http", "10.0.0.5", 8080)]
+
+
+def test_web_is_off_unless_given_and_takes_endpoints() -> None:
+    options = Options()
+    options.parseOptions(["--state", "none"])
+    assert options.web_endpoints == []
+    with pytest.raises(usage.UsageError, match=re.escape("--web 'nonsense:1'")):
+        Options().parseOptions(["--state", "none", "--web", "nonsense:1"])

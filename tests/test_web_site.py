@@ -35,6 +35,7 @@ def get(path: bytes) -> tuple[int, bytes, DummyRequest]:
     (b"/", "index.html", b"text/html; charset=utf-8"),
     (b"/app.js", "app.js", b"text/javascript; charset=utf-8"),
     (b"/style.css", "style.css", b"text/css; charset=utf-8"),
+    (b"/icon.svg", "icon.svg", b"image/svg+xml"),
 ])
 def test_the_page_and_its_files_are_served_with_the_security_headers(
     path: bytes, name: str, media: bytes
