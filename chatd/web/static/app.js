@@ -19,6 +19,7 @@ const me = {
   server: "chatd",
   wantRoom: null,     // the room to go back to after a reconnection
   restored: false,    // this connection has asked for the saved nick and room
+  quit: false,        // the user typed /quit: no reconnecting until they type again
 };
 let members = new Map();   // key (lower case) -> {nick, away}
 let roomList = [];
@@ -253,7 +254,8 @@ function connect() {
     renderMembers();
     const why = event.reason ? ` (${event.reason})` : "";
     addLine("error", undefined, [`*** Disconnected from the server${why}`]);
-    retryLater();
+    if (me.quit) setStatus("You left the chat. Press Enter to join again.", true);
+    else retryLater();
   });
 }
 
@@ -286,12 +288,20 @@ function send(line) {
 $("send").addEventListener("submit", (event) => {
   event.preventDefault();
   const line = box.value;
+  if (me.quit && !socket) {  // after /quit, Enter comes back
+    me.quit = false;
+    box.value = "";
+    connect();
+    return;
+  }
   if (!line.trim()) return;
   if (send(line)) {
     // Our own lines are not echoed back by the server, so they are shown here.
     if (!line.startsWith("/") || line.startsWith("//")) {
       const text = line.startsWith("//") ? line.slice(1) : line;
       addLine("said own", undefined, [["nick", `<${me.nick || "you"}>`], " ", ["text", text]]);
+    } else if (/^\/quit(\s|$)/i.test(line)) {
+      me.quit = true;
     } else if (/^\/me\s/i.test(line)) {
       addLine("acted own", undefined, ["* ", ["nick", me.nick || "you"], " ", ["text", line.slice(4)]]);
     }
