@@ -359,3 +359,24 @@ def test_over_tls_the_page_origin_is_https_and_the_socket_is_wss(tmp_path: Any) 
             yield connect_web(port, f"http://localhost:{port}", tls)
     finally:
         yield running.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sighup_reload_reaches_the_web_front_end_and_its_live_sockets(tmp_path: Any) -> Any:
+    config = tmp_path / "chatd.toml"
+    config.write_text("max-line = 100\nmax-per-ip = 5\n")
+    running = RunningDaemon(local_args("--config", str(config),
+                                       "--web", "tcp:0:interface=127.0.0.1"))
+    try:
+        port = web_port(running)
+        web = yield connect_web(port)
+        yield web.wait_for(type="state")
+        config.write_text("max-line = 10\nmax-per-ip = 1\n")
+        reload = running.top.getServiceNamed("reload")
+        assert reload.reloader.reload() == ["max-line", "max-per-ip"]
+        web.say("x" * 11)
+        yield web.wait_for(type="error", text=contains("too long (the limit is 10 bytes)"))
+        refused = yield http_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"too many connections from your address (the limit is 1)" in refused
+    finally:
+        yield running.stop()
