@@ -159,6 +159,13 @@ def run_line(
 # --- Shown without being asked ---------------------------------------------------------------
 
 
+def greet(table: CommandTable, session: Session, user: User) -> None:
+    """The greeting, then ``welcome``: what a one-room front-end's newcomer sees first."""
+    session.notice(f"Welcome to {table.service.server_name}! You are {user.nick}. "
+                   "Type /help for a list of commands.")
+    welcome(table, session)
+
+
 def welcome(table: CommandTable, session: Session) -> None:
     """What a new connection sees after the greeting: the MOTD, then its room."""
     for line in table.service.motd:

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from chatd import wire
 from chatd.addresses import describe_peer
-from chatd.commands import CommandTable, build_command_table, run_line, welcome
+from chatd.commands import CommandTable, build_command_table, greet, run_line
 from chatd.edge import TOO_LONG, Edge, Reply, admit
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
@@ -97,11 +97,7 @@ class ChatProtocol(LineReceiver):
             return
         self.edge.nick = self.user.nick
         self.service.join(self.user, self.service.default_room)
-        self.notice(
-            f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
-            "Type /help for a list of commands."
-        )
-        welcome(factory.commands, self)
+        greet(factory.commands, self, self.user)
 
     def _release(self) -> None:
         self.factory.limits.release(self.counted_address)

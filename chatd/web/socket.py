@@ -30,7 +30,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from chatd.addresses import describe_peer
-from chatd.commands import CommandTable, build_command_table, run_line, welcome
+from chatd.commands import CommandTable, build_command_table, greet, run_line
 from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError
 from chatd.events import Event
@@ -141,11 +141,7 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         edge.nick = self.user.nick
         with self.factory.output_batch:
             self.service.join(self.user, self.service.default_room)
-            self.notice(
-                f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
-                "Type /help for a list of commands."
-            )
-            welcome(self.factory.commands, self)
+            greet(self.factory.commands, self, self.user)
             self._show_state(rooms=True)
 
     def dataReceived(self, data: bytes) -> None:
