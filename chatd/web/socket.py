@@ -89,11 +89,12 @@ class ChatSocketProtocol(WebSocketServerProtocol):
 
     factory: ChatSocketFactory
     transport: Any
+    edge: Edge  # from connectionMade on
+    frontend: ChatSocketFactory  # for the service: who broadcasts to this client
 
     def __init__(self) -> None:
         super().__init__()
         self.user: User | None = None
-        self.edge: Edge | None = None
         self.release: Callable[[], None] | None = None  # the web site's count, handed over
         self._quit_reason: str | None = None
         self._shown: tuple[str, str] | None = None  # the (nick, room) the page was last told
@@ -102,15 +103,12 @@ class ChatSocketProtocol(WebSocketServerProtocol):
     def service(self) -> ChatService:
         return self.factory.service
 
-    @property
-    def frontend(self) -> ChatSocketFactory:
-        return self.factory
-
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         super().connectionMade()
         factory = self.factory
+        self.frontend = factory  # read for every recipient of every line: a plain attribute
         self.edge = Edge(
             self, self.transport, factory.policy, factory.clock, factory.rejections,
             factory.output_batch, release=self.release, lines=self,
@@ -124,13 +122,11 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         secure = interfaces.ISSLTransport.providedBy(self.transport)
         host = request.headers.get("host", "")  # as sent: request.host drops the port
         if not origin_allowed(origin, host, secure, self.factory.origins):
-            assert self.edge is not None
             self.edge.log_cause("web socket refused", f"origin {origin!r}")
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
 
     def onOpen(self) -> None:
         edge = self.edge
-        assert edge is not None
         edge.activity()
         try:
             self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
@@ -152,21 +148,19 @@ class ChatSocketProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.factory.clients.discard(self)
-        if self.edge is not None:
-            self.edge.connection_lost(reason)
+        self.edge.connection_lost(reason)
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
         self.maxMessagePayloadSize = self.maxFramePayloadSize = hard_limit(
             self.factory.policy.max_line)
-        if self.edge is not None:
-            self.edge.policy_changed()
+        self.edge.policy_changed()
 
     # --- Input -----------------------------------------------------------------------------
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         edge = self.edge
-        if edge is None or self.user is None:
+        if self.user is None:
             return
         edge.activity()
         max_line = self.factory.policy.max_line
@@ -195,7 +189,7 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         """Tells the page who and where it is when that changed (and the lists it asked
         for): the page needs no parsing of notices to draw its room and people lists."""
         user = self.user
-        if user is None or not user.rooms or self.edge is None or self.edge.closing:
+        if user is None or not user.rooms or self.edge.closing:
             return
         room = user.room
         shown = (user.nick, room.name)
@@ -223,14 +217,13 @@ class ChatSocketProtocol(WebSocketServerProtocol):
 
     def timed_out(self) -> None:
         self.notice(f"Idle for {self.factory.policy.idle_timeout:g} seconds; disconnecting.")
-        assert self.edge is not None
         self.edge.close()
 
     def pause_input(self) -> None:
         self.transport.pauseProducing()
 
     def resume_input(self) -> None:
-        if not self.edge or not self.edge.closing:
+        if not self.edge.closing:
             self.transport.resumeProducing()
 
     def input_pending(self) -> bool:
@@ -250,13 +243,11 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         return self.user.room
 
     def _write(self, payload: bytes) -> None:
-        if self.edge is not None:
-            self.edge.write(frame(payload))
+        self.edge.write(frame(payload))
 
     def send(self, data: bytes) -> None:
         """Bytes the service rendered with this front-end's formatter: already framed."""
-        if self.edge is not None:
-            self.edge.write(data)
+        self.edge.write(data)
 
     def notice(self, text: str) -> None:
         self._write(json_wire.notice(text, self.service.stamp_for(self.user)))
@@ -276,12 +267,10 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         self.disconnect()
 
     def disconnect(self) -> None:
-        if self.edge is not None:
-            self.edge.close()
+        self.edge.close()
 
     def abort(self) -> None:
-        if self.edge is not None:
-            self.edge.abort()
+        self.edge.abort()
 
 
 class ChatSocketFactory(WebSocketServerFactory):
@@ -338,7 +327,7 @@ class ChatSocketFactory(WebSocketServerFactory):
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
         """The same frame to each of ``clients`` (ChatSocketProtocols the service picked)."""
         for client in clients:
-            client.send(data)
+            client.edge.write(data)
 
     def policy_changed(self) -> None:
         """After a reload: new bounds for newcomers, and the new limits for live sockets."""
