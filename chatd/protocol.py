@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
@@ -35,13 +35,12 @@ from chatd.commands import CommandTable, build_command_table, greet, run_line
 from chatd.edge import TOO_LONG, Edge, Reply, admit
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
-from chatd.history import HistoryEntry
 from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE, EdgePolicy
 from chatd.ratelog import RateLimitedLog
-from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
+from chatd.session import OneRoomSession, Replies
 from chatd.text import decode_line
 
 __all__ = ["DEFAULT_MAX_LINE", "ChatFactory", "ChatProtocol", "RefusedProtocol"]
@@ -50,11 +49,12 @@ _NO_LIMIT = sys.maxsize
 
 
 @implementer(IHalfCloseableProtocol)
-class ChatProtocol(LineReceiver):
-    """One chat connection: a ``ChatClient`` for the service, a ``Session`` for commands,
-    and the ``EdgeOwner`` of its edge."""
+class ChatProtocol(OneRoomSession, LineReceiver):
+    """One chat connection: a ``ChatClient`` for the service, a ``Session`` for commands
+    (both from ``OneRoomSession``), and the ``EdgeOwner`` of its edge."""
 
     delimiter = b"\n"  # the pre-filter turns CRLF and a lone CR into LF
+    replies: ClassVar[Replies] = wire
     factory: ChatFactory
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
@@ -71,10 +71,6 @@ class ChatProtocol(LineReceiver):
         self._swallowed = 0  # the telnet filter's discarded count, as last seen
         self._quit_reason: str | None = None
         self.user: User | None = None
-
-    @property
-    def service(self) -> ChatService:
-        return self.factory.service
 
     # --- Connection life -------------------------------------------------------------------
 
@@ -222,46 +218,6 @@ class ChatProtocol(LineReceiver):
 
     def input_pending(self) -> bool:
         return bool(self._held) or self.delimiter in self._buffer
-
-    def finished(self, reason: str) -> None:
-        if self.user is not None:
-            self.service.disconnect(self.user, self._quit_reason or reason)
-            self.user = None
-
-    # --- Session (for commands) and ChatClient (for the service) ---------------------------
-
-    @property
-    def room(self) -> Room:
-        if self.user is None:
-            raise ChatError("you are not connected")
-        return self.user.room
-
-    def send(self, data: bytes) -> None:
-        self.edge.write(data)
-
-    def notice(self, text: str) -> None:
-        self.edge.write(wire.notice(text, self.service.stamp_for(self.user)))
-
-    def error(self, text: str) -> None:
-        self.edge.write(wire.error(text, self.service.stamp_for(self.user)))
-
-    def history_line(self, entry: HistoryEntry) -> None:
-        self.edge.write(wire.history_line(entry))
-
-    def private_sent(self, nick: str, text: str) -> None:
-        self.edge.write(wire.private_sent(nick, text, self.service.stamp_for(self.user)))
-
-    def quit(self, reason: str) -> None:
-        self._quit_reason = reason
-        self.notice("Goodbye.")
-        self.edge.close()
-
-    def disconnect(self) -> None:
-        self.edge.close()
-
-    def abort(self) -> None:
-        self.edge.abort()
-
 
 class RefusedProtocol(protocol.Protocol):
     """Tells a newcomer over a connection limit why, in one line, and closes."""

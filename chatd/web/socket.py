@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -39,8 +39,8 @@ from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
-from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
+from chatd.session import OneRoomSession, Replies
 from chatd.text import decode_line
 from chatd.web import json_wire
 from chatd.web.origin import Origin, origin_allowed
@@ -84,8 +84,30 @@ def hard_limit(max_line: int) -> int:
     return max(max_line * HARD_FACTOR, HARD_MINIMUM) if max_line else 0
 
 
-class ChatSocketProtocol(WebSocketServerProtocol):
-    """One browser tab (or bot): a ``ChatClient``, a command ``Session``, an edge owner."""
+class FramedReplies:
+    """The socket's ``Replies``: json_wire's messages, each as a text frame."""
+
+    __slots__ = ()
+
+    def notice(self, text: str, at: float | None = None) -> bytes:
+        return frame(json_wire.notice(text, at))
+
+    def error(self, text: str, at: float | None = None) -> bytes:
+        return frame(json_wire.error(text, at))
+
+    def history_line(self, entry: HistoryEntry) -> bytes:
+        return frame(json_wire.history_line(entry))
+
+    def private_sent(self, nick: str, text: str, at: float | None = None) -> bytes:
+        return frame(json_wire.private_sent(nick, text, at))
+
+
+# (misc: autobahn's own two base classes disagree on two private attributes' types)
+class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: ignore[misc]
+    """One browser tab (or bot): a ``ChatClient`` and a command ``Session`` (both from
+    ``OneRoomSession``), and the owner of its edge."""
+
+    replies: ClassVar[Replies] = FramedReplies()
 
     factory: ChatSocketFactory
     transport: Any
@@ -98,10 +120,6 @@ class ChatSocketProtocol(WebSocketServerProtocol):
         self.release: Callable[[], None] | None = None  # the web site's count, handed over
         self._quit_reason: str | None = None
         self._shown: tuple[str, str] | None = None  # the (nick, room) the page was last told
-
-    @property
-    def service(self) -> ChatService:
-        return self.factory.service
 
     # --- Connection life -------------------------------------------------------------------
 
@@ -228,50 +246,6 @@ class ChatSocketProtocol(WebSocketServerProtocol):
 
     def input_pending(self) -> bool:
         return False  # autobahn hands over whole messages; a socket never half-closes
-
-    def finished(self, reason: str) -> None:
-        if self.user is not None:
-            self.service.disconnect(self.user, self._quit_reason or reason)
-            self.user = None
-
-    # --- Session (for commands) and ChatClient (for the service) ---------------------------
-
-    @property
-    def room(self) -> Room:
-        if self.user is None:
-            raise ChatError("you are not connected")
-        return self.user.room
-
-    def _write(self, payload: bytes) -> None:
-        self.edge.write(frame(payload))
-
-    def send(self, data: bytes) -> None:
-        """Bytes the service rendered with this front-end's formatter: already framed."""
-        self.edge.write(data)
-
-    def notice(self, text: str) -> None:
-        self._write(json_wire.notice(text, self.service.stamp_for(self.user)))
-
-    def error(self, text: str) -> None:
-        self._write(json_wire.error(text, self.service.stamp_for(self.user)))
-
-    def history_line(self, entry: HistoryEntry) -> None:
-        self._write(json_wire.history_line(entry))
-
-    def private_sent(self, nick: str, text: str) -> None:
-        self._write(json_wire.private_sent(nick, text, self.service.stamp_for(self.user)))
-
-    def quit(self, reason: str) -> None:
-        self._quit_reason = reason
-        self.notice("Goodbye.")
-        self.disconnect()
-
-    def disconnect(self) -> None:
-        self.edge.close()
-
-    def abort(self) -> None:
-        self.edge.abort()
-
 
 class ChatSocketFactory(WebSocketServerFactory):
     """The web front-end: builds a ChatSocketProtocol per socket, holds the connected ones
