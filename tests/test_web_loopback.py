@@ -380,3 +380,17 @@ def test_a_sighup_reload_reaches_the_web_front_end_and_its_live_sockets(tmp_path
         assert b"too many connections from your address (the limit is 1)" in refused
     finally:
         yield running.stop()
+
+
+@pytest.mark.daemon_args("--connect-rate", "1")
+@pytest_twisted.inlineCallbacks
+def test_new_web_connections_from_one_address_are_held_to_connect_rate(
+    daemon: RunningDaemon,
+) -> Any:
+    port = web_port(daemon)
+    answers = []
+    for _ in range(4):  # a burst of twice the rate is let in, then no more this second
+        answer = yield http_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers.append(answer.split(b"\r\n")[0])
+    assert answers[:2] == [b"HTTP/1.1 200 OK"] * 2
+    assert answers[3].startswith(b"HTTP/1.1 503 ")

@@ -35,7 +35,6 @@ from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError
 from chatd.events import Event
 from chatd.history import HistoryEntry
-from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
@@ -272,9 +271,8 @@ class ChatSocketFactory(WebSocketServerFactory):
         self.origins = frozenset(origins)
         self.clock: IReactorTime = clock if clock is not None else service.reactor
         self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
-        self.limits = ConnectionLimits(
-            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
-        )  # counted by the web site, per HTTP connection (chatd/web/site.py)
+        # Counted by the web site, per HTTP connection (chatd/web/site.py).
+        self.limits = self.policy.connection_limits(self.clock)
         self.clients: set[ChatSocketProtocol] = set()
         self.output_batch = OutputBatch()
         self.pending_release: Callable[[], None] | None = None
@@ -305,8 +303,7 @@ class ChatSocketFactory(WebSocketServerFactory):
 
     def policy_changed(self) -> None:
         """After a reload: new bounds for newcomers, and the new limits for live sockets."""
-        policy = self.policy
-        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
+        self.policy.reconfigure_limits(self.limits)
         self._set_options()
         for client in list(self.clients):
             client.policy_changed()
