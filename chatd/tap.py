@@ -31,6 +31,7 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
+from chatd.irc.factory import IRCFactory
 from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.moderator import Moderator
@@ -126,8 +127,8 @@ ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-define
 
 class Options(usage.Options):
     synopsis = (
-        "[--listen ENDPOINT]... [--web ENDPOINT]... [--web-origin ORIGIN]... "
-        "[--echo ENDPOINT]... "
+        "[--listen ENDPOINT]... [--irc ENDPOINT]... [--web ENDPOINT]... "
+        "[--web-origin ORIGIN]... [--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
         "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
@@ -209,6 +210,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["irc"] = []
         self["echo"] = []
         self["echo-udp"] = []
         self["operators"] = {}  # only the configuration file can set these
@@ -218,6 +220,7 @@ class Options(usage.Options):
         self["web-origin"] = []
         self.web_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.web_origins: list[Origin] = []
+        self.irc_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
         self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
@@ -234,6 +237,10 @@ class Options(usage.Options):
         """Another page origin (https://HOST[:PORT]) whose pages may use --web's socket;
         repeatable"""
         self["web-origin"].append(origin)
+
+    def opt_irc(self, description: str) -> None:
+        """IRC client endpoint (irssi, WeeChat, HexChat); repeatable [default: none]"""
+        self["irc"].append(description)
 
     def opt_echo(self, description: str) -> None:
         """TCP echo endpoint; repeatable [default: tcp:7007]"""
@@ -268,6 +275,7 @@ class Options(usage.Options):
             self.web_origins = [parse_origin(o) for o in self["web-origin"]]
         except InvalidOrigin as e:
             raise usage.UsageError(f"--web-origin: {e}") from None
+        self.irc_endpoints = [(d, _stream_endpoint("--irc", d)) for d in self["irc"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
         try:
@@ -395,6 +403,14 @@ def makeService(options: Options) -> service.MultiService:
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
+
+    if options.irc_endpoints:
+        # The same service, commands, limits and per-address counts as line users.
+        irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
+                                 limits=chat_factory.limits)
+        policy.subscribe(irc_factory.policy_changed)
+        for description, endpoint in options.irc_endpoints:
+            _listener(description, endpoint, irc_factory).setServiceParent(top)
 
     reloadable: list[Reconfigurable] = [chat, policy, authenticator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
