@@ -274,7 +274,8 @@ class ChatSocketFactory(WebSocketServerFactory):
         # Counted by the web site, per HTTP connection (chatd/web/site.py).
         self.limits = self.policy.connection_limits(self.clock)
         self.clients: set[ChatSocketProtocol] = set()
-        self.output_batch = OutputBatch()
+        # A speaker's lines in one read fan out as one block (chatd/fanout.py).
+        self.output_batch = OutputBatch(service.chat_lines)
         self.pending_release: Callable[[], None] | None = None
         self._set_options()
 
