@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
-from twisted.application import service
+from twisted.application import app, service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
@@ -30,6 +30,7 @@ from chatd.echo import (
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
 from chatd.limits import DEFAULT_MAX_PER_IP, ConnectionLimits, default_max_clients
 from chatd.listening import Listen, ListeningService
+from chatd.logs import StartupLine
 from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
@@ -43,8 +44,10 @@ from chatd.service import (
     DEFAULT_ROOM,
     ChatService,
 )
+from chatd.startup import exit_with_usage_error, report_daemon_start_errors_plainly
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
+from chatd.version import describe as describe_version
 
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_ECHO = "tcp:7007"
@@ -83,7 +86,7 @@ def non_negative_int(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{text!r} is not a whole number, 0 or more")
+        raise ValueError("not a whole number, 0 or more")
     return value
 
 
@@ -96,11 +99,24 @@ def non_negative_float(text: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"{text!r} is not a number, 0 or more")
+        raise ValueError("not a number, 0 or more")
     return value
 
 
 non_negative_float.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
+
+
+class NamedParameter(usage.CoerceParameter):
+    """Coerces a parameter like Twisted does, but the error names the option and the value
+    (``--max-line '-5': not a whole number, 0 or more``), not only the value."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{parameterName} {value!r}: {e}") from None
 
 
 class Options(usage.Options):
@@ -171,6 +187,9 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = NamedParameter(self, handler.coerce)
         self["listen"] = []
         self["echo"] = []
         self["echo-udp"] = []
@@ -193,8 +212,28 @@ class Options(usage.Options):
         """UDP echo, udp:PORT[:interface=ADDR]; repeatable [default: udp:7007]"""
         self["echo-udp"].append(description)
 
+    def opt_version(self) -> None:
+        """Print chatd's version (with Twisted's and Python's) and exit."""
+        print(describe_version())
+        sys.exit(0)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Applies the --config file first, then the command line, which therefore wins."""
+        """Applies the --config file first, then the command line, which therefore wins.
+
+        On twistd's command line a usage error is one line and a pointer to ``--help``
+        (twistd itself would print its whole usage first); elsewhere it is raised.
+        """
+        on_twistd = isinstance(getattr(self, "parent", None), app.ServerOptions)
+        if on_twistd:
+            report_daemon_start_errors_plainly()
+        try:
+            self._parse(options)
+        except usage.UsageError as e:
+            if not on_twistd:
+                raise
+            exit_with_usage_error(str(e))
+
+    def _parse(self, options: Sequence[str] | None) -> None:
         self.argv = list(sys.argv[1:] if options is None else options)
         path, given = config.scan_command_line(self, self.argv)
         applied = config.apply_file(self, path, skip=given) if path is not None else set()
@@ -272,6 +311,7 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     top = service.MultiService()
+    StartupLine().setServiceParent(top)
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
     chat = ChatService(
         reactor,
