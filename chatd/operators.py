@@ -101,12 +101,12 @@ class OperatorAuthenticator:
     def _decide(self, matched: bool, address: str, name: str, known: bool) -> str:
         if matched and known:
             self._failures.pop(address, None)
-            audit.info("operator {operator} logged in from {address}", operator=name,
-                       address=address)
+            audit.info("operator {operator} logged in from {address}", event="oper.login",
+                       operator=name, address=address)
             return name
         record = self._failures.setdefault(address, _Failures(0, 0.0))
         record.count += 1
         record.last = self.clock.seconds()
-        audit.warn("failed /oper as {name!r} from {address} ({count} in a row)", name=name,
-                   address=address, count=record.count)
+        audit.warn("failed /oper as {name!r} from {address} ({count} in a row)",
+                   event="oper.login_failed", name=name, address=address, count=record.count)
         raise ChatError(LOGIN_FAILED)

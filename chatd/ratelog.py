@@ -50,8 +50,8 @@ class RateLimitedLog:
         if window.logged < self.limit:
             window.logged += 1
             self.log.info(
-                "{peer}: {kind}{detail}", peer=peer, kind=kind,
-                detail=f" ({detail})" if detail else "",
+                "{peer}: {reason}{details}", event="refusal", peer=peer, reason=kind,
+                detail=detail, details=f" ({detail})" if detail else "",
             )
             return
         window.suppressed += 1
@@ -62,8 +62,8 @@ class RateLimitedLog:
     def _summarise(self, kind: str, window: _Window) -> None:
         window.summary = None
         self.log.info(
-            "{count} more '{kind}' events in the last {window:g} s were not logged",
-            count=window.suppressed, kind=kind, window=self.window,
+            "{count} more '{reason}' events in the last {window:g} s were not logged",
+            event="refusal.suppressed", count=window.suppressed, reason=kind, window=self.window,
         )
         if self._windows.get(kind) is window:
             del self._windows[kind]

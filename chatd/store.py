@@ -316,7 +316,7 @@ class SQLiteStore:
             self._thread_reactor, self._pool, self._commit, self._db, batch
         )
         writing.addErrback(lambda f: self.log.failure("could not write to {path}", f,
-                                                      path=self.path))
+                                                      event="store.write_failed", path=self.path))
         writing.addBoth(self._written)
         self._writing = defer.Deferred()
         return writing
