@@ -18,11 +18,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
@@ -146,6 +147,14 @@ class IChatStore(Interface):
     def close() -> defer.Deferred[None]:
         """Writes whatever is queued and closes the store."""
 
+    def backlog() -> StoreBacklog:
+        """How far behind the disk is, read by metrics and /stats."""
+
+
+class StoreBacklog(NamedTuple):
+    pending_writes: int  # queued or being written, not yet committed
+    write_errors: int  # batches that failed to commit since start
+
 
 class CannotOpenState(StartupError):
     """The state file cannot be used; the message names it and says why."""
@@ -173,6 +182,9 @@ class MemoryStore:
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def backlog(self) -> StoreBacklog:
+        return StoreBacklog(0, 0)
+
 
 @implementer(IChatStore)
 class SQLiteStore:
@@ -198,6 +210,8 @@ class SQLiteStore:
         self._queued: list[tuple[str, Params]] = []
         self._rooms_to_trim: set[str] = set()
         self._timer: IDelayedCall | None = None
+        self._in_flight = 0  # writes in the batch being committed
+        self._write_errors = 0
         self._writing: defer.Deferred[None] | None = None
         self._loaders: list[Loader] = []
 
@@ -315,13 +329,22 @@ class SQLiteStore:
         writing = threads.deferToThreadPool(
             self._thread_reactor, self._pool, self._commit, self._db, batch
         )
-        writing.addErrback(lambda f: self.log.failure("could not write to {path}", f,
-                                                      event="store.write_failed", path=self.path))
+        self._in_flight = len(batch)
+        writing.addErrback(self._write_failed)
         writing.addBoth(self._written)
         self._writing = defer.Deferred()
         return writing
 
+    def _write_failed(self, failure: Failure) -> None:
+        self._write_errors += 1
+        self.log.failure("could not write to {path}", failure, event="store.write_failed",
+                         path=self.path)
+
+    def backlog(self) -> StoreBacklog:
+        return StoreBacklog(len(self._queued) + self._in_flight, self._write_errors)
+
     def _written(self, _: object) -> None:
+        self._in_flight = 0
         writing, self._writing = self._writing, None
         if self._queued and self._timer is None:
             # Lines came in while the last batch was being written: they have waited already.

@@ -52,6 +52,7 @@ from chatd.version import describe as describe_version
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_ECHO = "tcp:7007"
 DEFAULT_ECHO_UDP = "udp:7007"
+METRICS_OFF = "none"
 UDP_USAGE = "udp:PORT or udp:PORT:interface=ADDR"
 MAX_DATAGRAM = 65535  # read whole datagrams; Twisted's default of 8192 would truncate them
 
@@ -180,6 +181,9 @@ class Options(usage.Options):
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
         ["motd", None, None, "A text file shown to each client after the greeting."],
+        ["metrics", None, METRICS_OFF,
+         "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+         "tcp:9100:interface=127.0.0.1 ('none': off)."],
         ["topic", None, None,
          "The default room's topic, set at start and again on SIGHUP "
          "[default: keep the saved topic]."],
@@ -198,6 +202,7 @@ class Options(usage.Options):
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
+        self.metrics_endpoint: IStreamServerEndpoint | None = None
         self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
 
     def opt_listen(self, description: str) -> None:
@@ -252,6 +257,8 @@ class Options(usage.Options):
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
+        if self["metrics"] != METRICS_OFF:
+            self.metrics_endpoint = _stream_endpoint("--metrics", self["metrics"])
         try:
             self["default-room"] = normalize_room(self["default-room"])
         except InvalidRoomName as e:
@@ -369,6 +376,12 @@ def makeService(options: Options) -> service.MultiService:
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
+
+    if options.metrics_endpoint is not None:
+        from chatd.metrics import MetricsService  # prometheus_client only when asked for
+
+        MetricsService(options["metrics"], options.metrics_endpoint, chat, reactor
+                       ).setServiceParent(top)
 
     reloadable: list[Reconfigurable] = [chat, chat_factory, echo_factory, authenticator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)

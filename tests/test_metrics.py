@@ -1,0 +1,146 @@
+"""Prometheus metrics: the reactor-lag probe, the store's backlog, and a real scrape."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from chatd.metrics import SCRAPE_TIMEOUT, ReactorLag, build_registry, metrics_site
+from chatd.rooms import Room
+from chatd.service import ChatService
+from chatd.store import SQLiteStore, StoreBacklog
+from tests.support import connect, free_port, read_until
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def samples(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value for every sample of an exposition."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found
+
+
+def test_reactor_lag_is_how_late_the_looping_call_ran() -> None:
+    clock = task.Clock()
+    registry, histogram = build_registry(ChatService(clock))
+    lag = ReactorLag(clock, histogram, interval=0.5)
+    lag.start()
+    clock.advance(0.5)  # on time: 0
+    clock.advance(0.8)  # due at 1.0, runs at 1.3: 0.3 late
+    clock.advance(1.4)  # due at 1.5, runs at 2.7 (the reactor was busy): 1.2 late
+    clock.advance(0.3)  # due at 3.0, on time again
+    lag.stop()
+    clock.advance(5)
+    value = registry.get_sample_value
+    assert value("chatd_reactor_lag_seconds_count") == 4
+    assert value("chatd_reactor_lag_seconds_sum") == pytest.approx(1.5)
+    bucket = "chatd_reactor_lag_seconds_bucket"
+    assert [value(bucket, {"le": le}) for le in ("0.001", "0.25", "0.5", "1.0", "2.5")] == [
+        2, 2, 3, 3, 4
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_store_backlog_counts_pending_and_failed_writes(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"), reactor, 10, flush_interval=60)
+    store.open()
+    chat = ChatService(reactor, store=store)
+    registry, _ = build_registry(chat)
+    for i in range(3):
+        store.save_room(Room(f"#room{i}", 10))
+    assert store.backlog() == StoreBacklog(3, 0)
+    assert registry.get_sample_value("chatd_store_pending_writes") == 3
+    flushing = store.flush()
+    assert store.backlog().pending_writes == 3  # being committed still counts
+    yield flushing
+    store.execute("INSERT INTO no_such_table VALUES (1)")
+    yield store.flush()
+    assert store.backlog() == StoreBacklog(0, 1)
+    assert registry.get_sample_value("chatd_store_pending_writes") == 0
+    assert registry.get_sample_value("chatd_store_write_errors_total") == 1
+    yield store.close()
+
+
+def test_an_idle_metrics_connection_is_closed_after_30_seconds() -> None:
+    clock = MemoryReactorClock()
+    registry, _ = build_registry(ChatService(clock))
+    site = metrics_site(registry, clock)
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    assert protocol is not None
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET /metr")  # and then nothing more
+    clock.advance(SCRAPE_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return samples(response.read().decode())
+
+
+def wait_for_sample(port: int, name: str, value: float) -> dict[str, float]:
+    deadline = time.monotonic() + 20
+    while True:
+        found = scrape(port)
+        if found.get(name) == value or time.monotonic() > deadline:
+            assert found.get(name) == value, (name, found.get(name))
+            return found
+        time.sleep(0.1)
+
+
+def test_scraping_a_running_daemon_shows_what_the_test_did(tmp_path: Path) -> None:
+    chat_port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "chat.sqlite3",
+         "--listen", f"tcp:{chat_port}:interface=127.0.0.1",
+         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        alice, bob = connect(chat_port), connect(chat_port)
+        for sock in (alice, bob):
+            read_until(sock, b"/help")
+        alice.sendall(b"/join #dev\r\n")
+        read_until(alice, b"#dev")
+        alice.sendall(b"hello dev\r\n")
+        found = wait_for_sample(metrics_port, "chatd_users", 2)
+        assert found["chatd_rooms"] == 2  # #lobby and #dev
+        assert found["process_resident_memory_bytes"] > 10_000_000
+        assert found["process_open_fds"] >= 5
+        assert "python_info{" in "".join(found)
+        found = wait_for_sample(metrics_port, "chatd_store_pending_writes", 0)  # committed
+        assert found["chatd_store_write_errors_total"] == 0
+        time.sleep(1.1)  # two reactor-lag probes, 0.5 s apart
+        found = scrape(metrics_port)
+        assert found["chatd_reactor_lag_seconds_count"] >= 2
+        assert found['chatd_reactor_lag_seconds_bucket{le="+Inf"}'] >= 2
+        bob.close()
+        wait_for_sample(metrics_port, "chatd_users", 1)
+        alice.close()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10)
+        assert missing.value.code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
