@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from typing import IO, Any, NoReturn
 
 from twisted.logger import Logger
@@ -59,7 +60,7 @@ def report_plainly() -> None:
         terminal = sys.__stderr__ or sys.stderr
         terminal.write(line + "\n")
         terminal.flush()
-        if sys.stderr is not terminal:
+        if sys.stderr is not terminal and not _log_goes_to_stdout:  # else it would show twice
             Logger(namespace="chatd").error("{line}", event="chatd.start_failed", line=line,
                                             reason=str(value))
 
@@ -67,7 +68,12 @@ def report_plainly() -> None:
     sys.excepthook = excepthook
 
 
-def report_daemon_start_errors_plainly() -> None:
+# Whether twistd logs to standard output (-n without --logfile): the terminal already
+# gets the plain line then, and a log entry would repeat it.
+_log_goes_to_stdout = False
+
+
+def report_daemon_start_errors_plainly(twistd_options: Mapping[str, Any]) -> None:
     """Makes a daemonizing twistd print the same one line as ``twistd -n`` when start fails.
 
     twistd's daemon child writes at most 100 bytes of ``Type: message`` to the status pipe,
@@ -78,6 +84,10 @@ def report_daemon_start_errors_plainly() -> None:
     """
     from twisted.scripts import twistd
 
+    global _log_goes_to_stdout
+    _log_goes_to_stdout = bool(twistd_options.get("nodaemon")) and (
+        twistd_options.get("logfile") in (None, "", "-")
+    )
     runner = getattr(twistd, "_SomeApplicationRunner", None)
     if (
         runner is None

@@ -228,13 +228,14 @@ class Options(usage.Options):
         On twistd's command line a usage error is one line and a pointer to ``--help``
         (twistd itself would print its whole usage first); elsewhere it is raised.
         """
-        on_twistd = isinstance(getattr(self, "parent", None), app.ServerOptions)
-        if on_twistd:
-            report_daemon_start_errors_plainly()
+        parent = getattr(self, "parent", None)
+        twistd_options = parent if isinstance(parent, app.ServerOptions) else None
+        if twistd_options is not None:
+            report_daemon_start_errors_plainly(twistd_options)
         try:
             self._parse(options)
         except usage.UsageError as e:
-            if not on_twistd:
+            if twistd_options is None:
                 raise
             exit_with_usage_error(str(e))
 
@@ -366,6 +367,8 @@ def makeService(options: Options) -> service.MultiService:
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
+    # Every UDP echo port of ours is a refused source port for all of them (no echo loops).
+    own_udp_ports = {port for _, port, _ in options.echo_udp_ports}
     for description, port, interface in options.echo_udp_ports:
         echo_udp = EchoDatagramProtocol(
             reactor,
@@ -373,6 +376,7 @@ def makeService(options: Options) -> service.MultiService:
             total_rate=options["echo-udp-total-rate"],
             max_size=options["echo-udp-max-size"],
             rejections=rejections,
+            own_ports=own_udp_ports,
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)

@@ -18,6 +18,8 @@ from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from chatd.events import Said
+from chatd.history import HistoryEntry
 from chatd.metrics import SCRAPE_TIMEOUT, ReactorLag, build_registry, metrics_site
 from chatd.rooms import Room
 from chatd.service import ChatService
@@ -59,22 +61,36 @@ def test_reactor_lag_is_how_late_the_looping_call_ran() -> None:
 
 @pytest_twisted.inlineCallbacks
 def test_store_backlog_counts_pending_and_failed_writes(tmp_path: Path) -> Any:
-    store = SQLiteStore(str(tmp_path / "s.sqlite3"), reactor, 10, flush_interval=60)
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"), reactor, 100, flush_interval=60)
     store.open()
-    chat = ChatService(reactor, store=store)
-    registry, _ = build_registry(chat)
+    registry, _ = build_registry(ChatService(reactor, store=store))
     for i in range(3):
-        store.save_room(Room(f"#room{i}", 10))
+        store.save_room(Room(f"#room{i}", 100))
     assert store.backlog() == StoreBacklog(3, 0)
     assert registry.get_sample_value("chatd_store_pending_writes") == 3
     flushing = store.flush()
-    assert store.backlog().pending_writes == 3  # being committed still counts
+    assert store.backlog() == StoreBacklog(3, 0)  # being committed: still pending
     yield flushing
-    store.execute("INSERT INTO no_such_table VALUES (1)")
+    assert store.backlog() == StoreBacklog(0, 0)
+
+    # A full database (SQLite's own SQLITE_FULL): the batch is kept and tried again.
+    pages = yield store.read(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    yield store.read(lambda db: db.execute(f"PRAGMA max_page_count = {pages}").fetchall())
+    room = Room("#room0", 100)
+    for i in range(20):
+        store.add_line(room, HistoryEntry(i, Said("#room0", "a", f"{i} " + "x" * 500)))
     yield store.flush()
-    assert store.backlog() == StoreBacklog(0, 1)
+    assert store.backlog() == StoreBacklog(20, 1)
+    # A read waits for what is queued, so the batch fails once more before there is room.
+    yield store.read(lambda db: db.execute("PRAGMA max_page_count = 100000").fetchall())
+    assert store.backlog() == StoreBacklog(20, 2)
+    yield store.flush()
+    assert store.backlog() == StoreBacklog(0, 2)
+    store.execute("INSERT INTO no_such_table VALUES (1)")  # SQLite refuses it: dropped
+    yield store.flush()
+    assert store.backlog() == StoreBacklog(0, 3)
     assert registry.get_sample_value("chatd_store_pending_writes") == 0
-    assert registry.get_sample_value("chatd_store_write_errors_total") == 1
+    assert registry.get_sample_value("chatd_store_write_errors_total") == 3
     yield store.close()
 
 
