@@ -27,6 +27,7 @@ from chatd.text import parse_whole_number
 if TYPE_CHECKING:
     from chatd.moderator import Moderator
     from chatd.service import ChatService, User
+    from chatd.stats import ServerStats
 
 HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
 _PREFIX = len("*** ")
@@ -97,6 +98,7 @@ class CommandTable:
         self.service = service
         self.moderator = moderator
         self.commands: dict[str, Command] = {c.name: c for c in commands}
+        self.stats: ServerStats | None = None  # for /stats; makeService sets it
 
     def names(self) -> list[str]:
         """Every command name, in help order: what a client completes."""

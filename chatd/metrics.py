@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.web import resource, server
 
 from chatd.listening import ListeningService
-from chatd.service import ChatService
+from chatd.stats import ECHO_TCP, ServerStats, bytes_sent
 
 LAG_INTERVAL = 0.5  # seconds between reactor-lag probes
 # Seconds late: a healthy reactor is within a millisecond; past a second people notice.
@@ -37,25 +37,106 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 SCRAPE_TIMEOUT = 30  # seconds an idle metrics connection stays open
 
 
-class ChatCollector(Collector):
-    """The service's state as gauges and counters, read when scraped."""
+# What the edge and the echo services call their refusals and cut-offs (RateLimitedLog
+# kinds), as the ``reason`` label of chatd_refusals_total. Connections refused for the
+# connection limits are counted by the limits themselves ("full", "per-address").
+REFUSAL_REASONS = {
+    "connection refused: banned": "banned",
+    "disconnected for flooding": "flood",
+    "flooding: lines dropped": "flood lines dropped",
+    "line too long": "line too long",
+    "disconnected: not reading its output": "send-buffer cut-off",
+    "disconnected: idle": "idle",
+    "disconnected for bad input": "bad input",
+    "echo connection cut off: total echo backlog reached": "echo backlog",
+}
+_COUNTED_BY_LIMITS = frozenset({"connection refused", "echo connection refused"})
+UDP_DROP_PREFIX = "udp echo: "
 
-    def __init__(self, chat: ChatService) -> None:
-        self.chat = chat
+
+class ChatCollector(Collector):
+    """The daemon's numbers as Prometheus families, read from ``ServerStats`` when scraped."""
+
+    def __init__(self, stats: ServerStats) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        chat = self.chat
+        stats = self.stats
+        chat = stats.chat
+        connections = GaugeMetricFamily("chatd_connections", "Open connections.",
+                                        labels=["frontend"])
+        for name, count in stats.connections().items():
+            connections.add_metric([name], count)
+        yield connections
         yield GaugeMetricFamily("chatd_users", "Users connected to the chat.",
                                 value=len(chat.users))
         yield GaugeMetricFamily("chatd_rooms", "Rooms that exist (with members or saved).",
                                 value=len(chat.rooms))
+        yield CounterMetricFamily("chatd_messages", "Chat lines, actions and private messages "
+                                  "accepted.", value=stats.messages())
+        chat_frontends = {n: f for n, f in stats.frontends.items() if n != ECHO_TCP}
+        yield CounterMetricFamily(
+            "chatd_deliveries", "Messages and notices handed to a recipient.",
+            value=sum(f.traffic.deliveries for f in chat_frontends.values()),
+        )
+        sent = CounterMetricFamily("chatd_bytes_sent", "Bytes sent to chat clients.",
+                                   labels=["frontend"])
+        received = CounterMetricFamily("chatd_bytes_received",
+                                       "Bytes received from chat clients.", labels=["frontend"])
+        for name, frontend in chat_frontends.items():
+            sent.add_metric([name], bytes_sent(frontend))
+            received.add_metric([name], frontend.traffic.bytes_received)
+        yield sent
+        yield received
+        yield from self._refusals()
+        if stats.authenticator is not None:
+            yield CounterMetricFamily("chatd_oper_failures", "Failed /oper attempts.",
+                                      value=stats.authenticator.failed_logins)
+        yield from self._echo()
         backlog = chat.store.backlog()
         yield GaugeMetricFamily("chatd_store_pending_writes",
                                 "Writes queued for the state file and not yet committed.",
                                 value=backlog.pending_writes)
         yield CounterMetricFamily("chatd_store_write_errors",
-                                  "Batches of writes that failed to commit to the state file.",
-                                  value=backlog.write_errors)
+                                  "Failed attempts to commit to the state file, and writes "
+                                  "it refused.", value=backlog.write_errors)
+
+    def _refusals(self) -> Iterator[Metric]:
+        stats = self.stats
+        counts: dict[str, int] = dict.fromkeys(("full", "per-address"), 0)
+        for frontend in stats.frontends.values():
+            for reason, count in frontend.limits.refused.items():
+                counts[reason] = counts.get(reason, 0) + count
+        for reason in REFUSAL_REASONS.values():
+            counts.setdefault(reason, 0)
+        kinds = stats.rejections.counts if stats.rejections is not None else {}
+        for kind, count in kinds.items():
+            if kind in _COUNTED_BY_LIMITS or kind.startswith(UDP_DROP_PREFIX):
+                continue
+            reason = REFUSAL_REASONS.get(kind, kind)
+            counts[reason] = counts.get(reason, 0) + count
+        refusals = CounterMetricFamily(
+            "chatd_refusals", "Connections refused, lines refused and connections cut off, by "
+            "reason.", labels=["reason"])
+        for reason, count in counts.items():
+            refusals.add_metric([reason], count)
+        yield refusals
+
+    def _echo(self) -> Iterator[Metric]:
+        stats = self.stats
+        echo = stats.frontends.get(ECHO_TCP)
+        yield CounterMetricFamily("chatd_echo_bytes", "Bytes echoed over TCP.",
+                                  value=echo.traffic.bytes_received if echo is not None else 0)
+        yield CounterMetricFamily("chatd_echo_datagrams", "UDP datagrams echoed.",
+                                  value=sum(udp.echoed for udp in stats.echo_udp))
+        dropped = CounterMetricFamily("chatd_echo_dropped_datagrams",
+                                      "UDP datagrams not answered, by reason.",
+                                      labels=["reason"])
+        kinds = stats.rejections.counts if stats.rejections is not None else {}
+        for kind, count in kinds.items():
+            if kind.startswith(UDP_DROP_PREFIX):
+                dropped.add_metric([kind.removeprefix(UDP_DROP_PREFIX)], count)
+        yield dropped
 
 
 class ReactorLag:
@@ -112,14 +193,14 @@ class MetricsSite(server.Site):
         pass
 
 
-def build_registry(chat: ChatService) -> tuple[CollectorRegistry, Histogram]:
+def build_registry(stats: ServerStats) -> tuple[CollectorRegistry, Histogram]:
     """A registry of its own (tests build several daemons in one process) with the
     standard ``process_*``, ``python_gc_*`` and ``python_info`` metrics and chatd's."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(ChatCollector(chat))
+    registry.register(ChatCollector(stats))
     lag = Histogram("chatd_reactor_lag_seconds",
                     "How late a timer due every 0.5 s ran: time the reactor spent elsewhere.",
                     buckets=LAG_BUCKETS, registry=registry)
@@ -138,11 +219,11 @@ def metrics_site(registry: CollectorRegistry, reactor: Any) -> server.Site:
 class MetricsService(service.MultiService):
     """Serves ``/metrics`` on one endpoint and runs the reactor-lag probe."""
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, chat: ChatService,
+    def __init__(self, description: str, endpoint: IStreamServerEndpoint, stats: ServerStats,
                  reactor: Any) -> None:
         super().__init__()
         self.setName("metrics")
-        self.registry, lag = build_registry(chat)
+        self.registry, lag = build_registry(stats)
         self.lag = ReactorLag(reactor, lag)
         site = metrics_site(self.registry, reactor)
         self.listener = ListeningService(description, lambda: endpoint.listen(site))

@@ -62,6 +62,7 @@ class OperatorAuthenticator:
         self._run = run
         self._verify = verify
         self._failures: dict[str, _Failures] = {}
+        self.failed_logins = 0  # since start, for the metrics
         self._busy: set[str] = set()
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
@@ -104,6 +105,7 @@ class OperatorAuthenticator:
             audit.info("operator {operator} logged in from {address}", event="oper.login",
                        operator=name, address=address)
             return name
+        self.failed_logins += 1
         record = self._failures.setdefault(address, _Failures(0, 0.0))
         record.count += 1
         record.last = self.clock.seconds()

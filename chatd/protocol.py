@@ -42,7 +42,9 @@ from chatd.policy import DEFAULT_MAX_LINE, EdgePolicy
 from chatd.ratelog import RateLimitedLog
 from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
+from chatd.stats import Traffic
 from chatd.text import decode_line
+from chatd.version import VERSION
 
 __all__ = ["DEFAULT_MAX_LINE", "ChatFactory", "ChatProtocol", "RefusedProtocol"]
 
@@ -84,7 +86,7 @@ class ChatProtocol(LineReceiver):
         self.MAX_LENGTH = factory.policy.max_line or _NO_LIMIT
         self.edge = Edge(
             self, self.transport, factory.policy, factory.clock, factory.rejections,
-            factory.output_batch, release=self._release, lines=self,
+            factory.output_batch, release=self._release, lines=self, traffic=factory.traffic,
         )
         self.edge.start_send_buffer_guard()
         self.edge.activity()
@@ -92,6 +94,7 @@ class ChatProtocol(LineReceiver):
         try:
             self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
+            factory.rejections.event("connection refused: banned", self.edge.peer)
             self.error(str(e))
             self.edge.close()
             return
@@ -99,7 +102,7 @@ class ChatProtocol(LineReceiver):
         self.service.join(self.user, self.service.default_room)
         self.notice(
             f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
-            "Type /help for a list of commands."
+            f"Type /help for a list of commands. (chatd {VERSION})"
         )
         welcome(factory.commands, self)
 
@@ -126,6 +129,7 @@ class ChatProtocol(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if data:
+            self.factory.traffic.bytes_received += len(data)
             self.edge.activity()
             for clean, reply in self.input.feed(data):
                 if clean:
@@ -315,6 +319,7 @@ class ChatFactory(protocol.ServerFactory):
             self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
         )
         self.clients: set[ChatProtocol] = set()  # connected, admitted, not yet lost
+        self.traffic = Traffic()
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
 
@@ -328,6 +333,7 @@ class ChatFactory(protocol.ServerFactory):
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
         """The same bytes to each of ``clients`` (ChatProtocols the service picked)."""
+        self.traffic.deliveries += len(clients)
         for client in clients:
             client.edge.write(data)
 

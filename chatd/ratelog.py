@@ -7,6 +7,8 @@ left out once the window is over. Every line names the peer and the reason.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -36,6 +38,11 @@ class RateLimitedLog:
         self.limit = limit
         self.window = window
         self._windows: dict[str, _Window] = {}
+        self.counts: Counter[str] = Counter()  # every event by kind, logged or not (metrics)
+
+    def count(self, kind: str) -> None:
+        """Counts an event of ``kind`` that is not worth a log line (an over-long line)."""
+        self.counts[kind] += 1
 
     def event(self, kind: str, peer: str, detail: str = "") -> None:
         """Records that ``peer`` was refused or cut off for reason ``kind``.
@@ -43,6 +50,7 @@ class RateLimitedLog:
         ``kind`` is a short fixed phrase (the rate limit is per kind, so it must not contain
         the address); ``detail`` is free text added to the line.
         """
+        self.counts[kind] += 1
         now = self.clock.seconds()
         window = self._windows.get(kind)
         if window is None or now - window.started >= self.window:

@@ -276,7 +276,8 @@ class ChatService(service.Service):
         user = User(client, nick, peer)
         self.users[user.key] = user
         self.look_alikes[nick_skeleton(nick)] = user
-        self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
+        self.log.info("{nick} connected from {peer}", event="user.connected", nick=nick,
+                      peer=peer)
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -289,8 +290,8 @@ class ChatService(service.Service):
         """Forgets a connection that has closed, for whatever reason, and says so."""
         if self.users.get(user.key) is not user:
             return
-        self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
-                      reason=reason)
+        self.log.info("{nick} ({peer}) left: {reason}", event="user.left", nick=user.nick,
+                      peer=user.peer, reason=reason)
         for room in list(user.rooms.values()):
             left = Left(room.name, user.nick, reason, origin=self.origin)
             if self._shutting_down:

@@ -19,9 +19,12 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
+from chatd.events import Acted, Event, PrivateMessage, Said
 from chatd.moderation import format_duration
+from chatd.ratelog import RateLimitedLog
 from chatd.version import VERSION
 
+ECHO_TCP = "echo-tcp"  # the TCP echo front-end's name in ServerStats.frontends
 RATE_WINDOW = 60.0  # seconds the message rate is averaged over
 SAMPLE_INTERVAL = 1.0
 
@@ -32,9 +35,32 @@ class Traffic:
     __slots__ = ("bytes_received", "bytes_sent", "deliveries")
 
     def __init__(self) -> None:
-        self.bytes_received = 0
+        self.bytes_received = 0  # added once per read
+        # Bytes sent on connections that have closed: each edge counts its own while it
+        # lives (``Edge.handed``) and adds them here when it goes, so writing costs nothing.
         self.bytes_sent = 0
-        self.deliveries = 0  # a line (or notice) handed to one recipient
+        self.deliveries = 0  # a message handed to one recipient; added once per broadcast
+
+
+def bytes_sent(frontend: Any) -> int:
+    """All bytes a front-end has sent: closed connections' and its live clients'."""
+    live: int = sum(client.edge.handed for client in getattr(frontend, "clients", ()))
+    closed: int = frontend.traffic.bytes_sent
+    return closed + live
+
+
+class MessageCounter:
+    """Counts the messages this process accepted (lines, actions, private messages): its
+    own events on the bus, so a line said elsewhere on a shared bus is not counted here."""
+
+    def __init__(self, chat: Any) -> None:
+        self.count = 0
+        self.origin: str = chat.origin
+        chat.bus.subscribe(self._event)
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, Said | Acted | PrivateMessage) and event.origin == self.origin:
+            self.count += 1
 
 
 class MessageRate:
@@ -103,16 +129,24 @@ class ServerStats(service.Service):
         self,
         chat: Any,
         clock: IReactorTime,
-        frontends: Mapping[str, Any],
-        messages: Callable[[], int],
+        frontends: Mapping[str, Any] | None = None,
+        rejections: RateLimitedLog | None = None,
+        authenticator: Any = None,
     ) -> None:
         self.setName("stats")
         self.chat = chat
         self.clock = clock
-        self.frontends = dict(frontends)  # name -> factory with .clients (and .traffic)
-        self.messages = messages
+        # name -> factory with .limits and .traffic: "line", "echo-tcp" (irc, web to come)
+        self.frontends: dict[str, Any] = dict(frontends or {})
+        self.rejections = rejections  # counts every refusal and cut-off by kind
+        self.authenticator = authenticator  # counts failed /oper attempts
+        self.echo_udp: list[Any] = []  # EchoDatagramProtocols, counting what they answer
+        self.counter = MessageCounter(chat)
         self.started = clock.seconds()
-        self.rate = MessageRate(clock, messages)
+        self.rate = MessageRate(clock, self.messages)
+
+    def messages(self) -> int:
+        return self.counter.count
 
     def startService(self) -> None:
         super().startService()
@@ -124,7 +158,8 @@ class ServerStats(service.Service):
         return super().stopService()
 
     def connections(self) -> dict[str, int]:
-        return {name: len(frontend.clients) for name, frontend in self.frontends.items()}
+        """Live connections by front-end, as its connection limits count them."""
+        return {name: frontend.limits.total for name, frontend in self.frontends.items()}
 
     def snapshot(self) -> Snapshot:
         backlog = self.chat.store.backlog()

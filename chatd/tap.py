@@ -48,6 +48,7 @@ from chatd.service import (
     ChatService,
 )
 from chatd.startup import exit_with_usage_error, report_daemon_start_errors_plainly
+from chatd.stats import ECHO_TCP, ServerStats
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
 from chatd.version import describe as describe_version
@@ -369,6 +370,11 @@ def makeService(options: Options) -> service.MultiService:
 
     echo_factory = EchoFactory(policy.echo, rejections=rejections)
     policy.subscribe(echo_factory.policy_changed)
+    # The numbers behind /stats and --metrics; read when asked for.
+    stats = ServerStats(chat, reactor, {"line": chat_factory, ECHO_TCP: echo_factory},
+                        rejections, authenticator)
+    stats.setServiceParent(top)
+    commands.stats = stats
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
@@ -383,13 +389,14 @@ def makeService(options: Options) -> service.MultiService:
             rejections=rejections,
             own_ports=own_udp_ports,
         )
+        stats.echo_udp.append(echo_udp)
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
 
     if options.metrics_endpoint is not None:
         from chatd.metrics import MetricsService  # prometheus_client only when asked for
 
-        MetricsService(options["metrics"], options.metrics_endpoint, chat, reactor
+        MetricsService(options["metrics"], options.metrics_endpoint, stats, reactor
                        ).setServiceParent(top)
 
     reloadable: list[Reconfigurable] = [chat, policy, authenticator]

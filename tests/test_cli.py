@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,10 @@ def start_fails(tmp_path: Path, twistd_options: list[str], *chatd_options: str) 
     result = twistd(tmp_path, f"--pidfile={tmp_path / 'twistd.pid'}", *twistd_options,
                     "chatd", "--no-echo", "--state", "none", *chatd_options)
     assert result.returncode == 1
+    # A daemon's parent returns once the child has reported; the child then removes it.
+    deadline = time.monotonic() + 10
+    while (tmp_path / "twistd.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not (tmp_path / "twistd.pid").exists()
     if twistd_options == ["-n"]:  # the log is on the terminal too: the line shows once
         assert "chatd: " not in result.stdout

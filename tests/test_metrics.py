@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from chatd.history import HistoryEntry
 from chatd.metrics import SCRAPE_TIMEOUT, ReactorLag, build_registry, metrics_site
 from chatd.rooms import Room
 from chatd.service import ChatService
+from chatd.stats import ServerStats
 from chatd.store import SQLiteStore, StoreBacklog
 from tests.support import connect, free_port, read_until
 
@@ -41,7 +43,7 @@ def samples(text: str) -> dict[str, float]:
 
 def test_reactor_lag_is_how_late_the_looping_call_ran() -> None:
     clock = task.Clock()
-    registry, histogram = build_registry(ChatService(clock))
+    registry, histogram = build_registry(ServerStats(ChatService(clock), clock))
     lag = ReactorLag(clock, histogram, interval=0.5)
     lag.start()
     clock.advance(0.5)  # on time: 0
@@ -63,7 +65,7 @@ def test_reactor_lag_is_how_late_the_looping_call_ran() -> None:
 def test_store_backlog_counts_pending_and_failed_writes(tmp_path: Path) -> Any:
     store = SQLiteStore(str(tmp_path / "s.sqlite3"), reactor, 100, flush_interval=60)
     store.open()
-    registry, _ = build_registry(ChatService(reactor, store=store))
+    registry, _ = build_registry(ServerStats(ChatService(reactor, store=store), reactor))
     for i in range(3):
         store.save_room(Room(f"#room{i}", 100))
     assert store.backlog() == StoreBacklog(3, 0)
@@ -96,7 +98,7 @@ def test_store_backlog_counts_pending_and_failed_writes(tmp_path: Path) -> Any:
 
 def test_an_idle_metrics_connection_is_closed_after_30_seconds() -> None:
     clock = MemoryReactorClock()
-    registry, _ = build_registry(ChatService(clock))
+    registry, _ = build_registry(ServerStats(ChatService(clock), clock))
     site = metrics_site(registry, clock)
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     assert protocol is not None
@@ -157,6 +159,118 @@ def test_scraping_a_running_daemon_shows_what_the_test_did(tmp_path: Path) -> No
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10)
         assert missing.value.code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+class Reader:
+    """A chat connection that keeps count of every byte it read."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = connect(port)
+        self.read = b""
+
+    def until(self, needle: bytes) -> bytes:
+        got = read_until(self.sock, needle)
+        self.read += got
+        return got
+
+    def drain(self) -> None:
+        self.sock.settimeout(0.2)
+        try:
+            while chunk := self.sock.recv(65536):
+                self.read += chunk
+        except TimeoutError:
+            pass
+
+    def send(self, data: bytes) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+
+def test_counters_match_what_the_test_did(tmp_path: Path) -> None:
+    from chatd.passwd import hash_password
+    from chatd.version import VERSION
+
+    chat_port, echo_port, metrics_port = free_port(), free_port(), free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp_port = probe.getsockname()[1]
+    (tmp_path / "chatd.toml").write_text(f'[operators]\nop = "{hash_password("pw")}"\n')
+    process = subprocess.Popen(
+        [TWISTD, "--pidfile=", "-n", "chatd", "--config", "chatd.toml", "--state", "none",
+         "--listen", f"tcp:{chat_port}:interface=127.0.0.1", "--max-per-ip", "3",
+         "--max-line", "100", "--echo", f"tcp:{echo_port}:interface=127.0.0.1",
+         "--echo-udp", f"udp:{udp_port}:interface=127.0.0.1", "--echo-udp-max-size", "100",
+         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    sent = 0
+    try:
+        alice = Reader(chat_port)
+        alice.until(b"commands.")
+        bob = Reader(chat_port)
+        bob.until(b"commands.")
+        alice.until(b"has joined")
+        sent += alice.send(b"hello\r\n")
+        bob.until(b"<guest1> hello")
+        sent += bob.send(b"/me waves\n")
+        alice.until(b"waves")
+        sent += alice.send(b"/msg guest2 psst\n")
+        bob.until(b"psst")
+        sent += alice.send(b"x" * 150 + b"\n")  # over --max-line
+        alice.until(b"line too long")
+        carol = Reader(chat_port)
+        carol.until(b"commands.")
+        with connect(chat_port) as dave:  # the fourth from one address
+            assert b"too many connections" in read_until(dave, b"\n")
+        carol.drain()
+        carol.sock.close()
+        bob.until(b"guest3 has left")
+        sent += bob.send(b"/stats\n")
+        bob.until(b"only operators can do that")
+        sent += bob.send(b"/oper op wrong\n")
+        bob.until(b"wrong operator name or password")
+        sent += bob.send(b"/oper op pw\n/stats\n")
+        stats = bob.until(b"write errors since start").decode()
+        assert f"*** chatd {VERSION}, up " in stats
+        assert "*** Connections: 2 line, 0 echo-tcp\r\n" in stats
+        assert "*** Messages: " in stats and "/s over the last minute, 3 since start" in stats
+        assert "*** Store: 0 writes pending, 0 write errors since start" in stats
+
+        with connect(echo_port) as echo:
+            echo.sendall(b"e" * 1000)
+            read_until(echo, b"e" * 1000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            for size in (10, 20, 200):  # the last is over --echo-udp-max-size
+                udp.sendto(b"u" * size, ("127.0.0.1", udp_port))
+            assert [len(udp.recv(1000)) for _ in range(2)] == [10, 20]
+
+        found = wait_for_sample(metrics_port, "chatd_echo_dropped_datagrams_total"
+                                '{reason="datagram too large"}', 1)
+        assert found['chatd_connections{frontend="line"}'] == 2
+        assert found["chatd_users"] == 2
+        assert found["chatd_messages_total"] == 3
+        assert found["chatd_bytes_received_total{frontend=\"line\"}"] == sent
+        assert found['chatd_refusals_total{reason="per-address"}'] == 1
+        assert found['chatd_refusals_total{reason="line too long"}'] == 1
+        assert found['chatd_refusals_total{reason="full"}'] == 0
+        assert found["chatd_oper_failures_total"] == 1
+        assert found["chatd_echo_bytes_total"] == 1000
+        assert found["chatd_echo_datagrams_total"] == 2
+        assert found["chatd_deliveries_total"] >= 4  # joins, hello, waves, psst, a leave
+        # Every byte the clients read, and nothing more, counted as sent.
+        deadline = time.monotonic() + 10
+        while True:
+            for reader in (alice, bob):
+                reader.drain()
+            counted = scrape(metrics_port)['chatd_bytes_sent_total{frontend="line"}']
+            read = len(alice.read) + len(bob.read) + len(carol.read)
+            if counted == read or time.monotonic() > deadline:
+                break
+        assert counted == read
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
