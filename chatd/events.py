@@ -66,6 +66,7 @@ class Joined:
     room: str
     nick: str
     origin: str = _origin()
+    quiet: bool = False  # not announced: its address is over its rate of join notices
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Left:
     nick: str
     reason: str
     origin: str = _origin()
+    quiet: bool = False  # not announced, like the join before it
 
 
 @dataclass(frozen=True, slots=True)

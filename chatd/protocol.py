@@ -36,7 +36,6 @@ from chatd.edge import TOO_LONG, Edge, Reply, admit
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
 from chatd.history import HistoryEntry
-from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE, EdgePolicy
 from chatd.ratelog import RateLimitedLog
@@ -315,9 +314,7 @@ class ChatFactory(protocol.ServerFactory):
         self.commands = commands if commands is not None else build_command_table(service)
         self.clock: IReactorTime = clock if clock is not None else service.reactor
         self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
-        self.limits = ConnectionLimits(
-            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
-        )
+        self.limits = self.policy.connection_limits(self.clock)
         self.clients: set[ChatProtocol] = set()  # connected, admitted, not yet lost
         self.traffic = Traffic()
         # Shared, so one read coalesces output across recipients.
@@ -340,6 +337,6 @@ class ChatFactory(protocol.ServerFactory):
     def policy_changed(self) -> None:
         """After a reload: new bounds for newcomers, and the new limits for live clients."""
         policy = self.policy
-        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
+        policy.reconfigure_limits(self.limits)
         for client in list(self.clients):
             client.policy_changed()

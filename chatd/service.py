@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from chatd.addresses import peer_host
+from chatd.addresses import DEFAULT_IPV6_PREFIX, count_key, peer_host
 from chatd.errors import ChatError
 from chatd.events import (
     Acted,
@@ -38,7 +38,18 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.history import HistoryEntry
-from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
+from chatd.limits import DEFAULT_CONNECT_RATE, AddressRates
+from chatd.ratelog import RateLimitedLog
+from chatd.rooms import (
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_EXPIRY,
+    DEFAULT_ROOM_RATE,
+    InvalidRoomName,
+    Room,
+    RoomCreation,
+    normalize_room,
+    room_key,
+)
 from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
 
@@ -52,6 +63,11 @@ SHUTDOWN_NOTICE = "Server is shutting down. Goodbye."
 # people one by one costs N^2/2 notices: 19,000 people would mean 180 million lines, and in
 # a room that size nobody reads them anyway.
 DEFAULT_ANNOUNCE_LIMIT = 500
+
+def _presence_rate(connect_rate: float) -> tuple[float, float]:
+    """(rate, burst) of one address's join and leave notices, from --connect-rate."""
+    return connect_rate / 10, connect_rate
+
 
 class EventFormatter(Protocol):
     """Renders events as the bytes of one wire format."""
@@ -91,7 +107,7 @@ class User:
     """Someone connected to this process."""
 
     __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
-                 "peer", "reply_to", "rooms", "timestamps")
+                 "peer", "quiet", "reply_to", "rooms", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
@@ -108,6 +124,8 @@ class User:
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
+        # Comes and goes unannounced: their address connected faster than its notice rate.
+        self.quiet = False
 
     @property
     def room(self) -> Room:
@@ -127,7 +145,9 @@ class ChatService(service.Service):
     """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
-    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic"})
+    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic",
+                                    "max-rooms", "room-expiry", "room-rate", "ipv6-prefix",
+                                    "connect-rate"})
 
     def __init__(
         self,
@@ -142,8 +162,24 @@ class ChatService(service.Service):
         motd: Sequence[str] = (),
         announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
         topic: str | None = None,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        room_expiry: float = DEFAULT_ROOM_EXPIRY,
+        room_rate: float = DEFAULT_ROOM_RATE,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        client_log: RateLimitedLog | None = None,
+        connect_rate: float = DEFAULT_CONNECT_RATE,
     ) -> None:
         self.setName("chat")
+        # Connects and leaves (with the leaver's reason) are lines a client controls.
+        self.client_log = client_log if client_log is not None else RateLimitedLog(reactor)
+        self.max_rooms = max_rooms  # 0: no limit
+        self.room_expiry = room_expiry  # 0: empty rooms with a topic never expire
+        self.room_creation = RoomCreation(room_rate, ipv6_prefix)
+        self._expiry_sweep: task.LoopingCall | None = None
+        self.ipv6_prefix = ipv6_prefix
+        # Join and leave notices of one address: a tenth of --connect-rate a second, in
+        # bursts of --connect-rate; connections past that come and go unannounced.
+        self.presence = AddressRates(*_presence_rate(connect_rate))
         self.announce_limit = announce_limit
         self.configured_topic = topic  # the default room's, from --topic; None: leave it be
         self.reactor = reactor
@@ -173,16 +209,26 @@ class ChatService(service.Service):
         self.announce_limit = options["announce-limit"]
         self.motd = list(options["motd-lines"])
         self.configured_topic = options["topic"]
+        self.max_rooms = options["max-rooms"]
+        self.room_expiry = options["room-expiry"]
+        self.room_creation.per_minute = options["room-rate"]
+        self.room_creation.ipv6_prefix = self.ipv6_prefix = options["ipv6-prefix"]
+        self.presence.configure(*_presence_rate(options["connect-rate"]))
         self._apply_configured_topic()
+        self._start_expiry_sweep()
 
     def startService(self) -> None:
         """Brings back the saved rooms, topics and history before anyone connects."""
         super().startService()
+        now = self.reactor.seconds()
         for saved in self.store.open():
             room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
                         saved.topic_at, saved.history, persisted=True)
+            # Nobody is in it: it has been empty since its last activity, as far as we know.
+            room.empty_since = room.last_activity() or now
             self.rooms[room.key] = room
         self._apply_configured_topic()
+        self._start_expiry_sweep()
 
     def _apply_configured_topic(self) -> None:
         """Gives the default room the --topic topic, unless it already has it."""
@@ -218,6 +264,7 @@ class ChatService(service.Service):
                 user.rooms[room.key] = room
             else:
                 room.remote_members[nick_key(event.nick)] = event.nick
+            room.empty_since = None
         elif isinstance(event, Left):
             left = self.rooms.get(room_key(event.room))
             if left is None:
@@ -228,8 +275,11 @@ class ChatService(service.Service):
                 user.rooms.pop(left.key, None)
             else:
                 left.remote_members.pop(nick_key(event.nick), None)
-            if not left.worth_keeping and left.name != self.default_room:
-                del self.rooms[left.key]
+            if left.empty:
+                left.empty_since = self.reactor.seconds()
+                # Not while stopping: everyone leaves then, and the rooms stay for the restart.
+                if not left.worth_keeping and not self._shutting_down:
+                    self._forget_room(left)
         elif isinstance(event, Renamed):
             user = self.users.get(nick_key(event.old)) if event.origin == self.origin else None
             if user is not None:
@@ -274,10 +324,13 @@ class ChatService(service.Service):
             check(peer)
         nick = self._next_guest_nick() if nick is None else self._valid_free_nick(nick, None)
         user = User(client, nick, peer)
+        if user.host is not None:
+            key = count_key(user.host, self.ipv6_prefix)
+            user.quiet = not self.presence.take(key, self.reactor.seconds())
         self.users[user.key] = user
         self.look_alikes[nick_skeleton(nick)] = user
-        self.log.info("{nick} connected from {peer}", event="user.connected", nick=nick,
-                      peer=peer)
+        self.client_log.emit(peer, "{nick} connected from {peer}", event="user.connected",
+                             nick=nick)
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -290,10 +343,10 @@ class ChatService(service.Service):
         """Forgets a connection that has closed, for whatever reason, and says so."""
         if self.users.get(user.key) is not user:
             return
-        self.log.info("{nick} ({peer}) left: {reason}", event="user.left", nick=user.nick,
-                      peer=user.peer, reason=reason)
+        self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", event="user.left",
+                             nick=user.nick, reason=reason)
         for room in list(user.rooms.values()):
-            left = Left(room.name, user.nick, reason, origin=self.origin)
+            left = Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet)
             if self._shutting_down:
                 # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
                 self._apply(left)
@@ -321,6 +374,58 @@ class ChatService(service.Service):
             room = self.rooms[room_key(name)] = Room(name, self.history_size)
         return room
 
+    def _forget_room(self, room: Room) -> None:
+        """Forgets ``room`` and its history, here and in the store (not the default room)."""
+        if room.name == self.default_room or self.rooms.get(room.key) is not room:
+            return
+        del self.rooms[room.key]
+        if room.persisted:
+            self.store.forget_room(room.name)
+
+    def _may_create_room(self, user: User, name: str) -> None:
+        """Raises ChatError unless ``user`` may make the new room ``name``: their address's
+        room creation rate, then --max-rooms; at the limit, the room that has been empty
+        longest is forgotten to make way, and only a server whose rooms all have someone
+        in them refuses."""
+        if room_key(name) == room_key(self.default_room):
+            return
+        if not self.room_creation.allow(user.host, self.reactor.seconds()):
+            raise ChatError(
+                f"cannot create {name}: your address may create "
+                f"{self.room_creation.per_minute:g} rooms a minute; join an existing room "
+                "or try again later"
+            )
+        if not self.max_rooms or len(self.rooms) < self.max_rooms:
+            return
+        empty = [r for r in self.rooms.values()
+                 if r.empty_since is not None and r.name != self.default_room]
+        if not empty:
+            raise ChatError(
+                f"cannot create {name}: the server has its limit of {self.max_rooms} rooms "
+                "and someone is in each; join an existing room (/rooms)"
+            )
+        self._forget_room(min(empty, key=lambda r: r.empty_since or 0.0))
+
+    def _start_expiry_sweep(self) -> None:
+        """Checks for expired rooms every tenth of --room-expiry (at most hourly)."""
+        if self._expiry_sweep is not None and self._expiry_sweep.running:
+            self._expiry_sweep.stop()
+        self._expiry_sweep = None
+        if not self.room_expiry or not self.running:
+            return
+        self._expiry_sweep = task.LoopingCall(self.expire_rooms)
+        self._expiry_sweep.clock = self.reactor
+        self._expiry_sweep.start(min(self.room_expiry / 10, 3600.0), now=True)
+
+    def expire_rooms(self) -> None:
+        """Forgets, with their history, rooms empty for longer than --room-expiry."""
+        if not self.room_expiry:
+            return
+        deadline = self.reactor.seconds() - self.room_expiry
+        for room in list(self.rooms.values()):
+            if room.empty_since is not None and room.empty_since <= deadline:
+                self._forget_room(room)
+
     def _room_name(self, requested: str) -> str:
         """The name of the room ``requested`` means, as an existing room spells it."""
         try:
@@ -343,7 +448,9 @@ class ChatService(service.Service):
         name = self._room_name(requested)
         if room_key(name) in user.rooms:
             raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
-        self.publish(Joined(name, user.nick, origin=self.origin))
+        if room_key(name) not in self.rooms:
+            self._may_create_room(user, name)
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
         return user.rooms[room_key(name)]
 
     def part(self, user: User, requested: str, reason: str) -> None:
@@ -351,16 +458,20 @@ class ChatService(service.Service):
         room = user.rooms.get(room_key(self._room_name(requested)))
         if room is None:
             raise ChatError(f"you are not in {requested}")
-        self.publish(Left(room.name, user.nick, reason, origin=self.origin))
+        self.publish(Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet))
 
     def move(self, user: User, requested: str) -> Room:
         """Moves ``user`` out of every room into another: the line front-end's /join."""
         name = self._room_name(requested)
         if room_key(name) in user.rooms:
             raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
+        if room_key(name) not in self.rooms:
+            self._may_create_room(user, name)  # before leaving: a refusal leaves them be
         for old in list(user.rooms.values()):
-            self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin))
-        return self.join(user, name)
+            self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin,
+                              quiet=user.quiet))
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
+        return user.rooms[room_key(name)]
 
     def rooms_by_name(self) -> list[Room]:
         return sorted(self.rooms.values(), key=lambda r: r.key)
@@ -510,7 +621,7 @@ class ChatService(service.Service):
                 self._send(event, (target,))
         elif isinstance(event, Joined | Left):
             room = self.rooms.get(room_key(event.room))
-            if room is None:
+            if room is None or event.quiet:
                 return
             # The room's size with the mover in it (a leaver has already left the set), so
             # a join and its leave are either both announced or both not.
@@ -579,6 +690,9 @@ class ChatService(service.Service):
         writes what the store has queued."""
         super().stopService()
         self._shutting_down = True
+        if self._expiry_sweep is not None and self._expiry_sweep.running:
+            self._expiry_sweep.stop()
+        self.client_log.stop()
         if not self.users:
             return self.store.close()
         self.publish(Announcement(SHUTDOWN_NOTICE, self.origin))

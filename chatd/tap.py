@@ -30,7 +30,7 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
-from chatd.limits import DEFAULT_MAX_PER_IP, default_max_clients
+from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.logs import StartupLine
 from chatd.moderator import Moderator
@@ -39,7 +39,13 @@ from chatd.policy import DEFAULT_MAX_LINE, Policy
 from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
 from chatd.reloading import Reconfigurable, Reloader, ReloadOnHangup
-from chatd.rooms import InvalidRoomName, normalize_room
+from chatd.rooms import (
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_EXPIRY,
+    DEFAULT_ROOM_RATE,
+    InvalidRoomName,
+    normalize_room,
+)
 from chatd.service import (
     DEFAULT_ANNOUNCE_LIMIT,
     DEFAULT_HISTORY,
@@ -171,6 +177,9 @@ class Options(usage.Options):
         ["ipv6-prefix", None, DEFAULT_IPV6_PREFIX,
          "IPv6 peers count against --max-per-ip by this many leading bits (128: by address).",
          ipv6_prefix],
+        ["connect-rate", None, DEFAULT_CONNECT_RATE,
+         "New connections a second from one address, in bursts of up to twice that, for "
+         "chat and for TCP echo each; more are refused (0: no limit).", non_negative_float],
         ["send-buffer", None, DEFAULT_SEND_BUFFER,
          "Bytes of unsent output a chat client may pile up (0: no limit).", non_negative_int],
         ["send-grace", None, DEFAULT_SEND_GRACE,
@@ -193,6 +202,15 @@ class Options(usage.Options):
         ["announce-limit", None, DEFAULT_ANNOUNCE_LIMIT,
          "Rooms with more members than this get no join and leave notices (0: always).",
          non_negative_int],
+        ["max-rooms", None, DEFAULT_MAX_ROOMS,
+         "Rooms kept at most; at the limit a new room replaces the one empty longest, and "
+         "is refused if none is empty (0: no limit).", non_negative_int],
+        ["room-expiry", None, DEFAULT_ROOM_EXPIRY,
+         "Seconds a room may stay empty before it is forgotten with its history "
+         "(0: never; rooms without a topic go when their last member leaves).",
+         non_negative_float],
+        ["room-rate", None, DEFAULT_ROOM_RATE,
+         "Rooms one address may create a minute (0: no limit).", non_negative_float],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
@@ -338,6 +356,8 @@ def makeService(options: Options) -> service.MultiService:
     top = service.MultiService()
     StartupLine().setServiceParent(top)
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
+    # Every log line a client can cause goes through this one rate limit.
+    client_log = RateLimitedLog(reactor, ipv6_prefix=options["ipv6-prefix"])
     chat = ChatService(
         reactor,
         server_name=options["server-name"],
@@ -348,11 +368,18 @@ def makeService(options: Options) -> service.MultiService:
         motd=options["motd-lines"],
         announce_limit=options["announce-limit"],
         topic=options["topic"],
+        max_rooms=options["max-rooms"],
+        room_expiry=options["room-expiry"],
+        room_rate=options["room-rate"],
+        ipv6_prefix=options["ipv6-prefix"],
+        client_log=client_log,
+        connect_rate=options["connect-rate"],
     )
     chat.setServiceParent(top)
 
-    rejections = RateLimitedLog(reactor)
+    rejections = client_log
     policy = Policy(options)  # every edge limit; a SIGHUP changes them here only
+    policy.subscribe(lambda: setattr(client_log, "ipv6_prefix", policy.chat.ipv6_prefix))
     authenticator = OperatorAuthenticator(
         reactor, options["operators"],
         run=lambda check: threads.deferToThreadPool(

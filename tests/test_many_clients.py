@@ -63,7 +63,7 @@ def test_2000_clients_one_broadcast_and_a_quick_goodbye(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [str(twistd), "--pidfile=", "-n", "chatd", "--no-echo",
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=2048",
-         "--max-clients", "0", "--max-per-ip", "0"],
+         "--max-clients", "0", "--max-per-ip", "0", "--connect-rate", "0"],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
     )
     socks: list[socket.socket] = []

@@ -229,6 +229,7 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     chat.startService()
     alice = chat.connect(FakeClient(), "test")
     chat.move(alice, "#old")
+    chat.set_topic(alice, "kept")  # so #old outlives alice's leaving it
     chat.say(alice, "before the disk filled")
     yield store.flush()
     before = rows(path, "SELECT name, topic FROM rooms"), rows(path, "SELECT text FROM history")
@@ -238,8 +239,9 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     chat.say(alice, "first")  # ... whose row fails to commit with this line
     yield store.flush()
     chat.say(alice, "second")  # the service counts #new as saved: only the line is queued
-    chat.move(alice, "#old")
-    chat.set_topic(alice, "set meanwhile")  # unrelated rows must not go down with it
+    chat.join(alice, "#old")  # staying in #new too: an empty room without a topic is forgotten
+    chat.set_topic(alice, "set meanwhile", chat.find_room("#old"))  # unrelated rows must
+    # not go down with it
     store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
     yield store.flush()
     assert disk.attempts - disk.commits == 2
