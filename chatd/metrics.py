@@ -104,8 +104,9 @@ class ChatCollector(Collector):
     def _refusals(self) -> Iterator[Metric]:
         stats = self.stats
         counts: dict[str, int] = dict.fromkeys(("full", "per-address"), 0)
-        for frontend in stats.frontends.values():
-            for reason, count in frontend.limits.refused.items():
+        # Front-ends may share one ConnectionLimits (line and IRC): count each once.
+        for limits in {id(f.limits): f.limits for f in stats.frontends.values()}.values():
+            for reason, count in limits.refused.items():
                 counts[reason] = counts.get(reason, 0) + count
         for reason in REFUSAL_REASONS.values():
             counts.setdefault(reason, 0)

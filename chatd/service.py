@@ -106,8 +106,8 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
-                 "peer", "quiet", "reply_to", "rooms", "timestamps")
+    __slots__ = ("__weakref__", "active_at", "away", "client", "host", "ignoring", "key", "nick",
+                 "operator", "peer", "quiet", "reply_to", "rooms", "signon", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
@@ -124,6 +124,8 @@ class User:
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
+        # When they registered and when they last said something (IRC's WHOIS shows both).
+        self.signon = self.active_at = 0.0
         # Comes and goes unannounced: their address connected faster than its notice rate.
         self.quiet = False
 
@@ -322,8 +324,9 @@ class ChatService(service.Service):
         """
         for check in self.admission_checks:
             check(peer)
-        nick = self._next_guest_nick() if nick is None else self._valid_free_nick(nick, None)
+        nick = self._next_guest_nick() if nick is None else self.valid_free_nick(nick, None)
         user = User(client, nick, peer)
+        user.signon = user.active_at = self.reactor.seconds()
         if user.host is not None:
             key = count_key(user.host, self.ipv6_prefix)
             user.quiet = not self.presence.take(key, self.reactor.seconds())
@@ -346,7 +349,8 @@ class ChatService(service.Service):
         self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", event="user.left",
                              nick=user.nick, reason=reason)
         for room in list(user.rooms.values()):
-            left = Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet)
+            left = Left(room.name, user.nick, reason, quit=True, origin=self.origin,
+                        quiet=user.quiet)
             if self._shutting_down:
                 # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
                 self._apply(left)
@@ -553,8 +557,11 @@ class ChatService(service.Service):
     def _may_speak(self, user: User) -> None:
         for check in self.speech_checks:
             check(user)
+        user.active_at = self.reactor.seconds()
 
-    def _valid_free_nick(self, requested: str, user: User | None) -> str:
+    def valid_free_nick(self, requested: str, user: User | None) -> str:
+        """The nickname ``requested`` means, if ``user`` (None: a newcomer) may take it;
+        otherwise ChatError saying why. IRC asks before it registers (432 and 433)."""
         try:
             new = normalize_nick(requested)
         except InvalidNickname as e:
@@ -569,7 +576,7 @@ class ChatService(service.Service):
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""
-        new = self._valid_free_nick(requested, user)
+        new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
         self.publish(Renamed(user.nick, new, self.origin))

@@ -158,8 +158,12 @@ class ServerStats(service.Service):
         return super().stopService()
 
     def connections(self) -> dict[str, int]:
-        """Live connections by front-end, as its connection limits count them."""
-        return {name: frontend.limits.total for name, frontend in self.frontends.items()}
+        """Live connections by front-end: its clients, or (echo) what its limits count.
+        The line and IRC front-ends share their limits, so those count both."""
+        return {
+            name: len(frontend.clients) if hasattr(frontend, "clients") else frontend.limits.total
+            for name, frontend in self.frontends.items()
+        }
 
     def snapshot(self) -> Snapshot:
         backlog = self.chat.store.backlog()

@@ -30,6 +30,7 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
+from chatd.irc.factory import IRCFactory
 from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.logs import StartupLine
@@ -142,7 +143,7 @@ ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-define
 
 class Options(usage.Options):
     synopsis = (
-        "[--listen ENDPOINT]... [--echo ENDPOINT]... "
+        "[--listen ENDPOINT]... [--irc ENDPOINT]... [--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
         "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
@@ -230,11 +231,13 @@ class Options(usage.Options):
             if isinstance(handler, usage.CoerceParameter):
                 self._dispatch[name] = NamedParameter(self, handler.coerce)
         self["listen"] = []
+        self["irc"] = []
         self["echo"] = []
         self["echo-udp"] = []
         self["operators"] = {}  # only the configuration file can set these
         self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self.irc_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
         self.metrics_endpoint: IStreamServerEndpoint | None = None
@@ -243,6 +246,10 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
         self["listen"].append(description)
+
+    def opt_irc(self, description: str) -> None:
+        """IRC client endpoint (irssi, WeeChat, HexChat); repeatable [default: none]"""
+        self["irc"].append(description)
 
     def opt_echo(self, description: str) -> None:
         """TCP echo endpoint; repeatable [default: tcp:7007]"""
@@ -291,6 +298,7 @@ class Options(usage.Options):
             self["echo"] = self["echo"] or [DEFAULT_ECHO]
             self["echo-udp"] = self["echo-udp"] or [DEFAULT_ECHO_UDP]
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
+        self.irc_endpoints = [(d, _stream_endpoint("--irc", d)) for d in self["irc"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
         if self["metrics"] != METRICS_OFF:
@@ -419,6 +427,15 @@ def makeService(options: Options) -> service.MultiService:
         stats.echo_udp.append(echo_udp)
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
+
+    if options.irc_endpoints:
+        # The same service, commands, limits and per-address counts as line users.
+        irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
+                                 limits=chat_factory.limits)
+        policy.subscribe(irc_factory.policy_changed)
+        stats.frontends["irc"] = irc_factory
+        for description, endpoint in options.irc_endpoints:
+            _listener(description, endpoint, irc_factory).setServiceParent(top)
 
     if options.metrics_endpoint is not None:
         from chatd.metrics import MetricsService  # prometheus_client only when asked for

@@ -274,3 +274,27 @@ def test_counters_match_what_the_test_did(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_irc_connections_and_bytes_are_counted_apart(tmp_path: Path) -> None:
+    chat_port, irc_port, metrics_port = free_port(), free_port(), free_port()
+    process = subprocess.Popen(
+        [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "none",
+         "--listen", f"tcp:{chat_port}:interface=127.0.0.1",
+         "--irc", f"tcp:{irc_port}:interface=127.0.0.1",
+         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        line = Reader(chat_port)
+        line.until(b"commands.")
+        irc = Reader(irc_port)
+        sent = irc.send(b"NICK ircy\r\nUSER ircy 0 * :Irc User\r\n")
+        irc.until(b" 001 ")
+        found = wait_for_sample(metrics_port, 'chatd_connections{frontend="irc"}', 1)
+        assert found['chatd_connections{frontend="line"}'] == 1
+        assert found['chatd_bytes_received_total{frontend="irc"}'] == sent
+        assert found['chatd_bytes_received_total{frontend="line"}'] == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
