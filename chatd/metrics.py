@@ -50,7 +50,8 @@ REFUSAL_REASONS = {
     "disconnected for bad input": "bad input",
     "echo connection cut off: total echo backlog reached": "echo backlog",
 }
-_COUNTED_BY_LIMITS = frozenset({"connection refused", "echo connection refused"})
+# Counted elsewhere: by the connection limits, and as chatd_oper_failures_total.
+_COUNTED_ELSEWHERE = frozenset({"connection refused", "echo connection refused", "failed /oper"})
 UDP_DROP_PREFIX = "udp echo: "
 
 
@@ -112,7 +113,7 @@ class ChatCollector(Collector):
             counts.setdefault(reason, 0)
         kinds = stats.rejections.counts if stats.rejections is not None else {}
         for kind, count in kinds.items():
-            if kind in _COUNTED_BY_LIMITS or kind.startswith(UDP_DROP_PREFIX):
+            if kind in _COUNTED_ELSEWHERE or kind.startswith(UDP_DROP_PREFIX):
                 continue
             reason = REFUSAL_REASONS.get(kind, kind)
             counts[reason] = counts.get(reason, 0) + count

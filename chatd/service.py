@@ -202,9 +202,12 @@ class ChatService(service.Service):
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
-        # Policies (bans, mutes) plug in here; each check raises ChatError to refuse.
-        self.admission_checks: list[Callable[[str], None]] = []  # given the peer
-        self.speech_checks: list[Callable[[User], None]] = []
+        # Policies (bans, mutes, kicks: chatd.moderation) plug in here.
+        self.admission_checks: list[Callable[[str], None]] = []  # given the peer; may raise
+        # Given a user, why they may not speak ("you are muted"), or None.
+        self.speech_checks: list[Callable[[User], str | None]] = []
+        # Given the address (None: not IP) and a nick_key about to be taken; may raise.
+        self.nick_checks: list[Callable[[str | None, str], None]] = []
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.server_name = options["server-name"]
@@ -324,7 +327,11 @@ class ChatService(service.Service):
         """
         for check in self.admission_checks:
             check(peer)
-        nick = self._next_guest_nick() if nick is None else self.valid_free_nick(nick, None)
+        if nick is None:
+            nick = self._next_guest_nick()
+        else:
+            nick = self.valid_free_nick(nick, None)
+            self._nick_allowed(peer_host(peer), nick)
         user = User(client, nick, peer)
         user.signon = user.active_at = self.reactor.seconds()
         if user.host is not None:
@@ -344,7 +351,7 @@ class ChatService(service.Service):
 
     def disconnect(self, user: User, reason: str) -> None:
         """Forgets a connection that has closed, for whatever reason, and says so."""
-        if self.users.get(user.key) is not user:
+        if not self.is_connected(user):
             return
         self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", event="user.left",
                              nick=user.nick, reason=reason)
@@ -462,6 +469,7 @@ class ChatService(service.Service):
         room = user.rooms.get(room_key(self._room_name(requested)))
         if room is None:
             raise ChatError(f"you are not in {requested}")
+        reason = self.shown_reason(user, reason, "")
         self.publish(Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet))
 
     def move(self, user: User, requested: str) -> Room:
@@ -482,6 +490,7 @@ class ChatService(service.Service):
 
     def set_topic(self, user: User, topic: str, room: Room | None = None) -> None:
         """Sets the topic of ``room`` (one of the user's; by default their current one)."""
+        self._may_speak(user, "the topic was not changed")
         self._set_room_topic(self._member_room(user, room), topic, user.nick)
 
     def _set_room_topic(self, room: Room, topic: str, by: str) -> None:
@@ -539,7 +548,7 @@ class ChatService(service.Service):
         target = user.reply_to
         if target is None:
             raise ChatError("nobody has sent you a private message yet")
-        if self.users.get(target.key) is not target:
+        if not self.is_connected(target):
             raise ChatError(f"{target.nick} is no longer connected")
         self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
@@ -554,10 +563,28 @@ class ChatService(service.Service):
 
     # --- Personal settings -----------------------------------------------------------------
 
-    def _may_speak(self, user: User) -> None:
-        for check in self.speech_checks:
-            check(user)
+    def _may_speak(self, user: User, otherwise: str = "your line was not sent") -> None:
+        """Raises ChatError (``why; otherwise``) when a speech check silences ``user``."""
+        why = self._silenced(user)
+        if why is not None:
+            raise ChatError(f"{why}; {otherwise}")
         user.active_at = self.reactor.seconds()
+
+    def _silenced(self, user: User) -> str | None:
+        for check in self.speech_checks:
+            why = check(user)
+            if why is not None:
+                return why
+        return None
+
+    def shown_reason(self, user: User, reason: str, instead: str = "quit") -> str:
+        """The reason others see when ``user`` quits or parts: a silenced user's own words
+        are not shown (``instead`` is). Front-ends pass the user's reason through this."""
+        return instead if self._silenced(user) is not None else reason
+
+    def _nick_allowed(self, host: str | None, nick: str) -> None:
+        for check in self.nick_checks:
+            check(host, nick_key(nick))
 
     def valid_free_nick(self, requested: str, user: User | None) -> str:
         """The nickname ``requested`` means, if ``user`` (None: a newcomer) may take it;
@@ -576,9 +603,19 @@ class ChatService(service.Service):
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""
+        self._may_speak(user, "your nickname was not changed")
         new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
+        self._nick_allowed(user.host, new)
+        self.publish(Renamed(user.nick, new, self.origin))
+        return new
+
+    def force_rename(self, user: User, requested: str) -> str:
+        """An operator's /rename: no speech or nick check, only a valid, free nickname."""
+        new = self.valid_free_nick(requested, user)
+        if new == user.nick:
+            raise ChatError(f'{user.nick} is already "{new}"')
         self.publish(Renamed(user.nick, new, self.origin))
         return new
 
@@ -586,8 +623,11 @@ class ChatService(service.Service):
         """The time to prefix a line to ``user`` with, or None if they did not ask for it."""
         return self.reactor.seconds() if user is not None and user.timestamps else None
 
-    def set_away(self, user: User, reason: str) -> None:
-        user.away = reason
+    def set_away(self, user: User, reason: str = "") -> None:
+        """Marks ``user`` away; others see ``reason`` (by default "away") when they write."""
+        if reason:
+            self._may_speak(user, "your away text was not set (/away alone still works)")
+        user.away = reason or "away"
 
     def set_back(self, user: User) -> None:
         if user.away is None:
@@ -610,6 +650,37 @@ class ChatService(service.Service):
 
     def ignored(self, user: User) -> list[User]:
         return sorted(user.ignoring, key=lambda u: u.key)
+
+    # --- What operators do to users (chatd.moderation decides, these act) ----------------
+
+    def find_user(self, nick: str) -> User:
+        """The user connected here as ``nick``, or ChatError."""
+        try:
+            target = self.users.get(nick_key(normalize_nick(nick)))
+        except InvalidNickname:
+            target = None
+        if target is None:
+            raise ChatError(f'no one called "{nick}" is here')
+        return target
+
+    def is_connected(self, user: User) -> bool:
+        """Whether ``user`` is still connected (an answer that took a while may be late)."""
+        return self.users.get(user.key) is user
+
+    def connected(self) -> list[User]:
+        """Everyone connected to this process."""
+        return list(self.users.values())
+
+    def notice(self, user: User, text: str) -> None:
+        """Tells one user ``text``, rendered by their front-end like any announcement."""
+        self._send(Announcement(text, self.origin), (user,))
+
+    def remove(self, user: User, why: str) -> None:
+        """Takes ``user`` off the chat: they are told "You have been WHY", their rooms see
+        them leave with WHY as the reason, and their connection closes."""
+        self.notice(user, f"You have been {why}")
+        self.disconnect(user, why)
+        user.client.disconnect()
 
     # --- Fan-out ---------------------------------------------------------------------------
 

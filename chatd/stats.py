@@ -20,7 +20,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from chatd.events import Acted, Event, PrivateMessage, Said
-from chatd.moderation import format_duration
+from chatd.moderation.rules import format_duration
 from chatd.ratelog import RateLimitedLog
 from chatd.version import VERSION
 

@@ -34,8 +34,8 @@ from chatd.irc.factory import IRCFactory
 from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.logs import StartupLine
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import DEFAULT_KICK_REJOIN_DELAY, Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.policy import DEFAULT_MAX_LINE, Policy
 from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
@@ -186,6 +186,9 @@ class Options(usage.Options):
         ["send-grace", None, DEFAULT_SEND_GRACE,
          "Seconds a client may stay over --send-buffer before it is cut off (0: none).",
          non_negative_float],
+        ["kick-rejoin-delay", None, DEFAULT_KICK_REJOIN_DELAY,
+         "Seconds a kicked nickname is refused from the address it was kicked from "
+         "(0: let it back at once).", non_negative_float],
         ["idle-timeout", None, 0.0,
          "Close chat connections silent this long (0: never).", non_negative_float],
         ["echo-udp-rate", None, DEFAULT_UDP_RATE,
@@ -393,8 +396,10 @@ def makeService(options: Options) -> service.MultiService:
         run=lambda check: threads.deferToThreadPool(
             cast(Any, reactor), cast(Any, reactor).getThreadPool(), check
         ),
+        rejections=rejections,
     )
-    moderator = Moderator(chat, reactor, authenticator)
+    moderator = Moderator(chat, reactor, authenticator, options["kick-rejoin-delay"],
+                          options["ipv6-prefix"])
     moderator.setServiceParent(top)
     # The one command table, handed to every front-end that runs /commands.
     commands = build_command_table(chat, moderator)
@@ -443,7 +448,7 @@ def makeService(options: Options) -> service.MultiService:
         MetricsService(options["metrics"], options.metrics_endpoint, stats, reactor
                        ).setServiceParent(top)
 
-    reloadable: list[Reconfigurable] = [chat, policy, authenticator]
+    reloadable: list[Reconfigurable] = [chat, policy, authenticator, moderator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
                    ).setServiceParent(top)
     return top

@@ -12,8 +12,8 @@ from twisted.internet.testing import StringTransport
 from chatd.irc.factory import IRCFactory
 from chatd.irc.message import MAX_LINE
 from chatd.irc.protocol import IRCProtocol
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
@@ -533,6 +533,44 @@ def test_a_muted_irc_user_is_told_and_nobody_hears(chat: MemoryIRC) -> None:
     lines = take_lines(alice_t)
     assert len(lines) == 1 and lines[0].startswith(":chatd 404 alice #lobby :you are muted")
     assert take_lines(op_t) == []
+
+
+def test_a_muted_irc_user_changes_no_nick_or_away_text_and_quits_without_reason(
+    chat: MemoryIRC,
+) -> None:
+    op, op_t = chat.line_user("op")
+    alice, alice_t = chat.irc_user("alice")
+    send(alice, "JOIN #lobby")
+    send(op, f"/oper root {PASSWORD}", "/mute alice")
+    take_lines(alice_t), take_lines(op_t)
+    send(alice, "NICK evil_example", "AWAY :visit evil.example", "TOPIC #lobby :evil")
+    lines = take_lines(alice_t)
+    assert lines[:2] == [
+        ":chatd NOTICE alice :you are muted; your nickname was not changed",
+        ":chatd NOTICE alice :you are muted; your away text was not set "
+        "(/away alone still works)",
+    ]
+    assert "the topic was not changed" in lines[2]
+    assert take_lines(op_t) == []
+    send(alice, "QUIT :visit evil.example")
+    alice.connectionLost(None)  # type: ignore[arg-type]
+    assert take_lines(op_t) == ["*** alice has left #lobby (Client Quit)"]
+
+
+def test_a_kicked_nick_cannot_register_again_from_that_address(chat: MemoryIRC) -> None:
+    op, _ = chat.line_user("op")
+    alice, _ = chat.irc_user("alice")
+    send(op, f"/oper root {PASSWORD}", "/kick alice")
+    alice.connectionLost(None)  # type: ignore[arg-type]
+    again, again_t = chat.irc_connect()  # the same address, 127.0.0.1
+    send(again, "NICK alice", "USER alice 0 * :Alice")
+    lines = take_lines(again_t)
+    assert lines[-1].startswith("ERROR :Closing Link: 127.0.0.1 (you were kicked from this "
+                                "server; you may reconnect in 30 seconds")
+    assert again.user is None
+    bob, bob_t = chat.irc_user("bob")  # another nick from there is let in
+    send(bob, "NICK alice")
+    assert take_lines(bob_t)[-1].startswith("ERROR :Closing Link: 127.0.0.1 (you were kicked")
 
 
 def test_a_reload_reaches_live_irc_connections(chat: MemoryIRC) -> None:

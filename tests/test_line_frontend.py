@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.protocols.basic import LineReceiver
 
 from chatd.framing import LineInput
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
@@ -63,7 +63,7 @@ def test_oper_then_bans_in_one_write_answer_in_order() -> None:
     a.dataReceived(b"/oper root pw\n/bans\n")
     assert take_lines(ta) == []
     chat.clock.advance(0.05)
-    assert take_lines(ta) == ["*** You are now an operator (root).", "*** Bans (0):"]
+    assert take_lines(ta) == ["*** You are now an operator (root).", "*** No bans are in force."]
 
 
 class RepliesAfterEachLine:

