@@ -27,8 +27,8 @@ run: $(VENV)/.installed-run
 test: lint pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check chatd tests twisted chatd.tac
-	$(BIN)/mypy chatd
+	$(BIN)/ruff check chatd tests twisted chatd.tac bench
+	$(BIN)/mypy chatd bench
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
@@ -39,11 +39,25 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+# The native load generator (issue 16): Go from bench/gen, built into git-ignored bench/bin.
+GO ?= go
+BENCHGEN := bench/bin/benchgen
+$(BENCHGEN): $(wildcard bench/gen/*.go) bench/gen/go.mod
+	@command -v $(GO) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bench: installing golang-go (Go) for the native load generator"; \
+	    apt-get install -y golang-go || { apt-get update && apt-get install -y golang-go; }; \
+	  else \
+	    echo "bench: the native load generator needs Go: apt-get install golang-go" >&2; \
+	    exit 1; \
+	  fi; }
+	cd bench/gen && $(GO) build -o ../bin/benchgen .
+
+bench: $(VENV)/.installed-bench $(BENCHGEN)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-peers:
 	apt-get update && apt-get install -y ngircd inspircd xinetd
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache bench/bin
