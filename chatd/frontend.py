@@ -64,7 +64,7 @@ class FrontEndFactory(protocol.ServerFactory):
         self.limits = limits if limits is not None else self.policy.connection_limits(
             self.clock)
         self.clients: set[Any] = set()  # connected, admitted, not yet lost
-        self.traffic = Traffic()  # bytes and deliveries, for /stats and the metrics
+        self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
 
@@ -99,7 +99,6 @@ class FrontEndFactory(protocol.ServerFactory):
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
         """The same bytes to each of ``clients`` (this front-end's, picked by the service)."""
-        self.traffic.deliveries += len(clients)  # once per broadcast, not per recipient
         for client in clients:
             client.edge.write(data)
 

@@ -76,10 +76,8 @@ class ChatCollector(Collector):
         yield CounterMetricFamily("chatd_messages", "Chat lines, actions and private messages "
                                   "accepted.", value=stats.messages())
         chat_frontends = {n: f for n, f in stats.frontends.items() if n != ECHO_TCP}
-        yield CounterMetricFamily(
-            "chatd_deliveries", "Messages and notices handed to a recipient.",
-            value=sum(f.traffic.deliveries for f in chat_frontends.values()),
-        )
+        yield CounterMetricFamily("chatd_deliveries", "Chat events (lines, notices) handed to "
+                                  "a recipient.", value=chat.deliveries)
         sent = CounterMetricFamily("chatd_bytes_sent", "Bytes sent to chat clients.",
                                    labels=["frontend"])
         received = CounterMetricFamily("chatd_bytes_received",

@@ -194,6 +194,7 @@ class ChatService(service.Service):
         self.server_name = server_name
         # Which events are ours when a bus hands them back (see chatd/events.py).
         self.origin = uuid.uuid4().hex
+        self.deliveries = 0  # events handed to a recipient (chatd_deliveries_total)
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
         self.bus.subscribe(self._received)
         # Chat lines held while a read is handled, to fan out as one block (chatd/fanout.py).
@@ -782,6 +783,9 @@ class ChatService(service.Service):
                 clients = plain.setdefault(frontend, [])
                 last = frontend
             clients.append(client)
+        # For the metrics: each event to each recipient, counted once per block.
+        self.deliveries += len(events) * (
+            sum(map(len, plain.values())) + sum(map(len, stamped.values())))
         for frontend, clients in plain.items():
             frontend.broadcast(_render(frontend.formatter, events, None), clients)
         if stamped:

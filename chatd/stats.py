@@ -32,14 +32,13 @@ SAMPLE_INTERVAL = 1.0
 class Traffic:
     """One front-end's counters; its protocols add to them."""
 
-    __slots__ = ("bytes_received", "bytes_sent", "deliveries")
+    __slots__ = ("bytes_received", "bytes_sent")
 
     def __init__(self) -> None:
         self.bytes_received = 0  # added once per read
         # Bytes sent on connections that have closed: each edge counts its own while it
         # lives (``Edge.handed``) and adds them here when it goes, so writing costs nothing.
         self.bytes_sent = 0
-        self.deliveries = 0  # a message handed to one recipient; added once per broadcast
 
 
 def bytes_sent(frontend: Any) -> int:
