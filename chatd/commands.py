@@ -23,10 +23,12 @@ from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.text import parse_whole_number
+from chatd.version import VERSION
 
 if TYPE_CHECKING:
     from chatd.moderation.moderator import Moderator
     from chatd.service import ChatService, User
+    from chatd.stats import ServerStats
 
 HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
 _PREFIX = len("*** ")
@@ -97,6 +99,7 @@ class CommandTable:
         self.service = service
         self.moderator = moderator
         self.commands: dict[str, Command] = {c.name: c for c in commands}
+        self.stats: ServerStats | None = None  # for /stats; makeService sets it
 
     def names(self) -> list[str]:
         """Every command name, in help order: what a client completes."""
@@ -165,7 +168,7 @@ def run_line(
 def greet(table: CommandTable, session: Session, user: User) -> None:
     """The greeting, then ``welcome``: what a one-room front-end's newcomer sees first."""
     session.notice(f"Welcome to {table.service.server_name}! You are {user.nick}. "
-                   "Type /help for a list of commands.")
+                   f"Type /help for a list of commands. (chatd {VERSION})")
     welcome(table, session)
 
 

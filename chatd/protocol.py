@@ -81,6 +81,7 @@ class ChatProtocol(OneRoomSession, LineReceiver):
         try:
             self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
+            factory.rejections.event("connection refused: banned", self.edge.peer)
             self.error(str(e))
             self.edge.close()
             return
@@ -107,6 +108,7 @@ class ChatProtocol(OneRoomSession, LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if data:
+            self.factory.traffic.bytes_received += len(data)
             self.edge.activity()
             held = self._held
             if not isinstance(held, deque):

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from chatd.policy import EdgePolicy
 from chatd.service import ChatService
+from chatd.version import VERSION
 from chatd.web.socket import ChatSocketFactory, ChatSocketProtocol, frame
 
 HOST = "chat.example:8080"
@@ -128,7 +129,8 @@ def test_the_own_origin_opens_with_the_greeting_then_who_and_where() -> None:
     assert page.status == b"HTTP/1.1 101 Switching Protocols"
     messages = page.take()
     assert messages[0] == {"type": "notice", "text": "Welcome to chatd! You are guest1. "
-                                                     "Type /help for a list of commands."}
+                                                     "Type /help for a list of commands. "
+                                                     f"(chatd {VERSION})"}
     assert messages[1:] == [
         {"type": "state", "nick": "guest1", "room": "#lobby", "server": "chatd"},
         {"type": "members", "room": "#lobby", "members": [{"nick": "guest1", "away": False}]},
