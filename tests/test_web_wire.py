@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from chatd.events import (
     Acted,
     Announcement,
+    AwayChanged,
     Event,
     Joined,
     Left,
@@ -51,6 +52,7 @@ EVERY_EVENT: list[tuple[Event, dict[str, Any]]] = [
     (Announcement("bye"), {"type": "announcement", "text": "bye"}),
     (RoomNotice("#dev", "bob was muted"), {"type": "room_notice", "room": "#dev",
                                            "text": "bob was muted"}),
+    (AwayChanged("bob", "lunch"), {"type": "away", "nick": "bob", "reason": "lunch"}),
 ]
 
 

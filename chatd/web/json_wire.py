@@ -15,6 +15,7 @@ from typing import Any
 from chatd.events import (
     Acted,
     Announcement,
+    AwayChanged,
     Event,
     Joined,
     Left,
@@ -55,6 +56,9 @@ def describe(event: Event) -> dict[str, Any]:
             return {"type": "announcement", "text": text}
         case RoomNotice(room=room, text=text):
             return {"type": "room_notice", "room": room, "text": text}
+        case AwayChanged(nick=nick, reason=reason):
+            # The service delivers it to nobody (it only changes state); shaped all the same.
+            return {"type": "away", "nick": nick, "reason": reason}
     raise TypeError(f"no JSON shape for {event!r}")
 
 
