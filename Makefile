@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint pytest clean bench bench-peers
+.PHONY: run test test-fast lint pytest clean bench bench-peers mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/twistd --pidfile= -n chatd
 
+# `make test`: lint and every test (docs/testing.md). `make test-fast`: lint and the tests
+# not marked slow, for the edit-test loop.
 test: lint pytest
+
+test-fast: lint $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check chatd tests twisted chatd.tac
@@ -42,5 +47,17 @@ bench: $(VENV)/.installed-bench
 bench-peers:
 	apt-get update && apt-get install -y ngircd inspircd xinetd
 
+# Mutation testing (docs/testing.md): mutmut puts one-line bugs into the modules listed in
+# pyproject.toml [tool.mutmut] and runs their tests against each; never part of `make test`.
+# Survivors are listed at the end; `mutmut show NAME` shows one.
+$(VENV)/.installed-mutate: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,mutate]'
+	touch $@
+
+mutate: $(VENV)/.installed-mutate
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(or $(MUTATE_JOBS),2) || true
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache
+	rm -rf $(VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache

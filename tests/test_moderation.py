@@ -13,12 +13,14 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from chatd import moderation
 from chatd.moderator import Moderator
 from chatd.operators import BASE_DELAY, FREE_FAILURES, LOGIN_FAILED, OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
+from chatd.service import ChatError
 from chatd.store import IChatStore, SQLiteStore
 from tests.support import MemoryChat, take_lines
 
@@ -183,10 +185,21 @@ def test_repeated_failures_from_an_address_are_slowed_down(chat: ModeratedChat) 
 
 def test_throttle_doubles_and_is_forgotten(chat: ModeratedChat) -> None:
     auth = chat.authenticator
+    delays = []
     for _ in range(FREE_FAILURES + 2):
-        d = auth.login("203.0.113.9", "root", "wrong")
-        chat.clock.advance(auth.delay_for("203.0.113.9"))
-        d.addErrback(lambda f: None)
+        delay = auth.delay_for("203.0.113.9")
+        delays.append(delay)
+        outcomes: list[Any] = []
+        auth.login("203.0.113.9", "root", "wrong").addBoth(outcomes.append)
+        if delay:
+            chat.clock.advance(delay - 0.01)
+            assert outcomes == []  # still held back
+        chat.clock.advance(0.01)
+        # Each attempt is answered once its delay is over, and it is a plain failed login.
+        [outcome] = outcomes
+        assert isinstance(outcome, Failure) and outcome.check(ChatError), outcome
+        assert str(outcome.value) == LOGIN_FAILED
+    assert delays == [0.0] * FREE_FAILURES + [BASE_DELAY, BASE_DELAY * 2]
     assert auth.delay_for("203.0.113.9") == BASE_DELAY * 4
     chat.clock.advance(16 * 60)
     assert auth.delay_for("203.0.113.9") == 0

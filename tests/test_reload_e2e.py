@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from chatd.passwd import hash_password
-from tests.support import connect, free_port, read_until
+from tests.support import Twistd, connect, read_until
 
 pytestmark = pytest.mark.slow
 CHEAP_HASH = hash_password("opsecret", n=2**4)
 
 
-def config_text(port: int, state: Path, name: str, max_line: int, operators: str = "",
+def config_text(state: Path, name: str, max_line: int, operators: str = "",
                 extra: str = "") -> str:
     return f"""
-listen = ["tcp:{port}:interface=127.0.0.1"]
+listen = ["tcp:0:interface=127.0.0.1"]
 no-echo = true
 server-name = "{name}"
 max-line = {max_line}
@@ -34,53 +32,50 @@ state = "{state}"
 """
 
 
-def wait_for_log(log: Path, needle: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        if needle in text:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} not in log:\n{log.read_text()}")
-
-
 class Daemon:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
+    """``twistd -n chatd --config FILE``: the file can be rewritten, then SIGHUP sent."""
+
+    def __init__(self, tmp_path: Path, twistd: Callable[..., Twistd]) -> None:
         self.state = tmp_path / "state.sqlite3"
         self.config = tmp_path / "chatd.toml"
-        self.log = tmp_path / "twistd.log"
-        self.tmp_path = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
+        self._twistd = twistd
+        self.running: Twistd | None = None
 
     def write(self, text: str) -> None:
         self.config.write_text(text)
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "twistd"), "--pidfile=", "-n", "chatd",
-                 "--config", str(self.config)],
-                cwd=self.tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            )
+        if self.running is None:
+            self.running = self._twistd("chatd", "--config", str(self.config))
+        else:
+            self.running.start()
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None
+        return self.running.port
+
+    def wait_for_log(self, needle: str) -> str:
+        assert self.running is not None
+        return self.running.wait_for_log(needle)
+
+    def log(self) -> str:
+        """Everything every run has logged."""
+        assert self.running is not None
+        return self.running.log.read_text()
 
     def hangup(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGHUP)
+        assert self.running is not None
+        self.running.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=15)
+        assert self.running is not None
+        self.running.stop()
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    running = Daemon(tmp_path)
-    yield running
-    running.stop()
-    if running.process is not None and running.process.poll() is None:
-        running.process.kill()
+def daemon(tmp_path: Path, twistd: Callable[..., Twistd]) -> Daemon:
+    return Daemon(tmp_path, twistd)
 
 
 def greeting_after_reload(port: int, expected: bytes) -> socket.socket:
@@ -98,18 +93,18 @@ def greeting_after_reload(port: int, expected: bytes) -> socket.socket:
 
 
 def test_sighup_reloads_while_clients_stay_connected(daemon: Daemon) -> None:
-    daemon.write(config_text(daemon.port, daemon.state, "before", 100))
+    daemon.write(config_text(daemon.state, "before", 100))
     daemon.start()
     alice = connect(daemon.port)
     assert b"Welcome to before!" in read_until(alice, b"commands.")
     bob = connect(daemon.port)
     read_until(bob, b"commands.")
 
-    daemon.write(config_text(daemon.port, daemon.state, "after", 50,
+    daemon.write(config_text(daemon.state, "after", 50,
                              f'root = "{CHEAP_HASH}"'))
     daemon.hangup()
     carol = greeting_after_reload(daemon.port, b"Welcome to after!")
-    log = wait_for_log(daemon.log, "max-line changed from 100 to 50")
+    log = daemon.wait_for_log("max-line changed from 100 to 50")
     assert "server-name changed from 'before' to 'after'" in log
     assert "operators changed" in log and CHEAP_HASH not in log
 
@@ -124,12 +119,12 @@ def test_sighup_reloads_while_clients_stay_connected(daemon: Daemon) -> None:
     # A broken file: the old configuration stays, the log says why.
     daemon.write("max-line = oops\n")
     daemon.hangup()
-    wait_for_log(daemon.log, "Configuration not reloaded")
+    daemon.wait_for_log("Configuration not reloaded")
     bob.sendall(b"y" * 45 + b"\n")
     read_until(carol, b"<guest2> " + b"y" * 45)
     for sock in (alice, bob, carol):
         sock.close()
-    assert "Traceback" not in daemon.log.read_text()
+    assert "Traceback" not in daemon.log()
 
 
 def test_sighup_reloads_motd_topic_and_limits(daemon: Daemon, tmp_path: Path) -> None:
@@ -138,7 +133,7 @@ def test_sighup_reloads_motd_topic_and_limits(daemon: Daemon, tmp_path: Path) ->
 
     def settings(topic: str, per_ip: int) -> str:
         extra = f'motd = "{motd}"\ntopic = "{topic}"\nmax-per-ip = {per_ip}\n'
-        return config_text(daemon.port, daemon.state, "chatd", 4096, extra=extra)
+        return config_text(daemon.state, "chatd", 4096, extra=extra)
 
     daemon.write(settings("first topic", 10))
     daemon.start()
@@ -153,7 +148,7 @@ def test_sighup_reloads_motd_topic_and_limits(daemon: Daemon, tmp_path: Path) ->
     # Everyone in the default room sees the new topic; nobody was dropped.
     read_until(alice, b"*** chatd set the topic of #lobby to: second topic\r\n")
     read_until(bob, b"*** chatd set the topic of #lobby to: second topic\r\n")
-    log = wait_for_log(daemon.log, "max-per-ip changed from 10 to 3")
+    log = daemon.wait_for_log("max-per-ip changed from 10 to 3")
     assert "motd-lines changed" in log and "topic changed" in log
     carol = connect(daemon.port)  # the third from this address: allowed
     assert b"*** | second motd" in read_until(carol, b"second motd")
@@ -164,11 +159,11 @@ def test_sighup_reloads_motd_topic_and_limits(daemon: Daemon, tmp_path: Path) ->
     read_until(bob, b"<guest1> still here\r\n")
     for sock in (alice, bob, carol, dave):
         sock.close()
-    assert "Traceback" not in daemon.log.read_text()
+    assert "Traceback" not in daemon.log()
 
 
 def test_ban_by_nick_holds_across_reconnect_and_restart(daemon: Daemon) -> None:
-    daemon.write(config_text(daemon.port, daemon.state, "chatd", 4096,
+    daemon.write(config_text(daemon.state, "chatd", 4096,
                              f'root = "{CHEAP_HASH}"'))
     daemon.start()
     op = connect(daemon.port)
@@ -194,16 +189,8 @@ def test_ban_by_nick_holds_across_reconnect_and_restart(daemon: Daemon) -> None:
     op.close()
     abuser.close()
     daemon.stop()
-    daemon.start()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            line = refused()
-            break
-        except (ConnectionRefusedError, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    daemon.start()  # a new process, listening on a new port: ``refused`` asks for it
+    line = refused()
     assert line.startswith(b"*** Error: you are banned from this server: spam (until ")
-    audit = daemon.log.read_text()
+    audit = daemon.log()
     assert "operator root banned" in audit and "[chatd.audit" in audit

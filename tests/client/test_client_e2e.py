@@ -14,6 +14,8 @@ import pexpect
 import pytest
 from chatd_client_harness import ChatServer, Peer, client_command, client_env
 
+pytestmark = pytest.mark.slow  # real twistd, real terminals: `make test-fast` leaves them out
+
 TIMEOUT = 10
 
 
