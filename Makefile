@@ -56,7 +56,7 @@ $(VENV)/.installed-mutate: pyproject.toml | $(BIN)/python
 
 mutate: $(VENV)/.installed-mutate
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(or $(MUTATE_JOBS),2) || true
+	$(BIN)/mutmut run --max-children $(or $(MUTATE_JOBS),2)
 	$(BIN)/mutmut results
 
 clean:
