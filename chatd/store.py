@@ -1,10 +1,16 @@
 """Where rooms, topics and history outlive the process: SQLite, written off the reactor.
 
-The chat service never waits for the disk. Writes are queued as SQL statements and, at
-most ``flush_interval`` seconds later, one worker thread commits everything queued in a
+The chat service never waits for the disk. Writes are queued and, at most
+``flush_interval`` seconds later, one worker thread commits everything queued in a
 single transaction. The database is in WAL mode with ``synchronous=NORMAL``: a commit
 is in the WAL file (the OS has it) when the transaction ends, so a killed process loses
 only what was still queued, and SQLite never leaves a half-written database behind.
+
+A batch the disk refuses (full, an I/O error, locked) is kept, with everything queued
+after it, and written again later: a room counts as saved only once its row has committed,
+so no line is ever written for a room the file does not have. What waits is bounded by
+what is kept: a room's latest row, its newest ``--history`` lines, the rooms to forget.
+A statement SQLite itself rejects (a constraint) is dropped alone and logged.
 
 The schema grows by appending to ``MIGRATIONS``; ``PRAGMA user_version`` records how many
 have run. Other features (bans and mutes) add their tables there, load them with
@@ -14,8 +20,11 @@ have run. Other features (bans and mutes) add their tables there, load them with
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from threading import Thread
 from typing import Any, TypeVar
@@ -23,21 +32,25 @@ from typing import Any, TypeVar
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
-from chatd.rooms import Room
+from chatd.rooms import Room, room_key
 from chatd.startup import StartupError, report_plainly
 
 T = TypeVar("T")
 Params = Sequence[Any]
 Loader = Callable[[sqlite3.Connection], None]
+Row = tuple[Any, ...]
 
 DEFAULT_STATE = "chatd.sqlite3"
 MEMORY_ONLY = "none"
 DEFAULT_FLUSH_INTERVAL = 0.2  # seconds a written line may wait before it is committed
+FIRST_RETRY = 1.0  # seconds after a failed write before it is tried again; doubles each time
+LAST_RETRY = 30.0  # ... up to this
 
 # Each entry upgrades the schema by one version. Never edit one that has shipped; append.
 MIGRATIONS: list[str] = [
@@ -91,6 +104,15 @@ _TRIM_ROOM = (
     "DELETE FROM history WHERE room = ? AND id <= "
     "(SELECT id FROM history WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
 )
+# The same for every room at once: at start-up, when --history may have been lowered.
+_TRIM_ALL = (
+    "DELETE FROM history WHERE id IN (SELECT id FROM ("
+    "  SELECT id, row_number() OVER (PARTITION BY room ORDER BY id DESC) AS newest"
+    "  FROM history"
+    ") WHERE newest > ?)"
+)
+_FORGET_HISTORY = "DELETE FROM history WHERE room = ?"
+_FORGET_ROOM = "DELETE FROM rooms WHERE key = ?"
 _LOAD_ROOMS = "SELECT key, name, topic, topic_by, topic_at FROM rooms"
 _LOAD_HISTORY = (
     "SELECT room, at, kind, nick, text FROM ("
@@ -98,6 +120,22 @@ _LOAD_HISTORY = (
     "  FROM history"
     ") WHERE newest <= ? ORDER BY id"
 )
+
+# SQLite's primary result codes that blame the file or the disk, not the statement: a batch
+# failing with one is kept and written again. Any other error rejects its statement alone.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY = 5, 6, 7, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_PROTOCOL, _SQLITE_NOTADB = 15, 26
+_DISK_ERRORS = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY,
+                          _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN,
+                          _SQLITE_PROTOCOL, _SQLITE_NOTADB})
+_DAMAGED = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
+
+
+def _result_code(error: sqlite3.Error) -> int | None:
+    """The primary SQLite result code of ``error`` (None: raised by Python's sqlite3)."""
+    code: int | None = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
 
 
 def _daemon_thread(*args: Any, **kwargs: Any) -> Thread:
@@ -110,6 +148,81 @@ class _WriterPool(ThreadPool):
     from exiting. ``close`` still waits for the last commit before it stops the pool."""
 
     threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A statement SQLite refused (not the disk): dropped alone, and logged."""
+
+    sql: str
+    params: Params
+    error: str
+
+
+class _Pending:
+    """Writes not yet committed, kept as what the commit must do rather than every call: the
+    rooms to forget, each room's latest row, its newest ``history_size`` lines, and the
+    other tables' statements in order. While the disk refuses writes this is what waits, so
+    it is bounded by what is kept, not by how long the disk fails."""
+
+    def __init__(self, history_size: int) -> None:
+        self.history_size = history_size
+        self.forgotten: set[str] = set()
+        self.rooms: dict[str, Row] = {}
+        self.lines: dict[str, deque[Row]] = {}
+        self.statements: list[tuple[str, Params]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.forgotten or self.rooms or self.lines or self.statements)
+
+    def save_room(self, key: str, row: Row) -> None:
+        self.rooms[key] = row
+
+    def add_line(self, key: str, row: Row) -> None:
+        lines = self.lines.get(key)
+        if lines is None:
+            lines = self.lines[key] = deque(maxlen=self.history_size)
+        lines.append(row)
+
+    def forget_room(self, key: str) -> None:
+        self.rooms.pop(key, None)
+        self.lines.pop(key, None)
+        self.forgotten.add(key)
+
+    def absorb(self, newer: _Pending) -> None:
+        """Adds ``newer``'s writes after these, as if they had been queued here."""
+        for key in newer.forgotten:
+            self.forget_room(key)
+        self.rooms.update(newer.rooms)
+        for key, lines in newer.lines.items():
+            for row in lines:
+                self.add_line(key, row)
+        self.statements.extend(newer.statements)
+
+    def in_order(self) -> Iterator[tuple[str, Params]]:
+        """The statements to run: forgetting first (a room may be forgotten and then made
+        again), each room's row before its lines (history references rooms)."""
+        for key in self.forgotten:
+            yield _FORGET_HISTORY, (key,)
+            yield _FORGET_ROOM, (key,)
+        for row in self.rooms.values():
+            yield _UPSERT_ROOM, row
+        for key, lines in self.lines.items():
+            for row in lines:
+                yield _INSERT_LINE, row
+            yield _TRIM_ROOM, (key, key, self.history_size)
+        yield from self.statements
+
+    def describe(self) -> str:
+        """What is waiting, for the log, e.g. ``2 rooms, 40 history lines``."""
+        counts = [
+            (len(self.rooms), "room", "rooms"),
+            (sum(map(len, self.lines.values())), "history line", "history lines"),
+            (len(self.forgotten), "room to forget", "rooms to forget"),
+            (len(self.statements), "other write", "other writes"),
+        ]
+        parts = [f"{n} {one if n == 1 else many}" for n, one, many in counts if n]
+        return ", ".join(parts) or "nothing"
 
 
 @dataclass(frozen=True)
@@ -134,7 +247,11 @@ class IChatStore(Interface):
         """Queues a write of the room's name and topic."""
 
     def add_line(room: Room, entry: HistoryEntry) -> None:
-        """Queues a history line of ``room`` (which ``save_room`` has been given)."""
+        """Queues a history line of ``room`` (and the room's row, if it has none yet)."""
+
+    def forget_room(name: str) -> None:
+        """Queues deleting the room ``name`` and all its history (an expired room, or one
+        forgotten for being empty); a room of that name made later starts afresh."""
 
     def on_open(loader: Loader) -> None:
         """Has ``loader`` read its tables when the store opens (at once if it is open),
@@ -164,6 +281,9 @@ class MemoryStore:
     def add_line(self, room: Room, entry: HistoryEntry) -> None:
         pass
 
+    def forget_room(self, name: str) -> None:
+        pass
+
     def on_open(self, loader: Loader) -> None:
         pass
 
@@ -172,6 +292,10 @@ class MemoryStore:
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
+
+
+def _room_row(room: Room) -> Row:
+    return (room.key, room.name, room.topic, room.topic_by, room.topic_at)
 
 
 @implementer(IChatStore)
@@ -186,17 +310,21 @@ class SQLiteStore:
         reactor: Any,
         history_size: int,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        connection_class: type[sqlite3.Connection] = sqlite3.Connection,
     ) -> None:
         self.path = path
         self._reactor: IReactorTime = reactor
         self._thread_reactor: IReactorFromThreads = reactor
         self.history_size = history_size
         self.flush_interval = flush_interval
+        self._connection_class = connection_class  # tests put faults in a subclass
         self._db: sqlite3.Connection | None = None
         # One thread: SQLite has one writer anyway, and it keeps writes in order.
         self._pool = _WriterPool(minthreads=1, maxthreads=1, name="chatd-store")
-        self._queued: list[tuple[str, Params]] = []
-        self._rooms_to_trim: set[str] = set()
+        self._pending = _Pending(history_size)
+        # Rooms whose row has committed: a line for any other room brings the row along.
+        self._committed_rooms: set[str] = set()
+        self._failures = 0  # failed attempts at the batch now waiting; 0 when all is well
         self._timer: IDelayedCall | None = None
         self._writing: defer.Deferred[None] | None = None
         self._loaders: list[Loader] = []
@@ -204,31 +332,55 @@ class SQLiteStore:
     # --- Start and stop --------------------------------------------------------------------
 
     def open(self) -> list[SavedRoom]:
-        """Raises CannotOpenState, naming the file, when it is unwritable or not a database."""
+        """Raises CannotOpenState, naming the file, when it is unwritable, damaged or not a
+        database."""
         # Opened here, in the started service, not in makeService: twistd forks to
         # daemonize after makeService, and an SQLite connection must not cross a fork.
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 factory=self._connection_class)
         except sqlite3.Error as e:
-            raise self._cannot_open(e) from None
+            raise self._cannot_open(str(e)) from None
         try:
+            # Damage past the header would otherwise show only as failing writes, later.
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise self._damaged(problems)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
             self._migrate(db)
+            db.execute(_TRIM_ALL, (self.history_size,))
             rooms = self._load(db)
             for loader in self._loaders:
                 loader(db)
         except sqlite3.Error as e:
             db.close()
-            raise self._cannot_open(e) from None
+            if _result_code(e) in _DAMAGED:
+                raise self._damaged([str(e)]) from None
+            raise self._cannot_open(str(e)) from None
+        except CannotOpenState:
+            db.close()
+            raise
         self._db = db
+        self._committed_rooms = {room_key(room.name) for room in rooms}
         self._pool.start()
         return rooms
 
-    def _cannot_open(self, error: sqlite3.Error) -> CannotOpenState:
+    def _cannot_open(self, why: str) -> CannotOpenState:
         report_plainly()
-        return CannotOpenState(f"cannot use the state file {self.path}: {error}")
+        return CannotOpenState(f"cannot use the state file {self.path}: {why}")
+
+    def _damaged(self, problems: list[str]) -> CannotOpenState:
+        """One line: what SQLite found first, and how to start without the file."""
+        details = [line for row in problems for line in row.splitlines()
+                   if line and not line.startswith("***")]
+        first = details[0][:200] if details else "unknown damage"
+        moved = shlex.quote(f"{self.path}.damaged")
+        return self._cannot_open(
+            f"it is damaged ({first}); move it aside, with its -wal file if there is one "
+            f"(mv {shlex.quote(self.path)} {moved}), to start with an empty one"
+        )
 
     def on_open(self, loader: Loader) -> None:
         if self._db is not None:
@@ -237,11 +389,19 @@ class SQLiteStore:
             self._loaders.append(loader)
 
     def close(self) -> defer.Deferred[None]:
-        """Commits what is queued, then closes the database and stops the worker."""
+        """Commits what is queued (one last try if the disk is failing), then closes the
+        database and stops the worker."""
         if self._db is None:
             return defer.succeed(None)
 
         def shut(_: object) -> None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            if self._pending:
+                self.log.error("stopping with {pending} not written to {path}: they are lost",
+                               pending=self._pending.describe(), path=self.path)
+                self._pending = _Pending(self.history_size)
             db, self._db = self._db, None
             if db is not None:
                 db.close()
@@ -278,23 +438,43 @@ class SQLiteStore:
     # --- Writes ----------------------------------------------------------------------------
 
     def save_room(self, room: Room) -> None:
-        self.execute(_UPSERT_ROOM, (room.key, room.name, room.topic, room.topic_by,
-                                    room.topic_at))
+        self._pending.save_room(room.key, _room_row(room))
+        self._schedule()
 
     def add_line(self, room: Room, entry: HistoryEntry) -> None:
+        if not self._will_have_row(room.key):
+            self._pending.save_room(room.key, _room_row(room))
         line = entry.line
         kind = "say" if isinstance(line, Said) else "act"
-        self.execute(_INSERT_LINE, (room.key, entry.at, kind, line.nick, line.text))
-        self._rooms_to_trim.add(room.key)
+        self._pending.add_line(room.key, (room.key, entry.at, kind, line.nick, line.text))
+        self._schedule()
+
+    def _will_have_row(self, key: str) -> bool:
+        """Whether the file will have a row for room ``key`` when what is pending commits:
+        it is pending, or it has committed and no pending forget will delete it."""
+        pending = self._pending
+        return key in pending.rooms or (
+            key in self._committed_rooms and key not in pending.forgotten
+        )
+
+    def forget_room(self, name: str) -> None:
+        key = room_key(name)
+        self._pending.forget_room(key)
+        self._committed_rooms.discard(key)
+        self._schedule()
 
     def execute(self, sql: str, params: Params = ()) -> None:
         """Queues one write; it is committed within about ``flush_interval`` seconds."""
-        self._queued.append((sql, params))
+        self._pending.statements.append((sql, params))
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._timer is None and self._writing is None:
             self._timer = self._reactor.callLater(self.flush_interval, self._flush_now)
 
     def flush(self) -> defer.Deferred[None]:
-        """Fires once everything queued so far is committed (or has failed and been logged)."""
+        """Fires once everything queued so far has been tried: committed, or (the disk
+        failing) kept for the next try."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -306,40 +486,79 @@ class SQLiteStore:
 
     def _flush_now(self) -> defer.Deferred[None]:
         self._timer = None
-        if not self._queued or self._db is None:
+        if not self._pending or self._db is None:
             return defer.succeed(None)
-        batch, self._queued = self._queued, []
-        for key in self._rooms_to_trim:
-            batch.append((_TRIM_ROOM, (key, key, self.history_size)))
-        self._rooms_to_trim = set()
-        writing = threads.deferToThreadPool(
+        batch, self._pending = self._pending, _Pending(self.history_size)
+        committing = threads.deferToThreadPool(
             self._thread_reactor, self._pool, self._commit, self._db, batch
         )
-        writing.addErrback(lambda f: self.log.failure("could not write to {path}", f,
-                                                      path=self.path))
+        writing = committing.addCallbacks(self._committed, self._failed,
+                                          callbackArgs=(batch,), errbackArgs=(batch,))
         writing.addBoth(self._written)
         self._writing = defer.Deferred()
         return writing
 
+    def _committed(self, rejected: list[Rejected], batch: _Pending) -> None:
+        self._committed_rooms.difference_update(batch.forgotten)
+        self._committed_rooms.update(batch.rooms)
+        for refused in rejected:
+            self.log.error("{path} refused a write, which is dropped: {error} ({sql} {params})",
+                           path=self.path, error=refused.error, sql=refused.sql,
+                           params=refused.params)
+        if self._failures:
+            self.log.info("writing to {path} again after {failures} failed attempts: "
+                          "saved {saved}", path=self.path, failures=self._failures,
+                          saved=batch.describe())
+            self._failures = 0
+
+    def _failed(self, failure: Failure, batch: _Pending) -> None:
+        """Keeps the batch, ahead of what came since, and tries it again later."""
+        batch.absorb(self._pending)
+        self._pending = batch
+        self._failures += 1
+        if self._failures == 1:  # once per outage: the disk stays full for a while
+            if failure.check(sqlite3.Error):
+                self.log.error("cannot write to {path}: {error}; keeping {pending} in memory "
+                               "and trying again (every {retry} s at most)", path=self.path,
+                               error=failure.getErrorMessage(), pending=batch.describe(),
+                               retry=LAST_RETRY)
+            else:
+                self.log.failure("cannot write to {path}; keeping {pending} in memory and "
+                                 "trying again", failure, path=self.path,
+                                 pending=batch.describe())
+        delay = min(FIRST_RETRY * 2 ** (self._failures - 1), LAST_RETRY)
+        self._timer = self._reactor.callLater(delay, self._flush_now)
+
     def _written(self, _: object) -> None:
         writing, self._writing = self._writing, None
-        if self._queued and self._timer is None:
+        if self._pending and self._timer is None:
             # Lines came in while the last batch was being written: they have waited already.
             self._timer = self._reactor.callLater(0, self._flush_now)
         if writing is not None:
             writing.callback(None)
 
     @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[tuple[str, Params]]) -> None:
-        """Runs in the worker thread: the whole batch in one transaction."""
+    def _commit(db: sqlite3.Connection, batch: _Pending) -> list[Rejected]:
+        """Runs in the worker thread: the whole batch in one transaction. Raises (having
+        rolled back) when the disk fails; returns the statements SQLite refused, which it
+        undid alone (a constraint fails one statement, not the transaction)."""
+        rejected: list[Rejected] = []
         db.execute("BEGIN")
         try:
-            for sql, params in batch:
-                db.execute(sql, params)
+            for sql, params in batch.in_order():
+                try:
+                    db.execute(sql, params)
+                except sqlite3.Error as e:
+                    if _result_code(e) in _DISK_ERRORS or not db.in_transaction:
+                        raise
+                    rejected.append(Rejected(sql, params, str(e)))
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        return rejected
 
     # --- Reads -----------------------------------------------------------------------------
 

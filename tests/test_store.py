@@ -1,25 +1,119 @@
-"""The SQLite store: schema, batched writes from a worker thread, trimming, loading."""
+"""The SQLite store: schema, batched writes from a worker thread, trimming, loading, and
+what happens when the disk fails."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.service import ChatService
-from chatd.store import MIGRATIONS, CannotOpenState, MemoryStore, SQLiteStore, open_store
+from chatd.store import (
+    FIRST_RETRY,
+    MIGRATIONS,
+    CannotOpenState,
+    MemoryStore,
+    SQLiteStore,
+    open_store,
+)
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
         return db.execute(sql).fetchall()
+
+
+def disk_error(message: str, code: int, name: str) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    error.sqlite_errorname = name
+    return error
+
+
+class Disk:
+    """The store's connection with a disk that can fail at COMMIT, as a full disk does, or
+    with an I/O error on one kind of statement; COMMITs can be held until released. It
+    counts the commits and attempts it saw."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.failing_statement = ""  # statements starting with this fail with an I/O error
+        self.open = threading.Event()  # COMMITs wait for this
+        self.open.set()
+        self.attempts = 0  # COMMITs tried
+        self.commits = 0  # COMMITs that went through
+
+    def connection_class(self) -> type[sqlite3.Connection]:
+        disk = self
+
+        class Connection(sqlite3.Connection):
+            def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+                if disk.failing_statement and sql.startswith(disk.failing_statement):
+                    raise disk_error("disk I/O error", 10, "SQLITE_IOERR")
+                if sql != "COMMIT":
+                    return super().execute(sql, params)
+                assert disk.open.wait(10), "the test never let the commit through"
+                disk.attempts += 1
+                if disk.full:
+                    raise disk_error("database or disk is full", 13, "SQLITE_FULL")
+                cursor = super().execute(sql, params)
+                disk.commits += 1
+                return cursor
+
+        return Connection
+
+
+class ClockedReactor:
+    """Time from a ``task.Clock`` the test advances; threads from the real reactor, so the
+    store's timers are the test's to fire while its commits still run in the worker."""
+
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> IDelayedCall:
+        return self.clock.callLater(delay, f, *args)
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        reactor.callFromThread(f, *args)
+
+
+@defer.inlineCallbacks
+def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> Any:
+    """Waits (on the real reactor) until ``condition`` holds; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest.fixture
+def store_log() -> Iterator[list[str]]:
+    """What the store logs, one formatted line per event."""
+    lines: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace", "").startswith("chatd.store"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
 
 
 def test_open_store_chooses_by_state(tmp_path: Path) -> None:
@@ -45,19 +139,27 @@ def test_schema_is_created_in_wal_mode_and_versioned(tmp_path: Path) -> Any:
 @pytest_twisted.inlineCallbacks
 def test_writes_are_batched_and_land_within_the_flush_interval(tmp_path: Path) -> Any:
     path = tmp_path / "state.sqlite3"
-    store = SQLiteStore(str(path), reactor, 100, flush_interval=0.1)
+    disk, clocked = Disk(), ClockedReactor()
+    store = SQLiteStore(str(path), clocked, 100, flush_interval=0.1,
+                        connection_class=disk.connection_class())
     store.open()
+    opened = disk.commits  # the migrations'
     room = Room("#Dev", 100, topic="t", topic_by="alice", topic_at=5.0)
     store.save_room(room)
     for i in range(50):
         store.add_line(room, HistoryEntry(10.0 + i, Said("#Dev", "alice", f"line {i}")))
-    assert rows(path, "SELECT count(*) FROM history") == [(0,)]  # queued, not yet written
-    yield task.deferLater(reactor, 0.5, lambda: None)
+        clocked.clock.advance(0.001)  # the 50 lines come in over 0.05 s
+    clocked.clock.advance(0.1 - 0.05 - 0.001)
+    yield task.deferLater(reactor, 0.05, lambda: None)  # a write started now would show
+    assert (disk.attempts, rows(path, "SELECT count(*) FROM history")) == (opened, [(0,)])
+    clocked.clock.advance(0.001)  # the flush interval is up: everything goes, in one commit
+    yield until(lambda: disk.commits > opened, "the batch to commit")
     assert rows(path, "SELECT count(*) FROM history") == [(50,)]
     assert rows(path, "SELECT key, name, topic, topic_by, topic_at FROM rooms") == [
         ("#dev", "#Dev", "t", "alice", 5.0)
     ]
     yield store.close()
+    assert disk.commits == opened + 1
 
 
 @pytest_twisted.inlineCallbacks
@@ -86,16 +188,268 @@ def test_history_on_disk_is_trimmed_and_loaded_back(tmp_path: Path) -> Any:
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_failed_batch_is_logged_and_later_writes_go_on(tmp_path: Path) -> Any:
+def test_a_refused_statement_is_logged_and_dropped_alone(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
     path = tmp_path / "state.sqlite3"
     store = SQLiteStore(str(path), reactor, 10)
     store.open()
-    store.execute("INSERT INTO no_such_table VALUES (1)")
+    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
     yield store.flush()
-    room = Room("#dev", 10)
+    store.execute("INSERT INTO no_such_table VALUES (1)")
+    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'again', 'root', 0, NULL)")
+    store.save_room(Room("#dev", 10))  # in the same batch: kept
+    store.execute("INSERT INTO bans VALUES ('192.0.2.2', 'spam', 'root', 0, NULL)")
+    yield store.flush()
+    assert [line.split(": ", 1)[1] for line in store_log] == [
+        "no such table: no_such_table (INSERT INTO no_such_table VALUES (1) ())",
+        "UNIQUE constraint failed: bans.network "
+        "(INSERT INTO bans VALUES ('192.0.2.1', 'again', 'root', 0, NULL) ())",
+    ]
+    assert all(line.startswith(f"{path} refused a write, which is dropped: ")
+               for line in store_log)
+    store.save_room(Room("#later", 10))
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms ORDER BY key") == [("#dev",), ("#later",)]
+    assert rows(path, "SELECT network, reason FROM bans ORDER BY network") == [
+        ("192.0.2.1", "spam"), ("192.0.2.2", "spam")
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    from tests.test_service import FakeClient
+
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    chat = ChatService(reactor, store=store, history_size=10)
+    chat.startService()
+    alice = chat.connect(FakeClient(), "test")
+    chat.join(alice, "#old")
+    chat.say(alice, "before the disk filled")
+    yield store.flush()
+    before = rows(path, "SELECT name, topic FROM rooms"), rows(path, "SELECT text FROM history")
+
+    disk.full = True
+    chat.join(alice, "#new")  # a room created while the disk is full...
+    chat.say(alice, "first")  # ... whose row fails to commit with this line
+    yield store.flush()
+    chat.say(alice, "second")  # the service counts #new as saved: only the line is queued
+    chat.join(alice, "#old")
+    chat.set_topic(alice, "set meanwhile")  # unrelated rows must not go down with it
+    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
+    yield store.flush()
+    assert disk.attempts - disk.commits == 2
+    assert (rows(path, "SELECT name, topic FROM rooms"),
+            rows(path, "SELECT text FROM history")) == before
+
+    disk.full = False
+    yield store.flush()
+    assert disk.attempts - disk.commits == 2  # recovered in one go
+    assert rows(path, "SELECT name, topic FROM rooms ORDER BY key") == [
+        ("#new", ""), ("#old", "set meanwhile")
+    ]
+    assert rows(path, "SELECT room, text FROM history ORDER BY id") == [
+        ("#old", "before the disk filled"), ("#new", "first"), ("#new", "second")
+    ]
+    assert rows(path, "SELECT network FROM bans") == [("192.0.2.1",)]
+    # Logged once when it failed, with what waits, and once when it recovered.
+    assert store_log == [
+        f"cannot write to {path}: database or disk is full; keeping 1 room, 1 history line "
+        "in memory and trying again (every 30.0 s at most)",
+        f"writing to {path} again after 2 failed attempts: saved 2 rooms, 2 history lines, "
+        "1 other write",
+    ]
+    yield chat.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_real_full_database_keeps_the_batch_until_there_is_room(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 100)
+    store.open()
+    store.save_room(Room("#dev", 100))
+    yield store.flush()
+    pages = yield store.read(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    # SQLite's own SQLITE_FULL, raised by an INSERT rather than injected at COMMIT.
+    yield store.read(lambda db: db.execute(f"PRAGMA max_page_count = {pages}").fetchall())
+    for i in range(100):
+        store.add_line(Room("#dev", 100), HistoryEntry(i, Said("#dev", "a", f"{i} " + "x" * 500)))
+    yield store.flush()
+    assert rows(path, "SELECT count(*) FROM history") == [(0,)]
+    assert store_log == [f"cannot write to {path}: database or disk is full; keeping 100 "
+                         "history lines in memory and trying again (every 30.0 s at most)"]
+    yield store.read(lambda db: db.execute("PRAGMA max_page_count = 100000").fetchall())
+    yield store.close()
+    assert rows(path, "SELECT count(*) FROM history") == [(100,)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_io_error_on_one_statement_keeps_the_whole_batch(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    store.open()
+    disk.failing_statement = "INSERT INTO history"  # the transaction stays open after it
+    store.add_line(Room("#dev", 10), HistoryEntry(0, Said("#dev", "alice", "kept")))
+    yield store.flush()
+    assert rows(path, "SELECT count(*) FROM rooms") == [(0,)]  # not committed without it
+    assert store_log[0].startswith(f"cannot write to {path}: disk I/O error; keeping 1 room")
+    disk.failing_statement = ""
+    yield store.close()
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "kept")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failed_batch_is_tried_again_later_without_being_asked(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, clocked = Disk(), ClockedReactor()
+    store = SQLiteStore(str(path), clocked, 3, flush_interval=0.1,
+                        connection_class=disk.connection_class())
+    store.open()
+    opened = disk.attempts
+    disk.full = True
+    room = Room("#dev", 3)
+    store.save_room(room)
+    store.add_line(room, HistoryEntry(0, Said("#dev", "alice", "line 0")))
+    clocked.clock.advance(0.1)
+    yield until(lambda: disk.attempts == opened + 1 and len(store_log) == 1, "a failed try")
+    for i in range(1, 100):  # what waits is bounded by what is kept: 3 lines
+        store.add_line(room, HistoryEntry(i, Said("#dev", "alice", f"line {i}")))
+    clocked.clock.advance(FIRST_RETRY)  # tried again after a second...
+    yield until(lambda: disk.attempts == opened + 2, "the second try")
+    disk.full = False
+    clocked.clock.advance(2 * FIRST_RETRY - 0.001)  # ... then after two more
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    assert disk.attempts == opened + 2
+    clocked.clock.advance(0.001)
+    yield until(lambda: disk.commits == opened + 1, "the retry to commit")
+    assert rows(path, "SELECT text FROM history ORDER BY id") == [
+        ("line 97",), ("line 98",), ("line 99",)
+    ]
+    assert store_log[1:] == [
+        f"writing to {path} again after 2 failed attempts: saved 1 room, 3 history lines"
+    ]
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_the_disk_never_took_is_logged_as_lost_at_close(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    store.open()
+    disk.full = True
+    store.save_room(Room("#dev", 10))
+    yield store.close()
+    assert store_log[-1] == f"stopping with 1 room not written to {path}: they are lost"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_new_topic_of_a_saved_room_is_there_after_reopening(tmp_path: Path) -> Any:
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 10)
+    store.open()
+    room = Room("#dev", 10, topic="old", topic_by="alice", topic_at=1.0)
+    store.save_room(room)
+    yield store.flush()
+    room.topic, room.topic_by, room.topic_at = "new", "bob", 2.0
     store.save_room(room)
     yield store.close()
+    reopened = SQLiteStore(str(path), reactor, 10)
+    [saved] = reopened.open()
+    yield reopened.close()
+    assert (saved.name, saved.topic, saved.topic_by, saved.topic_at) == ("#dev", "new", "bob", 2.0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_forgotten_room_goes_with_its_history(tmp_path: Path) -> Any:
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 10)
+    store.open()
+    dev, lobby, gone = Room("#Dev", 10), Room("#lobby", 10), Room("#gone", 10)
+    for room in (dev, lobby, gone):
+        store.add_line(room, HistoryEntry(1, Said(room.name, "alice", "old")))
+    yield store.flush()
+    store.forget_room("#DEV")  # names compare case-insensitively
+    store.forget_room("#gone")
+    again = Room("#dev", 10)  # made again after it was forgotten, in the same batch
+    store.add_line(again, HistoryEntry(2, Said("#dev", "bob", "new")))
+    yield store.flush()
+    store.forget_room("#never-saved")
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms ORDER BY key") == [("#dev",), ("#lobby",)]
+    assert rows(path, "SELECT room, text FROM history ORDER BY id") == [
+        ("#lobby", "old"), ("#dev", "new")
+    ]
+    MemoryStore().forget_room("#dev")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_room_forgotten_while_its_row_commits_gets_its_row_back_with_a_new_line(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    store.open()
+    disk.open.clear()
+    store.save_room(Room("#dev", 10))
+    writing = store.flush()  # the worker holds this batch at COMMIT
+    store.forget_room("#dev")  # queued behind it
+    disk.open.set()
+    yield writing
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "back")))
+    yield store.close()
+    assert store_log == []
     assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "back")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_state_file_is_bounded_by_the_history_kept(tmp_path: Path) -> Any:
+    path = tmp_path / "state.sqlite3"
+    sizes = []
+    for run in range(3):  # 2,000 lines of 200 bytes each time, in 100 batches
+        store = SQLiteStore(str(path), reactor, 10)
+        store.open()
+        room = Room("#dev", 10)
+        for batch in range(100):
+            for i in range(20):
+                text = f"line {run} {batch:03} {i:02} " + "x" * 200
+                store.add_line(room, HistoryEntry(i, Said("#dev", "alice", text)))
+            yield store.flush()
+        yield store.close()
+        assert rows(path, "SELECT count(*) FROM history") == [(10,)]
+        assert rows(path, "SELECT min(text) FROM history")[0][0].startswith(f"line {run} 099 10 ")
+        sizes.append(os.path.getsize(path))
+    # SQLite reuses the pages of trimmed lines: the file does not grow with what was said.
+    assert sizes[0] == sizes[1] == sizes[2] < 64 * 1024, sizes
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_beyond_a_lowered_history_size_is_trimmed_at_start(tmp_path: Path) -> Any:
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 5)
+    store.open()
+    for i in range(5):
+        store.add_line(Room("#dev", 5), HistoryEntry(i, Said("#dev", "alice", f"{i}")))
+    yield store.close()
+    smaller = SQLiteStore(str(path), reactor, 2)
+    smaller.open()
+    yield smaller.close()
+    assert rows(path, "SELECT text FROM history ORDER BY id") == [("3",), ("4",)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -161,5 +515,33 @@ def test_loaders_read_as_the_store_opens_and_writes_share_its_writer(tmp_path: P
 def test_a_file_that_is_not_a_database_cannot_be_opened(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    with pytest.raises(CannotOpenState, match=f"cannot use the state file {path}: file is not"):
+    with pytest.raises(CannotOpenState, match=f"cannot use the state file {path}: it is "
+                       r"damaged \(file is not a database\); move it aside"):
         SQLiteStore(str(path), reactor, 10).open()
+
+
+def damage(path: Path) -> None:
+    """Writes a state file with a sound header and garbage in its history's pages."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE history (id INTEGER PRIMARY KEY, text TEXT)")
+        db.executemany("INSERT INTO history (text) VALUES (?)",
+                       [(f"line {i} " + "x" * 100,) for i in range(1000)])
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for number in (5, 10, 20):
+        data[number * page + 100:number * page + 600] = b"\x5a" * 500
+    path.write_bytes(bytes(data))
+
+
+def test_a_file_damaged_past_its_header_cannot_be_opened(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    damage(path)
+    damaged = path.read_bytes()
+    with pytest.raises(CannotOpenState) as refused:
+        SQLiteStore(str(path), reactor, 10).open()
+    message = str(refused.value)
+    assert message.startswith(f"cannot use the state file {path}: it is damaged (")
+    assert message.endswith(f"; move it aside, with its -wal file if there is one "
+                            f"(mv {path} {path}.damaged), to start with an empty one")
+    assert "\n" not in message
+    assert path.read_bytes() == damaged  # nothing was written to it
