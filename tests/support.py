@@ -157,7 +157,8 @@ class RunningDaemon:
         return chat
 
     def stop(self) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(self.top.stopService)
+        """Stops every service; fails if that takes longer than the shutdown's own bound."""
+        return within(defer.maybeDeferred(self.top.stopService), "the daemon stopped", 15)
 
 
 LOCAL = "interface=127.0.0.1"
@@ -237,7 +238,8 @@ class LineClient(protocol.Protocol):
 def connect_client(port: int, greeting: bool = True) -> Any:
     """A LineClient connected to 127.0.0.1:port, after its greeting when ``greeting``."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    client = yield endpoints.connectProtocol(endpoint, LineClient())
+    client = yield within(endpoints.connectProtocol(endpoint, LineClient()),
+                          f"a connection to 127.0.0.1:{port}")
     if greeting:
         yield client.wait_for(r"^\*\*\* Welcome")
     return client
