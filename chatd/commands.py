@@ -14,6 +14,7 @@ from chatd import wire
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.service import ChatError, User
+from chatd.text import parse_whole_number
 
 if TYPE_CHECKING:
     from chatd.protocol import ChatProtocol
@@ -171,9 +172,10 @@ def _history(session: ChatProtocol, user: User, args: str) -> None:
     kept = session.service.history_size
     if not kept:
         raise ChatError("this server keeps no history")
-    if args and not (args.isdigit() and int(args) > 0):
+    count = parse_whole_number(args) if args else kept
+    if count is None or not 1 <= count <= kept:
         raise ChatError(f"usage: /history [N], N a whole number from 1 to {kept}")
-    entries = session.service.history(user.room, int(args) if args else kept)
+    entries = session.service.history(user.room, count)
     if entries:
         _show_history(session, user.room, entries)
     else:

@@ -12,13 +12,21 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatd.bucket import TokenBucket
 from chatd.limits import ConnectionLimits, describe_peer
 from chatd.output import write_now
 from chatd.ratelog import RateLimitedLog
 
-ECHO_BUFFER_SIZE = 256 * 1024
+# One read is at most ECHO_READ_SIZE bytes, and reading pauses once more than that is unsent,
+# so a peer that sends and never reads makes us hold at most ECHO_MAX_BACKLOG bytes.
+ECHO_READ_SIZE = 32 * 1024
+ECHO_MAX_BACKLOG = 2 * ECHO_READ_SIZE
+# Connections that stopped reading their echo may hold this much in all; past it, one more
+# such connection is cut off instead of paused (1024 stalled connections at 64 KiB each).
+DEFAULT_ECHO_TOTAL_BACKLOG = 1024 * ECHO_MAX_BACKLOG
+DEFAULT_ECHO_PORT = 7007
 DEFAULT_ECHO_IDLE_TIMEOUT = 300.0
 DEFAULT_UDP_RATE = 10.0  # datagrams per second from one source address
 DEFAULT_UDP_TOTAL_RATE = 1000.0  # datagrams per second from everyone together
@@ -26,9 +34,10 @@ DEFAULT_UDP_MAX_SIZE = 1472  # the largest datagram one Ethernet frame carries u
 MAX_TRACKED_SOURCES = 10_000
 
 # Source ports of the classic small services (echo, discard, daytime, qotd, chargen, time),
-# and 0, which no real client sends from. Answering them lets two such services
-# ping-pong a datagram between each other forever.
-LOOP_PORTS = frozenset({0, 7, 9, 13, 17, 19, 37})
+# chatd's own default echo port, and 0, which no real client sends from. Answering them lets
+# two such services ping-pong a datagram between each other forever. Every UDP echo port a
+# daemon listens on is refused as a source too (EchoDatagramProtocol.own_ports).
+LOOP_PORTS = frozenset({0, 7, 9, 13, 17, 19, 37, DEFAULT_ECHO_PORT})
 
 # Sources no real client has: answering them could only reach many hosts at once or none.
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
@@ -51,12 +60,15 @@ def is_bogus_source(host: str) -> bool:
     return address.is_multicast or address.is_unspecified
 
 
+@implementer(interfaces.IPushProducer)
 class EchoProtocol(protocol.Protocol, TimeoutMixin):
     """Sends back every byte received, unchanged, until the peer closes.
 
-    The transport is registered as its own producer: when the peer stops reading and our
-    send buffer fills, Twisted pauses the transport, which stops reading from the peer. So
-    a client that only sends gets TCP backpressure instead of growing our memory.
+    The protocol is the transport's producer: when the peer stops reading and more than
+    ECHO_READ_SIZE bytes are unsent, Twisted pauses us and we stop reading from the peer;
+    once all is sent it resumes us. So a client that only sends gets TCP backpressure, and
+    we hold at most ECHO_MAX_BACKLOG bytes for it; the factory bounds what all such
+    stalled connections hold together.
     """
 
     transport: Any  # ITCPTransport plus IConsumer and IPushProducer
@@ -64,11 +76,10 @@ class EchoProtocol(protocol.Protocol, TimeoutMixin):
     counted_address: object = None
 
     def connectionMade(self) -> None:
-        # Twisted reads at most bufferSize bytes per recv() and pauses its producer once that
-        # much is queued. 64 KiB halves streaming echo against 256 KiB; the backlog per
-        # connection stays bounded by the new figure.
-        self.transport.bufferSize = ECHO_BUFFER_SIZE
-        self.transport.registerProducer(self.transport, True)
+        # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
+        # than that is queued: one more read at most, so the backlog stays under twice it.
+        self.transport.bufferSize = ECHO_READ_SIZE
+        self.transport.registerProducer(self, True)
         if interfaces.ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)  # an echo is answered now, not after an ACK
         self.setTimeout(self.factory.idle_timeout or None)
@@ -80,8 +91,26 @@ class EchoProtocol(protocol.Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         self.transport.abortConnection()
 
+    # --- IPushProducer: the transport says when its send buffer is full and when drained ---
+
+    def pauseProducing(self) -> None:
+        if not self.factory.stall(self):
+            self.factory.refused("echo connection cut off: total echo backlog reached",
+                                 self.transport.getPeer())
+            self.transport.abortConnection()
+            return
+        self.transport.pauseProducing()  # stop reading: the peer's sends now wait in TCP
+
+    def resumeProducing(self) -> None:
+        self.factory.drained(self)
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.factory.drained(self)
+
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.setTimeout(None)
+        self.factory.drained(self)
         if self.counted_address is not None and self.factory.limits is not None:
             self.factory.limits.release(self.counted_address)
             self.counted_address = None
@@ -96,10 +125,28 @@ class EchoFactory(protocol.ServerFactory):
         idle_timeout: float = DEFAULT_ECHO_IDLE_TIMEOUT,
         limits: ConnectionLimits | None = None,
         rejections: RateLimitedLog | None = None,
+        total_backlog: int = DEFAULT_ECHO_TOTAL_BACKLOG,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.limits = limits
         self.rejections = rejections
+        self.total_backlog = total_backlog
+        self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
+
+    def stall(self, proto: EchoProtocol) -> bool:
+        """Counts ``proto`` as holding a full backlog; False if that would pass the total."""
+        if proto not in self.stalled:
+            if (len(self.stalled) + 1) * ECHO_MAX_BACKLOG > self.total_backlog:
+                return False
+            self.stalled.add(proto)
+        return True
+
+    def drained(self, proto: EchoProtocol) -> None:
+        self.stalled.discard(proto)
+
+    def refused(self, reason: str, addr: object, detail: str = "") -> None:
+        if self.rejections is not None:
+            self.rejections.event(reason, describe_peer(addr), detail)
 
     reloadable_options = frozenset({"max-clients", "max-per-ip", "echo-idle-timeout"})
 
@@ -114,8 +161,7 @@ class EchoFactory(protocol.ServerFactory):
             refusal = self.limits.admit(addr)
             if refusal is not None:
                 # Echo has no way to say why: whatever we sent would look like an echo.
-                if self.rejections is not None:
-                    self.rejections.event("echo connection refused", describe_peer(addr), refusal)
+                self.refused("echo connection refused", addr, refusal)
                 return None
         proto = super().buildProtocol(addr)
         assert isinstance(proto, EchoProtocol)
@@ -128,9 +174,13 @@ class EchoDatagramProtocol(protocol.DatagramProtocol):
     """Sends datagrams back to where they came from, unless that could do harm.
 
     Dropped without an answer: datagrams larger than ``max_size``; those from a source port
-    of a small service (a loop) or from a bogus source address (a reflection at a whole
-    network); those over ``rate`` per second from one address or ``total_rate`` per second
-    in all (0 turns either rate limit off). Each bucket allows one second's worth at once.
+    of a small service or of a chatd echo (a loop) or from a bogus source address (a
+    reflection at a whole network); those over ``rate`` per second from one address or
+    ``total_rate`` per second in all (0 turns either rate limit off). Each bucket allows one
+    second's worth at once.
+
+    ``own_ports`` is the daemon's set of UDP echo ports, shared by all its echo protocols:
+    each adds the port it is bound to, so two of them cannot echo at each other either.
     """
 
     noisy = False
@@ -143,6 +193,7 @@ class EchoDatagramProtocol(protocol.DatagramProtocol):
         total_rate: float = DEFAULT_UDP_TOTAL_RATE,
         max_size: int = DEFAULT_UDP_MAX_SIZE,
         rejections: RateLimitedLog | None = None,
+        own_ports: set[int] | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -153,13 +204,17 @@ class EchoDatagramProtocol(protocol.DatagramProtocol):
         self.rate = rate
         self.max_size = max_size
         self.rejections = rejections
+        self.own_ports = own_ports if own_ports is not None else set()
         self.total = TokenBucket(total_rate, total_rate, clock.seconds()) if total_rate else None
         self.sources: dict[str, TokenBucket] = {}
         self._pruned_at = float("-inf")
 
+    def startProtocol(self) -> None:
+        self.own_ports.add(self.transport.getHost().port)
+
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         host, port = addr[0], addr[1]
-        if port in LOOP_PORTS or is_bogus_source(host):
+        if port in LOOP_PORTS or port in self.own_ports or is_bogus_source(host):
             self._dropped("udp echo: loop or bogus source", host, port)
             return
         if self.max_size and len(datagram) > self.max_size:

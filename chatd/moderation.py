@@ -16,6 +16,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from chatd.text import parse_whole_number
+
 # Every operator action goes to this namespace, always with the operator's name, so an
 # admin can route it to its own file with a log observer filtered on the namespace.
 audit = Logger(namespace="chatd.audit")
@@ -23,7 +25,7 @@ audit = Logger(namespace="chatd.audit")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION = re.compile(r"([0-9]+)([smhdw])")  # ASCII digits: \d would take any script's
 MAX_DURATION = 10 * 365 * 86400  # longer than this is a typo; leave DURATION out for forever
 
 
@@ -32,7 +34,10 @@ def parse_duration(text: str) -> int:
     lowered = text.strip().lower()
     if not lowered or _DURATION.sub("", lowered):
         raise ValueError(f'"{text}" is not a duration like 10m, 2h or 7d')
-    seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(lowered))
+    seconds = 0
+    for digits, unit in _DURATION.findall(lowered):
+        count = parse_whole_number(digits)  # None: too many digits, so too long
+        seconds += MAX_DURATION + 1 if count is None else count * _UNITS[unit]
     if not 0 < seconds <= MAX_DURATION:
         raise ValueError(f'duration "{text}" must be more than 0 and at most 10 years')
     return seconds

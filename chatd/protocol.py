@@ -124,7 +124,12 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
             self._handle_data(data)
 
     def _handle_data(self, data: bytes) -> None:
-        data = self._telnet.feed(data)
+        for clean, reply in self._telnet.feed(data):
+            self._handle_input(clean)
+            if reply:  # a telnet answer, due once the input before it is handled
+                self.send(reply)
+
+    def _handle_input(self, data: bytes) -> None:
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if self._buffer:

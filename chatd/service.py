@@ -37,7 +37,7 @@ from chatd.history import HistoryEntry
 from chatd.moderation import peer_host
 from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
 from chatd.store import IChatStore, MemoryStore
-from chatd.text import InvalidNickname, nick_key, normalize_nick
+from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
 
 DEFAULT_ROOM = "#lobby"
 DEFAULT_HISTORY = 100
@@ -132,6 +132,7 @@ class ChatService(service.Service):
         self.store: IChatStore = store if store is not None else MemoryStore()
         self.motd = list(motd)
         self.users: dict[str, User] = {}  # by nick_key
+        self.look_alikes: dict[str, User] = {}  # by nick_skeleton: no two nicks look alike
         self.rooms: dict[str, Room] = {}  # by room_key
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
@@ -177,6 +178,7 @@ class ChatService(service.Service):
         room = self._room(self.default_room)
         user = User(client, nick, room, peer)
         self.users[user.key] = user
+        self.look_alikes[nick_skeleton(nick)] = user
         room.members.add(user)
         self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
         self.bus.publish(Joined(room.name, nick))
@@ -187,6 +189,8 @@ class ChatService(service.Service):
         if self.users.get(user.key) is not user:
             return
         del self.users[user.key]
+        if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
+            del self.look_alikes[skeleton]
         room = user.room
         self._leave(user)
         self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
@@ -201,7 +205,7 @@ class ChatService(service.Service):
     def _next_guest_nick(self) -> str:
         while True:
             nick = f"guest{next(self._guest_numbers)}"
-            if nick_key(nick) not in self.users:
+            if nick_key(nick) not in self.users and nick_skeleton(nick) not in self.look_alikes:
                 return nick
 
     # --- Rooms -----------------------------------------------------------------------------
@@ -333,12 +337,18 @@ class ChatService(service.Service):
         holder = self.users.get(key)
         if holder is not None and holder is not user:
             raise ChatError(f'nickname "{new}" is already taken')
+        skeleton = nick_skeleton(new)
+        twin = self.look_alikes.get(skeleton)
+        if twin is not None and twin is not user:
+            raise ChatError(f'nickname "{new}" looks too much like "{twin.nick}", who is here')
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
         old = user.nick
         del self.users[user.key]
+        del self.look_alikes[nick_skeleton(old)]
         user.nick, user.key = new, key
         self.users[key] = user
+        self.look_alikes[skeleton] = user
         self.bus.publish(Renamed(old, new))
         return new
 

@@ -319,6 +319,8 @@ def makeService(options: Options) -> service.MultiService:
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
+    # Every UDP echo port of ours is a refused source port for all of them (no echo loops).
+    own_udp_ports = {port for _, port, _ in options.echo_udp_ports}
     for description, port, interface in options.echo_udp_ports:
         echo_udp = EchoDatagramProtocol(
             reactor,
@@ -326,6 +328,7 @@ def makeService(options: Options) -> service.MultiService:
             total_rate=options["echo-udp-total-rate"],
             max_size=options["echo-udp-max-size"],
             rejections=rejections,
+            own_ports=own_udp_ports,
         )
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)

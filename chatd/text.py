@@ -1,4 +1,4 @@
-"""Where bytes become text: telnet filtering, UTF-8 decoding, control stripping, nicknames.
+"""Where bytes become text: UTF-8 decoding, control stripping, nicknames.
 
 Everything a client sends passes through here exactly once, at the edge, so the chat
 service only ever sees clean ``str``. The policy for message text is to *strip*
@@ -13,58 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# --- Telnet --------------------------------------------------------------------------------
-
-IAC = 0xFF
-SB = 0xFA
-SE = 0xF0
-WILL, WONT, DO, DONT = 0xFB, 0xFC, 0xFD, 0xFE
-
-# Filter states.
-_DATA, _IAC, _OPTION, _SUB, _SUB_IAC = range(5)
-
-
-class TelnetFilter:
-    """Removes telnet negotiation from a byte stream, across chunk boundaries.
-
-    Nothing is ever answered: a plain ``nc`` user never sees negotiation bytes, and a
-    telnet client that gets no answer simply stays in its default line mode.
-    ``IAC IAC`` (a literal 0xFF) is dropped too: it is never valid UTF-8 anyway.
-    """
-
-    __slots__ = ("_state",)
-
-    def __init__(self) -> None:
-        self._state = _DATA
-
-    def feed(self, data: bytes) -> bytes:
-        if self._state == _DATA and IAC not in data:
-            return data  # the common case: no telnet at all
-        out = bytearray()
-        state = self._state
-        for byte in data:
-            if state == _DATA:
-                if byte == IAC:
-                    state = _IAC
-                else:
-                    out.append(byte)
-            elif state == _IAC:
-                if byte in (WILL, WONT, DO, DONT):
-                    state = _OPTION
-                elif byte == SB:
-                    state = _SUB
-                else:  # IAC IAC, or a two-byte command such as IAC NOP / IAC AYT
-                    state = _DATA
-            elif state == _OPTION:
-                state = _DATA
-            elif state == _SUB:
-                if byte == IAC:
-                    state = _SUB_IAC
-            elif state == _SUB_IAC:
-                state = _DATA if byte == SE else _SUB
-        self._state = state
-        return bytes(out)
-
+# The filter lives in chatd.telnet; it stays importable from here, where bytes become text.
+from chatd import lookalike
+from chatd.telnet import TelnetFilter as TelnetFilter
 
 # --- Message text --------------------------------------------------------------------------
 
@@ -96,15 +47,34 @@ def decode_line(line: bytes) -> str:
     return clean_text(line.decode("utf-8", "replace"))
 
 
+# --- Numbers -------------------------------------------------------------------------------
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_whole_number(text: str, max_digits: int = 9) -> int | None:
+    """The number in ``text`` if it is 1 to ``max_digits`` ASCII digits, else None.
+
+    Every number a user types goes through here. ``str.isdigit`` is not enough: ``"²"`` is a
+    digit to it and an error to ``int``, and ``int`` takes Arabic-Indic and other digits too;
+    the length bound keeps a 100,000-digit "number" from costing anything.
+    """
+    if len(text) > max_digits or not _ASCII_DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
 # --- Nicknames -----------------------------------------------------------------------------
 
 NICK_MAX_LENGTH = 24
 NICK_RULE = (
-    f"1 to {NICK_MAX_LENGTH} letters (any script), digits, '_' or '-', "
+    f"1 to {NICK_MAX_LENGTH} letters of one script, digits, '_' or '-', "
     "not starting with a digit or '-'"
 )
 # In Python's re, \w is a letter or digit of any script, or '_'; [^\W\d] drops the digits.
 _NICK_PATTERN = re.compile(r"[^\W\d][\w-]*")
+# Names that would let a user pass for the server or its staff; look-alikes are refused too.
+RESERVED_NICKS = ("chatd", "server", "admin", "operator", "root", "system")
 
 
 class InvalidNickname(ValueError):
@@ -112,13 +82,35 @@ class InvalidNickname(ValueError):
 
 
 def normalize_nick(requested: str) -> str:
-    """Returns the nickname as it will be shown (NFKC), or raises InvalidNickname."""
+    """Returns the nickname as it will be shown (NFKC), or raises InvalidNickname.
+
+    Refused besides what breaks the rule: characters that render as nothing (U+3164 HANGUL
+    FILLER counts as a letter), letters of more than one script (Latin ``alice`` with a
+    Cyrillic a), and names that look like a reserved one.
+    """
     nick = unicodedata.normalize("NFKC", requested)
     if not 0 < len(nick) <= NICK_MAX_LENGTH or not _NICK_PATTERN.fullmatch(nick):
         raise InvalidNickname(f"invalid nickname: use {NICK_RULE}")
+    if lookalike.has_invisible(requested) or lookalike.has_invisible(nick):
+        raise InvalidNickname("invalid nickname: it holds a character that shows as nothing")
+    if lookalike.is_mixed_script(nick):
+        raise InvalidNickname(
+            "invalid nickname: it mixes letters of different scripts "
+            f"({', '.join(sorted(lookalike.scripts(nick))).lower()})"
+        )
+    if nick_skeleton(nick) in _RESERVED_SKELETONS:
+        raise InvalidNickname(f'nickname "{nick}" is reserved')
     return nick
 
 
 def nick_key(nick: str) -> str:
     """The form two nicknames are compared in: NFKC, case-folded, NFKC again."""
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())
+
+
+def nick_skeleton(nick: str) -> str:
+    """The form two nicknames are told apart in: two that share it look alike (TR 39)."""
+    return lookalike.case_blind_skeleton(unicodedata.normalize("NFKC", nick))
+
+
+_RESERVED_SKELETONS = frozenset(nick_skeleton(word) for word in RESERVED_NICKS)

@@ -76,6 +76,10 @@ ERROR_CASES = [
     (b"/history 0\n", "usage: /history [N], N a whole number from 1 to 4"),
     (b"/history lots\n", "usage: /history [N], N a whole number from 1 to 4"),
     (b"/history -3\n", "usage: /history [N], N a whole number from 1 to 4"),
+    (b"/history 5\n", "usage: /history [N], N a whole number from 1 to 4"),  # more than kept
+    ("/history ²\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
+    ("/history ٣\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
+    (b"/history " + b"9" * 4000 + b"\n", "usage: /history [N], N a whole number from 1 to 4"),
     (b"/back\n", "you are not marked as away"),
     (b"/ignore alice\n", "you cannot ignore yourself"),
     (b"/ignore nobody\n", 'no such user "nobody"'),
@@ -164,7 +168,7 @@ def test_history_command(chat: MemoryChat) -> None:
         *(f"{stamp}<alice> line {i}" for i in range(2, 6)),
         "*** End of history.",
     ]
-    b.dataReceived(b"/history 1\n/history 99\n")
+    b.dataReceived(b"/history 1\n/history 4\n")
     lines = take_lines(tb)
     assert lines[:3] == ["*** History of #lobby (last 1 line):", f"{stamp}<alice> line 5",
                          "*** End of history."]

@@ -97,7 +97,10 @@ def test_durations(text: str, seconds: int) -> None:
     assert moderation.parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10", "m", "10x", "0m", "-5m", "1h 30m", "99999w", "ten"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "10", "m", "10x", "0m", "-5m", "1h 30m", "99999w", "ten", "²m", "٣m", "1" * 5000 + "s"],
+)
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         moderation.parse_duration(text)

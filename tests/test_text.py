@@ -1,43 +1,35 @@
-"""The edge: telnet filtering, decoding, control stripping and the nickname rule."""
+"""The edge: decoding, control stripping and the nickname rule."""
 
 from __future__ import annotations
 
 import pytest
+from twisted.internet.task import Clock
 
+from chatd.service import ChatError, ChatService
 from chatd.text import (
     InvalidNickname,
-    TelnetFilter,
     clean_text,
     decode_line,
     nick_key,
+    nick_skeleton,
     normalize_nick,
 )
+from chatd.wire import LINE_FORMATTER
 
 
-class TestTelnetFilter:
-    def test_plain_data_passes_unchanged(self) -> None:
-        assert TelnetFilter().feed(b"hello\r\n") == b"hello\r\n"
+class FakeClient:
+    """A connection as the chat service sees it, dropping what it is sent."""
 
-    @pytest.mark.parametrize(
-        "data",
-        [
-            b"\xff\xfb\x01hi",  # IAC WILL ECHO
-            b"\xff\xfd\x03hi",  # IAC DO SUPPRESS-GO-AHEAD
-            b"\xff\xfa\x18\x00xterm\xff\xf0hi",  # IAC SB TERMINAL-TYPE IS xterm IAC SE
-            b"\xff\xf1hi",  # IAC NOP
-            b"h\xff\xffi",  # IAC IAC, an escaped 0xFF, is never valid UTF-8: dropped
-        ],
-    )
-    def test_negotiation_is_removed(self, data: bytes) -> None:
-        assert TelnetFilter().feed(data) == b"hi"
+    formatter = LINE_FORMATTER
 
-    def test_negotiation_split_across_reads(self) -> None:
-        f = TelnetFilter()
-        stream = b"a\xff\xfa\x18\x00vt100\xff\xf0b\xff\xfb\x01c"
-        assert b"".join(f.feed(stream[i : i + 1]) for i in range(len(stream))) == b"abc"
+    def send(self, data: bytes) -> None:
+        pass
 
-    def test_iac_inside_subnegotiation_does_not_end_it(self) -> None:
-        assert TelnetFilter().feed(b"\xff\xfa\x18\xff\xff\x01\xff\xf0ok") == b"ok"
+    def disconnect(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 class TestCleanText:
@@ -86,3 +78,80 @@ class TestNicknames:
 
     def test_twenty_four_characters_is_the_limit(self) -> None:
         assert normalize_nick("a" * 24) == "a" * 24
+
+
+# Look-alikes of "alice": Cyrillic a, Ukrainian i, capital I, Latin alpha, and invisible
+# Hangul fillers (which Python's \w counts as letters) at the end.
+LOOK_ALIKES = ["аlice", "alіce", "aIice", "ɑlice", "alice\u3164", "alice\u1160", "ALICE", "al1ce"]
+
+
+class TestLookAlikeNicknames:
+    @pytest.mark.parametrize("nick", ["аlice", "alіce", "aIice", "ɑlice", "ALICE", "al1ce"])
+    def test_share_the_skeleton_of_the_original(self, nick: str) -> None:
+        assert nick_skeleton(nick) == nick_skeleton("alice")
+
+    @pytest.mark.parametrize("nick", ["alice", "alicia", "bob", "Ålesund", "東京"])
+    def test_different_names_differ(self, nick: str) -> None:
+        assert nick_skeleton(nick) != nick_skeleton("malice")
+
+    @pytest.mark.parametrize(
+        "nick",
+        [
+            "alice\u3164", "alice\u1160", "\u3164", "al\u115fice", "alice\uffa0",
+            "al\u200bice", "alice\u00ad", "a\u034flice", "alice\ufe0f",
+        ],
+    )
+    def test_invisible_characters_are_refused_anywhere(self, nick: str) -> None:
+        with pytest.raises(InvalidNickname, match=r"shows as nothing|invalid nickname"):
+            normalize_nick(nick)
+
+    @pytest.mark.parametrize("nick", ["аlice", "alіce", "pаypal", "Ωmega_x", "bobδ"])
+    def test_mixed_scripts_are_refused(self, nick: str) -> None:
+        with pytest.raises(InvalidNickname, match="mixes letters of different scripts"):
+            normalize_nick(nick)
+
+    @pytest.mark.parametrize("nick", ["Ωμέγα", "иван_2", "東京ひらがなカタカナ", "서울_1", "zoë"])
+    def test_one_script_or_a_cjk_mix_is_fine(self, nick: str) -> None:
+        assert normalize_nick(nick) == nick
+
+    @pytest.mark.parametrize("nick", ["admin", "ADMIN", "adm1n", "r00t", "Server", "chatd"])
+    def test_reserved_names_and_their_look_alikes_are_refused(self, nick: str) -> None:
+        with pytest.raises(InvalidNickname, match="reserved"):
+            normalize_nick(nick)
+
+    @pytest.mark.parametrize("nick", LOOK_ALIKES)
+    def test_refused_while_alice_is_connected(self, nick: str) -> None:
+        chat = ChatService(Clock())
+        alice = chat.connect(FakeClient(), "test")
+        chat.rename(alice, "alice")
+        mallory = chat.connect(FakeClient(), "test")
+        with pytest.raises(ChatError):
+            chat.rename(mallory, nick)
+        assert mallory.nick.startswith("guest")
+
+    def test_a_look_alike_is_free_once_the_original_leaves(self) -> None:
+        chat = ChatService(Clock())
+        alice = chat.connect(FakeClient(), "test")
+        chat.rename(alice, "alice")
+        bob = chat.connect(FakeClient(), "test")
+        with pytest.raises(ChatError, match='looks too much like "alice"'):
+            chat.rename(bob, "aIice")
+        chat.disconnect(alice, "bye")
+        assert chat.rename(bob, "aIice") == "aIice"
+
+    def test_renaming_frees_the_old_look(self) -> None:
+        chat = ChatService(Clock())
+        alice = chat.connect(FakeClient(), "test")
+        chat.rename(alice, "alice")
+        chat.rename(alice, "alicia")
+        bob = chat.connect(FakeClient(), "test")
+        assert chat.rename(bob, "aIice") == "aIice"
+        carol = chat.connect(FakeClient(), "test")
+        with pytest.raises(ChatError, match='looks too much like "alicia"'):
+            chat.rename(carol, "aIicia")
+
+    def test_a_user_may_change_the_case_of_their_own_nick(self) -> None:
+        chat = ChatService(Clock())
+        alice = chat.connect(FakeClient(), "test")
+        chat.rename(alice, "alice")
+        assert chat.rename(alice, "Alice") == "Alice"
