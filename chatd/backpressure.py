@@ -3,15 +3,18 @@
 ``SendBufferGuard`` is registered as the connection's streaming producer. The transport
 calls ``pauseProducing`` once its own buffer passes its threshold (and again on every
 write while it stays there, so pausing is idempotent), and ``resumeProducing`` once the
-buffer has drained. While paused the guard counts the bytes written since the pause (it
-never reads the transport's private buffer); once that count passes ``limit`` a grace timer
-starts, and a peer that has not drained its buffer when the timer fires is cut off. A peer
-whose backlog reaches twice ``limit`` is cut off at once, which bounds memory however fast
-the chat flows during the grace period.
+buffer has drained.
 
-The guard does not stop reading from the peer while paused: TLS pauses its producer while
-the handshake is under way, and not reading then would stall the handshake for good. A peer
-that makes output for itself without reading it (a ``/help`` loop) meets the same bound.
+What counts is every byte queued for the peer wherever it waits: the connection's batch
+not yet handed to the transport, and the transport's own buffer. The edge passes a
+``backlog`` function that measures both (exactly, for TCP); without one, the guard counts
+the bytes written since the transport paused it, the write that made it pause included.
+Once the backlog passes ``limit`` a grace timer starts; a peer still over the limit when it
+fires is cut off, whether or not anything more was written meanwhile. A backlog of twice
+``limit`` is cut off at once, which bounds memory however fast output is made.
+
+The guard never stops reading from the peer: TLS pauses its producer while the handshake is
+under way, and not reading then would stall the handshake for good.
 """
 
 from __future__ import annotations
@@ -36,15 +39,30 @@ class SendBufferGuard:
         limit: int,
         grace: float,
         on_overrun: Callable[[], None],
+        backlog: Callable[[bool], int] | None = None,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         self.clock = clock
-        self.limit = limit
+        self.limit = limit  # the edge updates limit and grace on a reload
         self.grace = grace
         self._on_overrun = on_overrun
+        self._measure = backlog
+        self._on_drained = on_drained
         self.paused = False
-        self.backlog = 0  # bytes written since the transport paused us
+        self.written = 0  # bytes written since the transport paused us
         self._timer: IDelayedCall | None = None
         self._done = False
+
+    def measure(self, exact: bool = False) -> int:
+        """Bytes queued for the peer now; ``exact`` asks the backlog function not to use a
+        figure it may have cached (the kernel's share, which costs a system call)."""
+        if self._measure is not None:
+            return self._measure(exact)
+        return self.written if self.paused else 0
+
+    @property
+    def backlog(self) -> int:
+        return self.measure()
 
     # --- IPushProducer, called by the transport --------------------------------------------
 
@@ -52,28 +70,45 @@ class SendBufferGuard:
         if self.paused or self._done:
             return
         self.paused = True
-        self.backlog = 0
+        self.written = 0
+        self.check(exact=True)
 
     def resumeProducing(self) -> None:
         if not self.paused or self._done:
             return
         self.paused = False
-        self.backlog = 0
-        self._cancel_timer()
+        self.written = 0
+        if self.measure(exact=True) <= self.limit:
+            self._cancel_timer()
+        if self._on_drained is not None:
+            self._on_drained()
 
     def stopProducing(self) -> None:
         self.stop()
 
-    # --- Called by the protocol ------------------------------------------------------------
+    # --- Called by the edge ----------------------------------------------------------------
 
     def wrote(self, size: int) -> None:
-        """Accounts for ``size`` bytes just written to the transport."""
-        if not self.paused or self._done:
+        """Accounts for ``size`` bytes just handed to the transport.
+
+        A transport that has not paused us holds less than its 64 KiB threshold, so there
+        is nothing to decide unless this one write alone is over the limit: measuring (a
+        system call for the kernel's share) is kept for peers that fall behind.
+        """
+        if self.paused:
+            self.written += size
+            self.check()
+        elif size > self.limit:
+            self.check()
+
+    def check(self, exact: bool = False) -> None:
+        """Decides on the backlog as it is now."""
+        if self._done or not self.limit:
             return
-        self.backlog += size
-        if self.backlog > self.limit * HARD_LIMIT_FACTOR:
+        backlog = self.measure(exact)
+        if backlog > self.limit * HARD_LIMIT_FACTOR:
             self._overrun()
-        elif self.backlog > self.limit and self._timer is None:
+        elif backlog > self.limit and self._timer is None:
             if self.grace > 0:
                 self._timer = self.clock.callLater(self.grace, self._grace_over)
             else:
@@ -88,7 +123,7 @@ class SendBufferGuard:
 
     def _grace_over(self) -> None:
         self._timer = None
-        if self.paused and self.backlog > self.limit:
+        if self.measure(exact=True) > self.limit:
             self._overrun()
 
     def _overrun(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+_SLACK = 1e-9
+
 
 class TokenBucket:
     __slots__ = ("burst", "filled_at", "rate", "tokens")
@@ -21,7 +23,9 @@ class TokenBucket:
     def take(self, now: float) -> bool:
         """Spends one token if there is one."""
         self.refill(now)
-        if self.tokens >= 1:
+        # Refilling for exactly wait() seconds can leave 0.9999999 tokens; without the slack a
+        # timer set for wait() would find no token, set itself for ~0 s, and spin.
+        if self.tokens >= 1 - _SLACK:
             self.tokens -= 1
             return True
         return False

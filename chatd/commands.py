@@ -1,25 +1,63 @@
-"""Slash commands of the line protocol: parsing, help text, and the calls into the service.
+"""Slash commands: one table, built in ``makeService`` and handed to every front-end.
 
-Each command is a function taking the session and the rest of the line. The logic lives in
-the chat service; what is here only turns words into calls and results into reply lines.
+A command is a name, a usage line, a help line and a handler. Handlers take the table (for
+the chat service and the moderator), a ``Session`` and the rest of the line; they turn
+words into calls on the service and results into replies. A ``Session`` is the small face
+a front-end shows them: the user, the room a one-room front-end talks in, and a few ways to
+answer. Any front-end that can provide it (line, IRC, web) runs the same commands.
+
+A handler may return a Deferred (``/oper`` checks a password in a thread): the front-end
+holds the connection's later lines until it fires, so replies stay in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from chatd import wire
+from twisted.internet import defer
+
+from chatd.errors import ChatError
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
-from chatd.service import ChatError, User
 from chatd.text import parse_whole_number
 
 if TYPE_CHECKING:
-    from chatd.protocol import ChatProtocol
+    from chatd.moderator import Moderator
+    from chatd.service import ChatService, User
 
-Handler = Callable[["ChatProtocol", User, str], None]
+HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
+_PREFIX = len("*** ")
+
+
+class Session(Protocol):
+    """One connection, as a command handler sees it."""
+
+    @property
+    def user(self) -> User | None: ...
+
+    @property
+    def room(self) -> Room:
+        """The room the user talks in (a one-room front-end's current room)."""
+
+    def notice(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+    def quit(self, reason: str) -> None:
+        """Says goodbye and closes; others see ``reason``."""
+
+    def history_line(self, entry: HistoryEntry) -> None:
+        """Shows one line of room history."""
+
+    def private_sent(self, nick: str, text: str) -> None:
+        """Confirms a private message the user sent."""
+
+
+Result = "defer.Deferred[Any] | None"
+Handler = Callable[["CommandTable", Session, "User", str], "defer.Deferred[Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -30,100 +68,143 @@ class Command:
     handler: Handler
 
 
-COMMANDS: dict[str, Command] = {}
+class CommandList:
+    """An ordered list of commands, declared with the ``command`` decorator."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+
+    def command(self, name: str, usage: str, help: str) -> Callable[[Handler], Handler]:
+        def add(handler: Handler) -> Handler:
+            self.commands.append(Command(name, usage, help, handler))
+            return handler
+
+        return add
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self.commands)
 
 
-def command(name: str, usage: str, help: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(name, usage, help, handler)
-        return handler
+class CommandTable:
+    """The commands one daemon runs, bound to its chat service (and moderator)."""
 
-    return register
+    def __init__(
+        self,
+        service: ChatService,
+        commands: Iterable[Command],
+        moderator: Moderator | None = None,
+    ) -> None:
+        self.service = service
+        self.moderator = moderator
+        self.commands: dict[str, Command] = {c.name: c for c in commands}
+
+    def names(self) -> list[str]:
+        """Every command name, in help order: what a client completes."""
+        return list(self.commands)
+
+    def help_lines(self) -> list[str]:
+        """``/help``: one entry per command, no line wider than HELP_WIDTH with "*** "."""
+        width = min(max(len(c.usage) for c in self.commands.values()), 20)
+        room = HELP_WIDTH - _PREFIX
+        lines = ["Commands (type //text to send a line starting with /):"]
+        for cmd in self.commands.values():
+            if len(cmd.usage) <= width:
+                first = cmd.usage.ljust(width) + "  "
+            else:
+                lines.append(cmd.usage)
+                first = " " * (width + 2)
+            lines += textwrap.wrap(
+                cmd.help, room, initial_indent=first, subsequent_indent=" " * (width + 2)
+            )
+        return lines
+
+    def dispatch(self, session: Session, user: User, line: str) -> defer.Deferred[Any] | None:
+        """Runs the command in ``line`` (which starts with '/'); errors go to the sender only."""
+        name, _, args = line[1:].partition(" ")
+        cmd = self.commands.get(name.lower())
+        if cmd is None:
+            session.error(f"unknown command /{name}; type /help for a list of commands")
+            return None
+        try:
+            return cmd.handler(self, session, user, args.strip())
+        except ChatError as e:
+            session.error(str(e))
+            return None
 
 
-def dispatch(session: ChatProtocol, user: User, line: str) -> None:
-    """Runs the command in ``line`` (which starts with '/'); errors go to the sender only."""
-    name, _, args = line[1:].partition(" ")
-    cmd = COMMANDS.get(name.lower())
-    if cmd is None:
-        session.error(f"unknown command /{name}; type /help for a list of commands")
-        return
-    try:
-        cmd.handler(session, user, args.strip())
-    except ChatError as e:
-        session.error(str(e))
-
-
-def _require(args: str, usage: str) -> str:
+def require(args: str, usage: str) -> str:
     if not args:
         raise ChatError(f"usage: {usage}")
     return args
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 # --- Shown without being asked ---------------------------------------------------------------
 
 
-def welcome(session: ChatProtocol, user: User) -> None:
+def welcome(table: CommandTable, session: Session) -> None:
     """What a new connection sees after the greeting: the MOTD, then its room."""
-    for line in session.service.motd:
+    for line in table.service.motd:
         session.notice(f"| {line}")
-    _show_room(session, user.room)
+    show_room(table, session, session.room)
 
 
-def _show_room(session: ChatProtocol, room: Room) -> None:
+def show_room(table: CommandTable, session: Session, room: Room) -> None:
     """The topic of ``room`` and its recent lines, as shown on arriving there."""
     if room.topic:
         _show_topic(session, room)
-    replay = session.service.replay(room)
+    replay = table.service.replay(room)
     if replay:
         _show_history(session, room, replay)
 
 
-def _show_topic(session: ChatProtocol, room: Room) -> None:
+def _show_topic(session: Session, room: Room) -> None:
     if room.topic:
         session.notice(f"Topic of {room.name}: {room.topic} (set by {room.topic_by})")
     else:
         session.notice(f"{room.name} has no topic")
 
 
-def _show_history(session: ChatProtocol, room: Room, entries: list[HistoryEntry]) -> None:
-    session.notice(f"History of {room.name} (last {_plural(len(entries), 'line')}):")
+def _show_history(session: Session, room: Room, entries: list[HistoryEntry]) -> None:
+    session.notice(f"History of {room.name} (last {plural(len(entries), 'line')}):")
     for entry in entries:
-        session.send(wire.history_line(entry))
+        session.history_line(entry)
     session.notice("End of history.")
 
+
+CHAT_COMMANDS = CommandList()
+command = CHAT_COMMANDS.command
 
 # --- You ---------------------------------------------------------------------------------------
 
 
 @command("nick", "/nick NAME", "change your nickname")
-def _nick(session: ChatProtocol, user: User, args: str) -> None:
-    session.service.rename(user, _require(args, "/nick NAME"))
+def _nick(table: CommandTable, session: Session, user: User, args: str) -> None:
+    table.service.rename(user, require(args, "/nick NAME"))
 
 
 @command("me", "/me ACTION", "describe what you are doing: * you ACTION")
-def _me(session: ChatProtocol, user: User, args: str) -> None:
-    session.service.act(user, _require(args, "/me ACTION"))
+def _me(table: CommandTable, session: Session, user: User, args: str) -> None:
+    table.service.act(user, require(args, "/me ACTION"), session.room)
 
 
 @command("away", "/away [REASON]", "mark yourself away; private messages get REASON back")
-def _away(session: ChatProtocol, user: User, args: str) -> None:
-    session.service.set_away(user, args or "away")
+def _away(table: CommandTable, session: Session, user: User, args: str) -> None:
+    table.service.set_away(user, args or "away")
     session.notice(f"You are marked as away: {user.away}")
 
 
 @command("back", "/back", "you are no longer away")
-def _back(session: ChatProtocol, user: User, args: str) -> None:
-    session.service.set_back(user)
+def _back(table: CommandTable, session: Session, user: User, args: str) -> None:
+    table.service.set_back(user)
     session.notice("You are no longer marked as away")
 
 
 @command("timestamps", "/timestamps on|off", "prefix every line you receive with the time")
-def _timestamps(session: ChatProtocol, user: User, args: str) -> None:
+def _timestamps(table: CommandTable, session: Session, user: User, args: str) -> None:
     choice = args.lower()
     if choice not in ("on", "off", ""):
         raise ChatError("usage: /timestamps on|off")
@@ -136,84 +217,84 @@ def _timestamps(session: ChatProtocol, user: User, args: str) -> None:
 
 
 @command("join", "/join #ROOM", "move to another room (created on first join)")
-def _join(session: ChatProtocol, user: User, args: str) -> None:
-    room = session.service.join(user, _require(args, "/join #ROOM"))
-    session.notice(f"You are now in {room.name} ({_plural(len(room.members), 'user')})")
-    _show_room(session, room)
+def _join(table: CommandTable, session: Session, user: User, args: str) -> None:
+    room = table.service.move(user, require(args, "/join #ROOM"))
+    session.notice(f"You are now in {room.name} ({plural(room.size, 'user')})")
+    show_room(table, session, room)
 
 
 @command("rooms", "/rooms", "list the rooms, with how many are in each and the topic")
-def _rooms(session: ChatProtocol, user: User, args: str) -> None:
-    rooms = session.service.rooms_by_name()
+def _rooms(table: CommandTable, session: Session, user: User, args: str) -> None:
+    rooms = table.service.rooms_by_name()
     session.notice(f"Rooms ({len(rooms)}):")
     for room in rooms:
         topic = f": {room.topic}" if room.topic else ""
-        session.notice(f"  {room.name} ({_plural(len(room.members), 'user')}){topic}")
+        session.notice(f"  {room.name} ({plural(room.size, 'user')}){topic}")
 
 
 @command("topic", "/topic [TEXT]", "show the topic of your room, or set it to TEXT")
-def _topic(session: ChatProtocol, user: User, args: str) -> None:
+def _topic(table: CommandTable, session: Session, user: User, args: str) -> None:
     if args:
-        session.service.set_topic(user, args)
+        table.service.set_topic(user, args, session.room)
     else:
-        _show_topic(session, user.room)
+        _show_topic(session, session.room)
 
 
 @command("who", "/who [#ROOM]", "list who is in your room, or in #ROOM")
-def _who(session: ChatProtocol, user: User, args: str) -> None:
-    room = session.service.find_room(args) if args else user.room
-    users = session.service.who(room)
-    names = ", ".join(f"{u.nick} (away)" if u.away is not None else u.nick for u in users)
-    session.notice(f"Users in {room.name} ({len(users)}): {names}".rstrip())
+def _who(table: CommandTable, session: Session, user: User, args: str) -> None:
+    room = table.service.find_room(args) if args else session.room
+    names = table.service.who_names(room)
+    session.notice(f"Users in {room.name} ({len(names)}): {', '.join(names)}".rstrip())
 
 
 @command("history", "/history [N]", "show the last N lines of your room (default: all kept)")
-def _history(session: ChatProtocol, user: User, args: str) -> None:
-    kept = session.service.history_size
+def _history(table: CommandTable, session: Session, user: User, args: str) -> None:
+    kept = table.service.history_size
     if not kept:
         raise ChatError("this server keeps no history")
     count = parse_whole_number(args) if args else kept
     if count is None or not 1 <= count <= kept:
         raise ChatError(f"usage: /history [N], N a whole number from 1 to {kept}")
-    entries = session.service.history(user.room, count)
+    room = session.room
+    entries = table.service.history(room, count)
     if entries:
-        _show_history(session, user.room, entries)
+        _show_history(session, room, entries)
     else:
-        session.notice(f"No history in {user.room.name} yet")
+        session.notice(f"No history in {room.name} yet")
 
 
 # --- Other people ------------------------------------------------------------------------------
 
 
 @command("msg", "/msg NICK TEXT", "send TEXT to NICK only")
-def _msg(session: ChatProtocol, user: User, args: str) -> None:
+def _msg(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, _, text = args.partition(" ")
     text = text.strip()
     if not nick or not text:
         raise ChatError("usage: /msg NICK TEXT")
-    _sent(session, user, session.service.private_message(user, nick, text), text)
+    _sent(session, table.service.private_message(user, nick, text), text)
 
 
 @command("reply", "/reply TEXT", "send TEXT to the last person who sent you a private message")
-def _reply(session: ChatProtocol, user: User, args: str) -> None:
-    text = _require(args, "/reply TEXT")
-    _sent(session, user, session.service.reply(user, text), text)
+def _reply(table: CommandTable, session: Session, user: User, args: str) -> None:
+    text = require(args, "/reply TEXT")
+    _sent(session, table.service.reply(user, text), text)
 
 
-def _sent(session: ChatProtocol, user: User, target: User, text: str) -> None:
-    session.send(wire.private_sent(target.nick, text, session.service.stamp_for(user)))
+def _sent(session: Session, target: User, text: str) -> None:
+    session.private_sent(target.nick, text)
     if target.away is not None:
         session.notice(f"{target.nick} is away: {target.away}")
 
 
 @command("ignore", "/ignore [NICK]", "stop receiving NICK's lines and private messages; "
          "alone, list who you ignore")
-def _ignore(session: ChatProtocol, user: User, args: str) -> None:
+def _ignore(table: CommandTable, session: Session, user: User, args: str) -> None:
     if args:
-        target = session.service.ignore(user, args)
+        target = table.service.ignore(user, args)
         session.notice(f"You are now ignoring {target.nick}")
         return
-    ignored = session.service.ignored(user)
+    ignored = table.service.ignored(user)
     if ignored:
         session.notice(f"Ignoring ({len(ignored)}): " + ", ".join(u.nick for u in ignored))
     else:
@@ -221,8 +302,8 @@ def _ignore(session: ChatProtocol, user: User, args: str) -> None:
 
 
 @command("unignore", "/unignore NICK", "receive NICK's lines again")
-def _unignore(session: ChatProtocol, user: User, args: str) -> None:
-    target = session.service.unignore(user, _require(args, "/unignore NICK"))
+def _unignore(table: CommandTable, session: Session, user: User, args: str) -> None:
+    target = table.service.unignore(user, require(args, "/unignore NICK"))
     session.notice(f"You are no longer ignoring {target.nick}")
 
 
@@ -230,17 +311,27 @@ def _unignore(session: ChatProtocol, user: User, args: str) -> None:
 
 
 @command("help", "/help", "show this list")
-def _help(session: ChatProtocol, user: User, args: str) -> None:
-    session.notice("Commands (type //text to send a line starting with /):")
-    width = max(len(c.usage) for c in COMMANDS.values())
-    for cmd in COMMANDS.values():
-        session.notice(f"{cmd.usage.ljust(width)}  {cmd.help}")
+def _help(table: CommandTable, session: Session, user: User, args: str) -> None:
+    for line in table.help_lines():
+        session.notice(line)
 
 
 @command("quit", "/quit [REASON]", "leave the chat; others see REASON")
-def _quit(session: ChatProtocol, user: User, args: str) -> None:
+def _quit(table: CommandTable, session: Session, user: User, args: str) -> None:
     session.quit(args or "quit")
 
 
-# The operator commands live in their own module; importing it registers them after these.
-from chatd import operator_commands  # noqa: E402, F401
+def build_command_table(
+    service: ChatService, moderator: Moderator | None = None
+) -> CommandTable:
+    """The chat commands, then the operator commands."""
+    from chatd.operator_commands import OPERATOR_COMMANDS
+
+    return CommandTable(service, [*CHAT_COMMANDS, *OPERATOR_COMMANDS], moderator)
+
+
+def command_names() -> list[str]:
+    """Every command name a chatd server runs (for a client's completion list)."""
+    from chatd.operator_commands import OPERATOR_COMMANDS
+
+    return [c.name for c in (*CHAT_COMMANDS, *OPERATOR_COMMANDS)]

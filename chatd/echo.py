@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.addresses import ip_address
 from chatd.bucket import TokenBucket
-from chatd.limits import ConnectionLimits, describe_peer
-from chatd.output import write_now
+from chatd.edge import Edge, admit
+from chatd.limits import ConnectionLimits
+from chatd.output import OutputBatch
+from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
 
 # One read is at most ECHO_READ_SIZE bytes, and reading pauses once more than that is unsent,
@@ -48,11 +49,9 @@ _LIMITED_BROADCAST = ipaddress.ip_address("255.255.255.255")
 def is_bogus_source(host: str) -> bool:
     """True for broadcast, multicast, unspecified and 0.0.0.0/8 source addresses."""
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        address = ip_address(host)
     except ValueError:
         return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if isinstance(address, ipaddress.IPv4Address):
         return (
             address in _THIS_NETWORK or address == _LIMITED_BROADCAST or address.is_multicast
@@ -61,43 +60,45 @@ def is_bogus_source(host: str) -> bool:
 
 
 @implementer(interfaces.IPushProducer)
-class EchoProtocol(protocol.Protocol, TimeoutMixin):
+class EchoProtocol(protocol.Protocol):
     """Sends back every byte received, unchanged, until the peer closes.
 
     The protocol is the transport's producer: when the peer stops reading and more than
     ECHO_READ_SIZE bytes are unsent, Twisted pauses us and we stop reading from the peer;
     once all is sent it resumes us. So a client that only sends gets TCP backpressure, and
     we hold at most ECHO_MAX_BACKLOG bytes for it; the factory bounds what all such
-    stalled connections hold together.
+    stalled connections hold together. The connection counts, the idle timeout and closing
+    are the edge's (chatd/edge.py), as for every front-end.
     """
 
     transport: Any  # ITCPTransport plus IConsumer and IPushProducer
     factory: EchoFactory
-    counted_address: object = None
+    edge: Edge
+    counted_address: object = None  # the address the factory's limits counted
 
     def connectionMade(self) -> None:
+        factory = self.factory
         # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
         # than that is queued: one more read at most, so the backlog stays under twice it.
         self.transport.bufferSize = ECHO_READ_SIZE
         self.transport.registerProducer(self, True)
-        if interfaces.ITCPTransport.providedBy(self.transport):
-            self.transport.setTcpNoDelay(True)  # an echo is answered now, not after an ACK
-        self.setTimeout(self.factory.idle_timeout or None)
+        self.edge = Edge(self, self.transport, factory.policy, factory.clock,
+                         factory.rejections, factory.output_batch, release=self._release)
+        self.edge.activity()
+
+    def _release(self) -> None:
+        self.factory.limits.release(self.counted_address)
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
-        write_now(self.transport, data)  # echo at once, not on the reactor's next turn
-
-    def timeoutConnection(self) -> None:
-        self.transport.abortConnection()
+        self.edge.activity()
+        self.edge.write(data)  # echo at once, not on the reactor's next turn
 
     # --- IPushProducer: the transport says when its send buffer is full and when drained ---
 
     def pauseProducing(self) -> None:
         if not self.factory.stall(self):
-            self.factory.refused("echo connection cut off: total echo backlog reached",
-                                 self.transport.getPeer())
-            self.transport.abortConnection()
+            self.edge.log_cause("echo connection cut off: total echo backlog reached")
+            self.edge.abort()
             return
         self.transport.pauseProducing()  # stop reading: the peer's sends now wait in TCP
 
@@ -109,11 +110,19 @@ class EchoProtocol(protocol.Protocol, TimeoutMixin):
         self.factory.drained(self)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.setTimeout(None)
         self.factory.drained(self)
-        if self.counted_address is not None and self.factory.limits is not None:
-            self.factory.limits.release(self.counted_address)
-            self.counted_address = None
+        self.edge.connection_lost(reason)
+
+    # --- ConnectionOwner -------------------------------------------------------------------
+
+    def tell_error(self, text: str) -> None:
+        pass  # whatever we sent would look like an echo
+
+    def timed_out(self) -> None:
+        self.edge.abort()
+
+    def finished(self, reason: str) -> None:
+        pass  # an echo connection leaves nothing behind
 
 
 class EchoFactory(protocol.ServerFactory):
@@ -122,14 +131,25 @@ class EchoFactory(protocol.ServerFactory):
 
     def __init__(
         self,
-        idle_timeout: float = DEFAULT_ECHO_IDLE_TIMEOUT,
-        limits: ConnectionLimits | None = None,
+        policy: EdgePolicy | None = None,
         rejections: RateLimitedLog | None = None,
+        clock: IReactorTime | None = None,
         total_backlog: int = DEFAULT_ECHO_TOTAL_BACKLOG,
+        limits: ConnectionLimits | None = None,
     ) -> None:
-        self.idle_timeout = idle_timeout
-        self.limits = limits
-        self.rejections = rejections
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.clock = clock
+        self.policy = policy if policy is not None else EdgePolicy(
+            max_line=0, idle_timeout=DEFAULT_ECHO_IDLE_TIMEOUT
+        )
+        self.rejections = rejections if rejections is not None else RateLimitedLog(clock)
+        self.limits = limits if limits is not None else ConnectionLimits(
+            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
+        )
+        self.output_batch = OutputBatch()  # never active: every echo goes out at once
         self.total_backlog = total_backlog
         self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
 
@@ -144,29 +164,18 @@ class EchoFactory(protocol.ServerFactory):
     def drained(self, proto: EchoProtocol) -> None:
         self.stalled.discard(proto)
 
-    def refused(self, reason: str, addr: object, detail: str = "") -> None:
-        if self.rejections is not None:
-            self.rejections.event(reason, describe_peer(addr), detail)
-
-    reloadable_options = frozenset({"max-clients", "max-per-ip", "echo-idle-timeout"})
-
-    def reconfigure(self, options: Mapping[str, Any]) -> None:
-        """New bounds for connections made from now on."""
-        self.idle_timeout = options["echo-idle-timeout"]
-        if self.limits is not None:
-            self.limits.reconfigure(options)
+    def policy_changed(self) -> None:
+        """New bounds for newcomers; live connections read the idle timeout from the policy
+        each time they restart their timer (at their next read)."""
+        policy = self.policy
+        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        if self.limits is not None:
-            refusal = self.limits.admit(addr)
-            if refusal is not None:
-                # Echo has no way to say why: whatever we sent would look like an echo.
-                self.refused("echo connection refused", addr, refusal)
-                return None
-        proto = super().buildProtocol(addr)
-        assert isinstance(proto, EchoProtocol)
-        if self.limits is not None:
-            proto.counted_address = addr
+        # Echo has no way to say why it refuses: whatever we sent would look like an echo.
+        if admit(self.limits, addr, self.rejections, "echo connection refused") is not None:
+            return None
+        proto = cast(EchoProtocol, super().buildProtocol(addr))
+        proto.counted_address = addr  # what admit counted: released once, when it goes
         return proto
 
 

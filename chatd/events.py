@@ -1,41 +1,71 @@
 """What happens in the chat, as plain values, and the one narrow way it leaves the service.
 
-The chat service never writes to a connection itself. It publishes events on an
-``IEventBus`` and delivers what the bus hands back to its subscribers. ``LocalEventBus``
-hands events straight back in the same process; a Redis or NATS bus can implement the same
-two methods to fan events out across several chatd processes without touching the service.
+Every change to shared state is an event: a line said (it goes into the room's history), a
+join, a leave, a rename, a topic change. The chat service never changes shared state or
+writes to a connection any other way. It *applies* each of its own events to its own copy
+at once, then publishes it on an ``IEventBus``; every event the bus hands back is fanned
+out to the local recipients, and an event from another process is applied to this
+process's copy first. So several chatd processes on one bus hold the same rooms, topics,
+histories and room memberships, and a bus only has to carry events.
+
+Each event carries its ``origin``: the id of the process whose service made it
+(``ChatService.origin``). It is not part of an event's equality.
+
+What a bus must provide (``IEventBus``):
+
+1. ``publish(event)`` delivers the event to every subscriber of every process on the bus,
+   the publishing process included (it fans out its own events from the bus too).
+2. Events from one process arrive everywhere in the order that process published them.
+   Events from different processes may interleave in any order.
+3. Delivery is at most once per subscriber; the ``origin`` field and every other field
+   arrive unchanged (a bus that serialises events must round-trip them exactly: they are
+   frozen dataclasses of str and float fields).
+4. ``LocalEventBus`` hands events straight back, synchronously; a remote bus (Redis) may
+   hand them back later, and must hand them back on the reactor thread.
+
+What a bus does not give: nick uniqueness across processes (two processes may each accept
+the same new nick at once), nor a snapshot of the state for a process that joins late.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zope.interface import Interface, implementer
 
 
+def _origin() -> str:
+    return field(default="", compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Said:
-    """A chat line in a room."""
+    """A chat line in a room (appended to its history)."""
 
     room: str
     nick: str
     text: str
+    at: float = field(default=0.0, compare=False)  # when it was said
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
 class Acted:
-    """A /me action in a room."""
+    """A /me action in a room (appended to its history)."""
 
     room: str
     nick: str
     text: str
+    at: float = field(default=0.0, compare=False)
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
     room: str
     nick: str
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +73,14 @@ class Left:
     room: str
     nick: str
     reason: str
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
 class Renamed:
     old: str
     new: str
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +90,7 @@ class PrivateMessage:
     sender: str
     recipient: str
     text: str
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +98,8 @@ class TopicChanged:
     room: str
     nick: str
     topic: str
+    at: float = field(default=0.0, compare=False)
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +107,7 @@ class Announcement:
     """A server notice to everyone connected (for example, the shutdown notice)."""
 
     text: str
+    origin: str = _origin()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +116,7 @@ class RoomNotice:
 
     room: str
     text: str
+    origin: str = _origin()
 
 
 Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
@@ -90,7 +127,10 @@ EventHandler = Callable[[Event], None]
 
 
 class IEventBus(Interface):
-    """Carries events from the chat service to every process that has recipients."""
+    """Carries events from the chat service to every process that has recipients.
+
+    The contract is in this module's docstring.
+    """
 
     def publish(event: Event) -> None:
         """Sends ``event`` to every subscriber, in publication order."""

@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from chatd import addresses
 from chatd.text import parse_whole_number
 
 # Every operator action goes to this namespace, always with the operator's name, so an
@@ -69,15 +70,8 @@ def format_time(when: float) -> str:
 
 
 def normalize_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address, with IPv4-mapped IPv6 (``::ffff:1.2.3.4``) turned into plain IPv4.
-
-    A dual-stack listener reports IPv4 peers in the mapped form; a ban on 1.2.3.4 must
-    catch them all the same.
-    """
-    address = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    """An IP address, IPv4-mapped IPv6 folded to IPv4 (see chatd.addresses)."""
+    return addresses.ip_address(text)
 
 
 def parse_ban_target(text: str) -> Network:
@@ -97,13 +91,7 @@ def parse_ban_target(text: str) -> Network:
 
 def peer_host(peer: str) -> str | None:
     """The IP address in a ``host:port`` peer description, or None (say, a UNIX socket)."""
-    host, sep, port = peer.rpartition(":")
-    if not sep or not port.isdigit():
-        return None
-    try:
-        return str(normalize_address(host))
-    except ValueError:
-        return None
+    return addresses.peer_host(peer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from chatd.errors import ChatError
 from chatd.events import Announcement, Event, RoomNotice
 from chatd.moderation import (
     Ban,
@@ -29,7 +31,7 @@ from chatd.moderation import (
     peer_host,
 )
 from chatd.operators import OperatorAuthenticator
-from chatd.service import ChatError, ChatService, User
+from chatd.service import ChatService, User
 from chatd.text import InvalidNickname, nick_key, normalize_nick
 
 _SAVE_BAN = "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?)"
@@ -41,7 +43,7 @@ _IN_FORCE = "WHERE expires IS NULL OR expires > ?"
 
 def tell(user: User, event: Event) -> None:
     """Sends one event to one user only, in that user's wire format."""
-    user.client.send(user.client.formatter.format(event))
+    user.client.send(user.client.frontend.formatter.format(event))
 
 
 class Moderator(service.Service):
@@ -96,7 +98,8 @@ class Moderator(service.Service):
     # --- Becoming an operator ----------------------------------------------------------------
 
     def oper(self, user: User, args: str, reply: Callable[[str], None],
-             fail: Callable[[str], None]) -> None:
+             fail: Callable[[str], None]) -> defer.Deferred[Any]:
+        """Fires once the check is over and its reply has been given."""
         name, _, password = args.partition(" ")
         if not name or not password:
             raise ChatError("usage: /oper NAME PASSWORD")
@@ -112,7 +115,7 @@ class Moderator(service.Service):
             if self.chat.users.get(user.key) is user:
                 fail(str(failure.value))
 
-        self.authenticator.login(address, name, password).addCallbacks(granted, refused)
+        return self.authenticator.login(address, name, password).addCallbacks(granted, refused)
 
     def _operator(self, user: User) -> str:
         if user.operator is None:
@@ -223,15 +226,16 @@ class Moderator(service.Service):
 
     def _announce(self, op: User, target: User | None, text: str) -> None:
         """Tells the target's room (where it happened) and the operator, wherever they are."""
-        if target is not None:
-            self.chat.bus.publish(RoomNotice(target.room.name, text))
-        if target is None or op.room is not target.room:
+        rooms = [] if target is None else target.rooms_by_name()
+        for room in rooms:
+            self.chat.publish(RoomNotice(room.name, text))
+        if not any(op in room.members for room in rooms):
             tell(op, Announcement(text))
 
     def wall(self, op: User, text: str) -> None:
         operator = self._operator(op)
         audit_action(operator, "sent a wall", text=text)
-        self.chat.bus.publish(Announcement(f"[wall from {op.nick}] {text}"))
+        self.chat.publish(Announcement(f"[wall from {op.nick}] {text}"))
 
     def force_rename(self, op: User, nick: str, new: str) -> None:
         operator = self._operator(op)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from chatd.commands import command
+from twisted.internet import defer
+
+from chatd.commands import CommandList, CommandTable, Session
+from chatd.errors import ChatError
 from chatd.moderation import looks_like_duration, parse_duration
-from chatd.service import ChatError, User
 
 if TYPE_CHECKING:
     from chatd.moderator import Moderator
-    from chatd.protocol import ChatProtocol
+    from chatd.service import User
+
+OPERATOR_COMMANDS = CommandList()
+command = OPERATOR_COMMANDS.command
 
 
-def _moderator(session: ChatProtocol) -> Moderator:
-    moderator = session.factory.moderator
+def _moderator(table: CommandTable) -> Moderator:
+    moderator = table.moderator
     if moderator is None:
         raise ChatError("this server has no operators")
     return moderator
@@ -37,42 +42,45 @@ def _duration_and_rest(text: str) -> tuple[int | None, str]:
 
 
 @command("oper", "/oper NAME PASSWORD", "become an operator")
-def _oper(session: ChatProtocol, user: User, args: str) -> None:
-    _moderator(session).oper(user, args, session.notice, session.error)
+def _oper(
+    table: CommandTable, session: Session, user: User, args: str
+) -> defer.Deferred[Any]:
+    # The password check runs in a thread; the front-end holds later lines until it is done.
+    return _moderator(table).oper(user, args, session.notice, session.error)
 
 
 @command("kick", "/kick NICK [REASON]", "(operators) disconnect someone")
-def _kick(session: ChatProtocol, user: User, args: str) -> None:
+def _kick(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, reason = _words(args, 1, "/kick NICK [REASON]")
-    _moderator(session).kick(user, nick, reason)
+    _moderator(table).kick(user, nick, reason)
 
 
 BAN_USAGE = "/ban NICK|ADDRESS|CIDR [DURATION] [REASON]"
 
 
 @command("ban", BAN_USAGE, "(operators) ban an address, or a user's address; 10m, 2h, 7d")
-def _ban(session: ChatProtocol, user: User, args: str) -> None:
+def _ban(table: CommandTable, session: Session, user: User, args: str) -> None:
     what, rest = _words(args, 1, BAN_USAGE)
     seconds, reason = _duration_and_rest(rest)
-    session.notice(_moderator(session).ban(user, what, seconds, reason))
+    session.notice(_moderator(table).ban(user, what, seconds, reason))
 
 
 @command("unban", "/unban ADDRESS|CIDR", "(operators) lift a ban")
-def _unban(session: ChatProtocol, user: User, args: str) -> None:
+def _unban(table: CommandTable, session: Session, user: User, args: str) -> None:
     what, rest = _words(args, 1, "/unban ADDRESS|CIDR")
     if rest:
         raise ChatError("usage: /unban ADDRESS|CIDR")
-    session.notice(_moderator(session).unban(user, what))
+    session.notice(_moderator(table).unban(user, what))
 
 
 @command("bans", "/bans", "(operators) list bans: who, when, why, until when")
-def _bans(session: ChatProtocol, user: User, args: str) -> None:
-    for line in _moderator(session).list_bans(user):
+def _bans(table: CommandTable, session: Session, user: User, args: str) -> None:
+    for line in _moderator(table).list_bans(user):
         session.notice(line)
 
 
 @command("mute", "/mute NICK [DURATION]", "(operators) refuse someone's lines")
-def _mute(session: ChatProtocol, user: User, args: str) -> None:
+def _mute(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, rest = _words(args, 1, "/mute NICK [DURATION]")
     seconds = None
     if rest:
@@ -80,27 +88,27 @@ def _mute(session: ChatProtocol, user: User, args: str) -> None:
             seconds = parse_duration(rest)
         except ValueError as e:
             raise ChatError(str(e)) from None
-    _moderator(session).mute(user, nick, seconds)
+    _moderator(table).mute(user, nick, seconds)
 
 
 @command("unmute", "/unmute NICK", "(operators) let someone talk again")
-def _unmute(session: ChatProtocol, user: User, args: str) -> None:
+def _unmute(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, rest = _words(args, 1, "/unmute NICK")
     if rest:
         raise ChatError("usage: /unmute NICK")
-    _moderator(session).unmute(user, nick)
+    _moderator(table).unmute(user, nick)
 
 
 @command("wall", "/wall TEXT", "(operators) a notice to everyone")
-def _wall(session: ChatProtocol, user: User, args: str) -> None:
+def _wall(table: CommandTable, session: Session, user: User, args: str) -> None:
     if not args:
         raise ChatError("usage: /wall TEXT")
-    _moderator(session).wall(user, args)
+    _moderator(table).wall(user, args)
 
 
 @command("rename", "/rename NICK NEWNICK", "(operators) change someone's nickname")
-def _rename(session: ChatProtocol, user: User, args: str) -> None:
+def _rename(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, new, rest = _words(args, 2, "/rename NICK NEWNICK")
     if rest:
         raise ChatError("usage: /rename NICK NEWNICK")
-    _moderator(session).force_rename(user, nick, new)
+    _moderator(table).force_rename(user, nick, new)

@@ -14,15 +14,20 @@ others. Two costs dominate it in stock Twisted, and this module removes both.
    ``write_now`` calls ``send()`` itself when Twisted has nothing queued for that socket,
    and hands only what the kernel would not take to ``transport.write``.
 
-``write_now`` reads private attributes of ``twisted.internet.tcp.Connection`` (its queue:
-``dataBuffer``, ``offset``, ``_tempDataLen``; and ``socket``). That is the only reach past
-Twisted's public API in chatd; the tests in ``tests/test_output.py`` pin the behaviour it
+``write_now`` and ``queued_in_transport`` read private attributes of
+``twisted.internet.tcp.Connection`` (its queue: ``dataBuffer``, ``offset``,
+``_tempDataLen``; and ``socket``). That is the only reach past Twisted's public API in
+chatd; the tests in ``tests/test_output.py`` pin the behaviour it
 relies on, so a Twisted upgrade that changes it fails there first. Any other transport
 (TLS, in-memory test transports) takes the ordinary ``transport.write`` path.
 """
 
 from __future__ import annotations
 
+import fcntl
+import struct
+import termios
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -47,6 +52,29 @@ def write_now(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def queued_in_transport(transport: Any) -> int | None:
+    """Bytes a TCP transport holds for its peer in its own buffer; None for transports it
+    cannot tell. (What the kernel holds is ``unsent_in_kernel``: a system call.)"""
+    if isinstance(transport, tcp.Connection):
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return None
+
+
+def unsent_in_kernel(transport: Any) -> int:
+    """What the kernel still holds for the peer (SIOCOUTQ): bytes a peer that does not
+    read leaves there count against it like the rest. 0 where the call is missing."""
+    if _OUTQ is None or not transport.connected:
+        return 0
+    try:
+        raw = fcntl.ioctl(transport.socket.fileno(), _OUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux
 
 
 class OutputBatch:
@@ -82,24 +110,42 @@ class OutputBatch:
 
 
 class ConnectionOutput:
-    """One connection's outgoing bytes."""
+    """One connection's outgoing bytes; ``pending_bytes`` counts what the batch holds.
 
-    __slots__ = ("_batch", "_pending", "transport")
+    ``written`` (the edge's send-buffer guard) is told the size of every write handed to
+    the transport, after the transport took it.
+    """
 
-    def __init__(self, transport: Any, batch: OutputBatch) -> None:
+    __slots__ = ("_batch", "_pending", "_written", "pending_bytes", "transport")
+
+    def __init__(
+        self, transport: Any, batch: OutputBatch, written: Callable[[int], None] | None = None
+    ) -> None:
         self.transport = transport
         self._batch = batch
         self._pending: list[bytes] = []
+        self._written = written
+        self.pending_bytes = 0
 
     def send(self, data: bytes) -> None:
-        if not self._batch.active:
+        if not self._batch._depth:
             write_now(self.transport, data)
+            if self._written is not None:
+                self._written(len(data))
             return
         if not self._pending:
             self._batch.mark_dirty(self)
         self._pending.append(data)
+        self.pending_bytes += len(data)
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
+            size, self.pending_bytes = self.pending_bytes, 0
             write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
+            if self._written is not None:
+                self._written(size)
+
+    def discard(self) -> None:
+        """Forgets what the batch holds (the connection was cut off)."""
+        self._pending, self.pending_bytes = [], 0

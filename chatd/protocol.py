@@ -1,63 +1,75 @@
-"""The line protocol front-end: what ``nc`` and ``telnet`` users connect to.
+"""The line front-end: what ``nc`` and ``telnet`` users connect to.
 
-A thin adapter: it frames bytes into lines, turns each line into clean text once, hands it
-to the chat service (or to a slash command), and writes whatever the service sends back.
-The limits that protect everyone else from one connection live here, at the edge: line
-length, the flood gate, the send-buffer guard, the idle timeout and the connection counts.
+``ChatProtocol`` is a ``LineReceiver``: Twisted's machinery splits lines (``delimiter``,
+``MAX_LENGTH`` from --max-line, ``lineLengthExceeded``) and holds later lines back while
+the connection is paused (``pauseProducing``/``resumeProducing``). In front of it sits a
+small pre-filter (chatd/framing.py: telnet negotiation out, every line ending made LF) that
+feeds it in bounded slices, so a big paste costs linear time. Every guard (flood gate,
+send buffer, idle timeout, connection counts, close and abort) is the connection's
+``Edge`` (chatd/edge.py); commands come from the daemon's one ``CommandTable``.
+
+``ChatFactory`` is the shared place that holds the connected line clients: it builds the
+protocols, keeps the set of them, counts them for the connection limits, and implements the
+broadcast to them (the chat service picks the recipients and renders each event once;
+the factory hands those bytes to its clients). An IRC or WebSocket front-end copies this
+pattern with its own protocol, factory and formatter (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
 
-from twisted.internet import interfaces, protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.protocols.basic import LineOnlyReceiver
-from twisted.protocols.policies import TimeoutMixin
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from chatd import commands, wire
-from chatd.backpressure import DEFAULT_SEND_GRACE, SendBufferGuard
-from chatd.flood import DEFAULT_FLOOD_QUEUE, FloodGate
-from chatd.limits import ConnectionLimits, describe_peer
-from chatd.output import ConnectionOutput, OutputBatch
+from chatd import wire
+from chatd.addresses import describe_peer
+from chatd.commands import CommandTable, build_command_table, welcome
+from chatd.edge import TOO_LONG, Edge, Reply, admit
+from chatd.errors import ChatError
+from chatd.framing import SLICE, LineInput
+from chatd.history import HistoryEntry
+from chatd.limits import ConnectionLimits
+from chatd.output import OutputBatch
+from chatd.policy import DEFAULT_MAX_LINE, EdgePolicy
 from chatd.ratelog import RateLimitedLog
-from chatd.service import ChatError, ChatService, EventFormatter, User
-from chatd.text import TelnetFilter, decode_line
+from chatd.rooms import Room
+from chatd.service import ChatService, EventFormatter, User
+from chatd.text import decode_line
 
-if TYPE_CHECKING:
-    from chatd.moderator import Moderator
+__all__ = ["DEFAULT_MAX_LINE", "ChatFactory", "ChatProtocol", "RefusedProtocol"]
 
-DEFAULT_MAX_LINE = 4096
+_NO_LIMIT = sys.maxsize
 
 
-class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
-    """One chat connection.
+@implementer(IHalfCloseableProtocol)
+class ChatProtocol(LineReceiver):
+    """One chat connection: a ``ChatClient`` for the service, a ``Session`` for commands,
+    and the ``EdgeOwner`` of its edge."""
 
-    Twisted's line receivers split on one fixed delimiter; chat clients end lines with LF
-    (``nc``), CRLF (telnet) or a lone CR (some raw clients), so ``dataReceived`` does its
-    own splitting. A CRLF that arrives split across two reads becomes a line and an empty
-    line, and empty lines are ignored, so no state is needed for it.
-    """
-
-    delimiter = wire.EOL.encode()
-    formatter: EventFormatter = wire.LINE_FORMATTER
+    delimiter = b"\n"  # the pre-filter turns CRLF and a lone CR into LF
     factory: ChatFactory
-    # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no single interface names.
-    transport: Any
+    transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
+    edge: Edge
+    counted_address: object = None  # the address the factory's limits counted
+    frontend: ChatFactory  # for the service: who broadcasts to this client
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self.input = LineInput()
+        self._held: deque[bytes | Reply] = deque()  # filtered input not yet fed to LineReceiver
+        self._offset = 0  # how much of _held[0] has been fed
         self._discarding = False  # dropping the rest of an over-long line
-        self._telnet = TelnetFilter()
+        self._reparse = False  # lineLengthExceeded put the rest of the buffer back
+        self._pumping = False
+        self._swallowed = 0  # the telnet filter's discarded count, as last seen
         self._quit_reason: str | None = None
-        self._guard: SendBufferGuard | None = None
-        self._gate: FloodGate | None = None
-        self._cut_off = False  # aborted: nothing more is written
-        self._close_deadline: IDelayedCall | None = None
-        self.counted_address: object = None  # set by the factory when limits counted us
         self.user: User | None = None
 
     @property
@@ -68,209 +80,197 @@ class ChatProtocol(LineOnlyReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.output = ConnectionOutput(self.transport, factory.output_batch)
-        self.MAX_LENGTH = factory.max_line
-        if interfaces.ITCPTransport.providedBy(self.transport):
-            self.transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
-            # chatd coalesces its own output per read (chatd/output.py); Nagle would only hold
-            # a line back behind the peer's delayed ACK of the previous one.
-            self.transport.setTcpNoDelay(True)
-        if factory.send_buffer:
-            self._guard = SendBufferGuard(
-                factory.clock, factory.send_buffer, factory.send_grace,
-                self._send_buffer_overrun,
-            )
-            self.transport.registerProducer(self._guard, True)
-        if factory.flood_rate:
-            self._gate = FloodGate(
-                factory.clock, factory.flood_rate, factory.flood_burst, factory.flood_queue,
-                self._line_released, self._flood_overflow, self._flood_persistent,
-            )
-        if factory.idle_timeout:
-            self.setTimeout(factory.idle_timeout)
+        self.frontend = factory  # read for every recipient of every line: a plain attribute
+        self.MAX_LENGTH = factory.policy.max_line or _NO_LIMIT
+        self.edge = Edge(
+            self, self.transport, factory.policy, factory.clock, factory.rejections,
+            factory.output_batch, release=self._release, lines=self,
+        )
+        self.edge.start_send_buffer_guard()
+        self.edge.activity()
+        factory.clients.add(self)
         try:
-            self.user = self.service.connect(self, describe_peer(self.transport.getPeer()))
+            self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
             self.error(str(e))
-            self._close()
+            self.edge.close()
             return
+        self.edge.nick = self.user.nick
+        self.service.join(self.user, self.service.default_room)
         self.notice(
             f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
             "Type /help for a list of commands."
         )
-        commands.welcome(self, self.user)
+        welcome(factory.commands, self)
+
+    def _release(self) -> None:
+        self.factory.limits.release(self.counted_address)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.setTimeout(None)
-        if self._close_deadline is not None and self._close_deadline.active():
-            self._close_deadline.cancel()
-        if self._gate is not None:
-            self._gate.stop()
-        if self._guard is not None:
-            self._guard.stop()
-        if self.counted_address is not None and self.factory.limits is not None:
-            self.factory.limits.release(self.counted_address)
-            self.counted_address = None
-        if self.user is not None:
-            self.service.disconnect(self.user, self._quit_reason or "connection lost")
-            self.user = None
+        self.factory.clients.discard(self)
+        self.edge.connection_lost(reason)
 
-    # --- Input -----------------------------------------------------------------------------
+    def readConnectionLost(self) -> None:
+        """The peer half-closed (``nc -N``): what it sent still goes out, then we close."""
+        self.edge.input_ended()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def policy_changed(self) -> None:
+        """A reload changed the limits: a live connection takes them too."""
+        self.MAX_LENGTH = self.factory.policy.max_line or _NO_LIMIT
+        self.edge.policy_changed()
+
+    # --- Input: pre-filter, then LineReceiver ----------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
+        if data:
+            self.edge.activity()
+            for clean, reply in self.input.feed(data):
+                if clean:
+                    self._held.append(clean)
+                if reply:
+                    self._held.append(Reply(reply))
+            discarded = self.input.discarded
+            if discarded != self._swallowed:
+                self.edge.swallowed(discarded - self._swallowed)
+                self._swallowed = discarded
         # Everything this read makes anyone receive goes out as one write per recipient.
         with self.factory.output_batch:
-            self._handle_data(data)
+            self._pump()
 
-    def _handle_data(self, data: bytes) -> None:
-        for clean, reply in self._telnet.feed(data):
-            self._handle_input(clean)
-            if reply:  # a telnet answer, due once the input before it is handled
-                self.send(reply)
-
-    def _handle_input(self, data: bytes) -> None:
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if self._buffer:
-            data = self._buffer + data
-        lines = data.split(b"\n")
-        self._buffer = lines.pop()
-        limit = self.MAX_LENGTH = self.factory.max_line  # a SIGHUP may have changed it
-        for line in lines:
-            if self.transport.disconnecting or self.user is None:
-                return
-            if self._discarding:  # the end of a line already reported as too long
-                self._discarding = False
-            elif limit and len(line) > limit:
-                self.lineLengthExceeded(line)
-            elif line:
-                if self._gate is not None:
-                    self._gate.offer(line)
+    def _pump(self) -> None:
+        """Feeds held input to LineReceiver a slice at a time, until paused or done."""
+        if self._pumping:
+            return  # a resume from inside a line: the running loop carries on
+        self._pumping = True
+        try:
+            if self._buffer and not self.paused:
+                self._feed(b"")  # lines LineReceiver kept while the connection was paused
+            held = self._held
+            while held and not self.paused and not self.edge.closing:
+                head = held[0]
+                if isinstance(head, Reply):
+                    held.popleft()
+                    self.edge.offer(head)
+                    continue
+                if self._offset == 0 and len(head) <= SLICE:
+                    chunk = head
+                    held.popleft()
                 else:
-                    self.lineReceived(line)
-        if limit and len(self._buffer) > limit:
-            # Never hold more than about max-line bytes while waiting for a newline.
-            self._buffer = b""
-            if not self._discarding:
-                self._discarding = True
-                self.lineLengthExceeded(b"")
+                    chunk = head[self._offset:self._offset + SLICE]
+                    self._offset += SLICE
+                    if self._offset >= len(head):
+                        held.popleft()
+                        self._offset = 0
+                if self._discarding:
+                    end = chunk.find(self.delimiter)
+                    self.edge.swallowed(len(chunk) if end < 0 else end)
+                    if end < 0:
+                        continue
+                    chunk, self._discarding = chunk[end + 1:], False
+                self._feed(chunk)
+        finally:
+            self._pumping = False
+        self.edge.settle()
+
+    def _feed(self, chunk: bytes) -> None:
+        LineReceiver.dataReceived(self, chunk)
+        while self._reparse and not self.paused:
+            self._reparse = False
+            LineReceiver.dataReceived(self, b"")
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """Drops the line and tells the sender; unlike Twisted's default, stays connected."""
-        self.error(f"line too long (the limit is {self.MAX_LENGTH} bytes); it was not sent")
+        """Twisted's default closes the connection and throws away the rest of the buffer;
+        a chat peer that pasted one line too long keeps both: the line is refused (it counts
+        against the flood limit), and whatever follows its end is parsed as usual."""
+        self.edge.strike()
+        self.edge.offer(TOO_LONG)
+        end = line.find(self.delimiter)
+        if end >= 0:
+            self._buffer, self._reparse = line[end + 1:], True
+        else:  # the line goes on: drop it up to its end, which a later read will bring
+            self._discarding = True
+            self.edge.swallowed(len(line))
 
     def lineReceived(self, line: bytes) -> None:
+        if line:  # an empty line, or the second half of a CRLF split across reads
+            self.edge.offer(line)
+
+    # --- EdgeOwner -------------------------------------------------------------------------
+
+    def handle_line(self, line: bytes) -> defer.Deferred[Any] | None:
+        """A line the flood gate let through: a command, or chat for the current room."""
         text = decode_line(line)
         user = self.user
-        if not text.strip() or user is None or self.transport.disconnecting:
-            return
+        if not text.strip() or user is None:
+            return None
         if text.startswith("/") and not text.startswith("//"):
-            commands.dispatch(self, user, text)
-            return
+            return self.factory.commands.dispatch(self, user, text)
         try:
             self.service.say(user, text[1:] if text.startswith("//") else text)
         except ChatError as e:
             self.error(str(e))
+        return None
 
-    # --- Limits ----------------------------------------------------------------------------
+    def line_too_long(self) -> None:
+        self.error(f"line too long (the limit is {self.MAX_LENGTH} bytes); it was not sent")
 
-    def _line_released(self, line: bytes) -> None:
-        """A line the flood gate held back is now due (from a timer, outside any read)."""
-        with self.factory.output_batch:
-            self.lineReceived(line)
+    def tell_error(self, text: str) -> None:
+        self.error(text)
 
-    def _flood_overflow(self) -> None:
-        gate = self._gate
-        assert gate is not None
-        self._log_cause("flooding: lines dropped", f"{gate.queue_limit} lines queued")
-        self.error(
-            f"you are sending faster than {self.factory.flood_rate:g} lines a second and "
-            f"{gate.queue_limit} lines are waiting; further lines are dropped until they "
-            "have gone out"
-        )
+    def timed_out(self) -> None:
+        self.notice(f"Idle for {self.factory.policy.idle_timeout:g} seconds; disconnecting.")
+        self.edge.close()
 
-    def _flood_persistent(self) -> None:
-        self._log_cause("disconnected for flooding")
-        self.error("disconnected for flooding")
-        self._quit_reason = "flooding"
-        self._close()
+    def pause_input(self) -> None:
+        self.pauseProducing()
 
-    def _send_buffer_overrun(self) -> None:
-        self._log_cause(
-            "disconnected: not reading its output",
-            f"over {self.factory.send_buffer} bytes pending",
-        )
-        self._quit_reason = "not reading"
-        self.abort()
+    def resume_input(self) -> None:
+        self.resumeProducing()  # LineReceiver's: calls dataReceived(b""), which pumps
 
-    def timeoutConnection(self) -> None:
-        self._log_cause("disconnected: idle", f"{self.factory.idle_timeout:g} s")
-        self.notice(f"Idle for {self.factory.idle_timeout:g} seconds; disconnecting.")
-        self._quit_reason = "idle timeout"
-        self._close()
+    def input_pending(self) -> bool:
+        return bool(self._held) or self.delimiter in self._buffer
 
-    def callLater(self, period: float, func: Any) -> IDelayedCall:
-        """TimeoutMixin's clock: the factory's, so tests can use a fake one."""
-        return self.factory.clock.callLater(period, func)
+    def finished(self, reason: str) -> None:
+        if self.user is not None:
+            self.service.disconnect(self.user, self._quit_reason or reason)
+            self.user = None
 
-    def _log_cause(self, reason: str, detail: str = "") -> None:
-        nick = self.user.nick if self.user is not None else "?"
-        self.factory.rejections.event(
-            reason, describe_peer(self.transport.getPeer()), f"{nick}; {detail}" if detail
-            else nick,
-        )
+    # --- Session (for commands) and ChatClient (for the service) ---------------------------
 
-    def _close(self) -> None:
-        """Closes after what is queued has been sent, or aborts if that takes too long.
-
-        A registered producer can keep a transport open forever, so it goes first; nothing
-        more is written once closing (see ``send``), so the backlog cannot grow meanwhile.
-        """
-        if self.transport.disconnecting or self._cut_off:
-            return
-        self.setTimeout(None)
-        if self._gate is not None:
-            self._gate.stop()
-        if self._guard is not None:
-            self._guard.stop()
-            self._guard = None
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self._close_deadline = self.factory.clock.callLater(
-            self.factory.send_grace or DEFAULT_SEND_GRACE, self.abort
-        )
-
-    # --- Output: the ChatClient side -------------------------------------------------------
+    @property
+    def room(self) -> Room:
+        if self.user is None:
+            raise ChatError("you are not connected")
+        return self.user.room
 
     def send(self, data: bytes) -> None:
-        if self._cut_off or self.transport.disconnecting:
-            return
-        self.output.send(data)
-        if self._guard is not None:
-            self._guard.wrote(len(data))
+        self.edge.write(data)
 
     def notice(self, text: str) -> None:
-        self.send(wire.notice(text, self.service.stamp_for(self.user)))
+        self.edge.write(wire.notice(text, self.service.stamp_for(self.user)))
 
     def error(self, text: str) -> None:
-        self.send(wire.error(text, self.service.stamp_for(self.user)))
+        self.edge.write(wire.error(text, self.service.stamp_for(self.user)))
+
+    def history_line(self, entry: HistoryEntry) -> None:
+        self.edge.write(wire.history_line(entry))
+
+    def private_sent(self, nick: str, text: str) -> None:
+        self.edge.write(wire.private_sent(nick, text, self.service.stamp_for(self.user)))
 
     def quit(self, reason: str) -> None:
         self._quit_reason = reason
         self.notice("Goodbye.")
-        self._close()
+        self.edge.close()
 
     def disconnect(self) -> None:
-        self._close()
+        self.edge.close()
 
     def abort(self) -> None:
-        self._cut_off = True
-        if self._gate is not None:
-            self._gate.stop()
-        if self._guard is not None:
-            self._guard.stop()
-        self.transport.abortConnection()
+        self.edge.abort()
 
 
 class RefusedProtocol(protocol.Protocol):
@@ -287,70 +287,53 @@ class RefusedProtocol(protocol.Protocol):
 
 
 class ChatFactory(protocol.ServerFactory):
-    """Builds a ChatProtocol per connection, all sharing one chat service.
+    """The line front-end: builds a ChatProtocol per connection, holds the connected ones,
+    counts them for the limits and broadcasts to them.
 
-    Every limit is off unless asked for (0 or None); the daemon's defaults are in tap.py.
+    Every limit is off unless asked for (0); the daemon's defaults are in tap.py.
     """
 
     protocol = ChatProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
     noisy = False  # one log line per connection comes from the chat service instead
+    formatter: EventFormatter = wire.LINE_FORMATTER
 
     def __init__(
         self,
         service: ChatService,
-        max_line: int = DEFAULT_MAX_LINE,
+        policy: EdgePolicy | None = None,
         *,
-        flood_rate: float = 0,
-        flood_burst: int = 0,
-        flood_queue: int = DEFAULT_FLOOD_QUEUE,
-        send_buffer: int = 0,
-        send_grace: float = DEFAULT_SEND_GRACE,
-        idle_timeout: float = 0,
-        limits: ConnectionLimits | None = None,
+        commands: CommandTable | None = None,
         rejections: RateLimitedLog | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         self.service = service
-        self.max_line = max_line
-        self.flood_rate = flood_rate
-        self.flood_burst = flood_burst
-        self.flood_queue = flood_queue
-        self.send_buffer = send_buffer
-        self.send_grace = send_grace
-        self.idle_timeout = idle_timeout
-        self.limits = limits
+        self.policy = policy if policy is not None else EdgePolicy()
+        self.commands = commands if commands is not None else build_command_table(service)
         self.clock: IReactorTime = clock if clock is not None else service.reactor
         self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
+        self.limits = ConnectionLimits(
+            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
+        )
+        self.clients: set[ChatProtocol] = set()  # connected, admitted, not yet lost
         # Shared, so one read coalesces output across recipients.
-        self.output_batch: OutputBatch = OutputBatch()
-        self.moderator: Moderator | None = None  # operators and bans, when configured
+        self.output_batch = OutputBatch()
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        if self.limits is not None:
-            refusal = self.limits.admit(addr)
-            if refusal is not None:
-                self.rejections.event("connection refused", describe_peer(addr), refusal)
-                return RefusedProtocol(refusal)
-        proto = super().buildProtocol(addr)
-        assert isinstance(proto, ChatProtocol)
-        if self.limits is not None:
-            proto.counted_address = addr
+        refusal = admit(self.limits, addr, self.rejections, "connection refused")
+        if refusal is not None:
+            return RefusedProtocol(refusal)
+        proto = cast(ChatProtocol, super().buildProtocol(addr))
+        proto.counted_address = addr  # what admit counted: released once, when it goes
         return proto
 
-    # max-line applies at once to every connection; the other limits to connections made
-    # after the reload (a live connection keeps the flood gate and guard it started with).
-    reloadable_options = frozenset({
-        "max-line", "flood-rate", "flood-burst", "flood-queue", "send-buffer", "send-grace",
-        "idle-timeout", "max-clients", "max-per-ip",
-    })
+    def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
+        """The same bytes to each of ``clients`` (ChatProtocols the service picked)."""
+        for client in clients:
+            client.edge.write(data)
 
-    def reconfigure(self, options: Mapping[str, Any]) -> None:
-        self.max_line = options["max-line"]
-        self.flood_rate = options["flood-rate"]
-        self.flood_burst = options["flood-burst"]
-        self.flood_queue = options["flood-queue"]
-        self.send_buffer = options["send-buffer"]
-        self.send_grace = options["send-grace"]
-        self.idle_timeout = options["idle-timeout"]
-        if self.limits is not None:
-            self.limits.reconfigure(options)
+    def policy_changed(self) -> None:
+        """After a reload: new bounds for newcomers, and the new limits for live clients."""
+        policy = self.policy
+        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
+        for client in list(self.clients):
+            client.policy_changed()

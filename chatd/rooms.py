@@ -39,8 +39,8 @@ def room_key(name: str) -> str:
 class Room:
     """A place to talk. ``members`` is the fan-out index: a line goes to these users only."""
 
-    __slots__ = ("history", "key", "members", "name", "persisted", "topic", "topic_at",
-                 "topic_by")
+    __slots__ = ("history", "key", "members", "name", "persisted", "remote_members", "topic",
+                 "topic_at", "topic_by")
 
     def __init__(
         self,
@@ -57,13 +57,20 @@ class Room:
         self.topic = topic
         self.topic_by = topic_by
         self.topic_at = topic_at
-        self.members: set[User] = set()
+        self.members: set[User] = set()  # users connected to this process
+        # Users of other chatd processes in this room (nick_key -> nick), from bus events.
+        self.remote_members: dict[str, str] = {}
         self.history = RoomHistory(history_size, history or ())
         # Whether the store has a row for this room yet (one is written on its first
         # history line or topic; rooms nobody said anything in are not worth keeping).
         self.persisted = persisted
 
     @property
+    def size(self) -> int:
+        """How many users are in the room, in every process."""
+        return len(self.members) + len(self.remote_members)
+
+    @property
     def worth_keeping(self) -> bool:
         """An empty room is forgotten unless it has something to show the next visitor."""
-        return bool(self.members or self.topic or len(self.history))
+        return bool(self.members or self.remote_members or self.topic or len(self.history))

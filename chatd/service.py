@@ -1,14 +1,16 @@
 """The chat service: users, nicknames, rooms and fan-out. It knows nothing about sockets.
 
-Front-ends (the line protocol today; TLS, IRC, WebSocket later) adapt a connection to the
-``ChatClient`` protocol below and call the service's methods. The service publishes every
-event on its bus and, when the bus hands the event back, renders it once per wire format
-and gives the same bytes to every local recipient.
+Front-ends (the line protocol today; IRC and WebSocket next) adapt a connection to the
+``ChatClient`` protocol below and call the service's methods. Every change to shared state
+is an event (chatd/events.py): the service applies its own at once and publishes it on its
+bus; what the bus hands back (another process's events are applied first) is rendered once
+per front-end and handed, as the same bytes, to that front-end's ``broadcast``.
 """
 
 from __future__ import annotations
 
 import itertools
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -18,6 +20,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from chatd.addresses import peer_host
+from chatd.errors import ChatError
 from chatd.events import (
     Acted,
     Announcement,
@@ -34,7 +38,6 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.history import HistoryEntry
-from chatd.moderation import peer_host
 from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
 from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
@@ -50,10 +53,6 @@ SHUTDOWN_NOTICE = "Server is shutting down. Goodbye."
 # a room that size nobody reads them anyway.
 DEFAULT_ANNOUNCE_LIMIT = 500
 
-class ChatError(Exception):
-    """A request the service refuses; the message is meant for the one who asked."""
-
-
 class EventFormatter(Protocol):
     """Renders events as the bytes of one wire format."""
 
@@ -61,10 +60,22 @@ class EventFormatter(Protocol):
         """``at`` (seconds since the epoch) is given for users who asked for timestamps."""
 
 
+class FrontEnd(Protocol):
+    """One front-end (line, IRC, web): its wire format, and how it hands bytes to its own
+    clients. Usually the factory that holds them (chatd/protocol.py is the pattern)."""
+
+    @property
+    def formatter(self) -> EventFormatter: ...
+
+    def broadcast(self, data: bytes, clients: Sequence[ChatClient]) -> None:
+        """Hands the same ``data`` to each of ``clients`` (all of this front-end)."""
+
+
 class ChatClient(Protocol):
     """One connection, as the chat service sees it."""
 
-    formatter: EventFormatter
+    @property
+    def frontend(self) -> FrontEnd: ...
 
     def send(self, data: bytes) -> None:
         """Queues already-encoded bytes for the peer."""
@@ -80,13 +91,14 @@ class User:
     """Someone connected to this process."""
 
     __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
-                 "peer", "reply_to", "room", "timestamps")
+                 "peer", "reply_to", "rooms", "timestamps")
 
-    def __init__(self, client: ChatClient, nick: str, room: Room, peer: str) -> None:
+    def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
         self.nick = nick
         self.key = nick_key(nick)
-        self.room = room
+        # The rooms the user is in, by room_key, in the order joined.
+        self.rooms: dict[str, Room] = {}
         self.peer = peer
         # The IP address, parsed once: mute checks read it on every line a user says.
         self.host = peer_host(peer)
@@ -96,6 +108,19 @@ class User:
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
+
+    @property
+    def room(self) -> Room:
+        """The room joined last: where a one-room front-end's user talks."""
+        if not self.rooms:
+            raise ChatError("you are not in any room; /join one")
+        return next(reversed(self.rooms.values()))
+
+    def rooms_by_name(self) -> list[Room]:
+        return sorted(self.rooms.values(), key=lambda r: r.key)
+
+
+__all__ = ["ChatClient", "ChatError", "ChatService", "EventFormatter", "FrontEnd", "User"]
 
 
 class ChatService(service.Service):
@@ -123,8 +148,10 @@ class ChatService(service.Service):
         self.configured_topic = topic  # the default room's, from --topic; None: leave it be
         self.reactor = reactor
         self.server_name = server_name
+        # Which events are ours when a bus hands them back (see chatd/events.py).
+        self.origin = uuid.uuid4().hex
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
-        self.bus.subscribe(self._deliver)
+        self.bus.subscribe(self._received)
         self.shutdown_grace = shutdown_grace
         self.default_room = normalize_room(default_room)
         self.history_size = history_size
@@ -165,42 +192,118 @@ class ChatService(service.Service):
         if room.topic != self.configured_topic:
             self._set_room_topic(room, self.configured_topic, self.server_name)
 
+    # --- Events ----------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> None:
+        """Applies one of our own events to our state at once, then puts it on the bus."""
+        self._apply(event)
+        self.bus.publish(event)
+
+    def _received(self, event: Event) -> None:
+        """An event from the bus: another process's change is applied first; then every
+        event, ours included, goes to its local recipients."""
+        if event.origin != self.origin:
+            self._apply(event)
+        self._deliver(event)
+
+    def _apply(self, event: Event) -> None:
+        """The one place shared state changes: from an event, whoever made it."""
+        if isinstance(event, Said | Acted):
+            self._record(self._room(event.room), event)
+        elif isinstance(event, Joined):
+            room = self._room(event.room)
+            user = self._local(event)
+            if user is not None:
+                room.members.add(user)
+                user.rooms[room.key] = room
+            else:
+                room.remote_members[nick_key(event.nick)] = event.nick
+        elif isinstance(event, Left):
+            left = self.rooms.get(room_key(event.room))
+            if left is None:
+                return
+            user = self._local(event)
+            if user is not None:
+                left.members.discard(user)
+                user.rooms.pop(left.key, None)
+            else:
+                left.remote_members.pop(nick_key(event.nick), None)
+            if not left.worth_keeping and left.name != self.default_room:
+                del self.rooms[left.key]
+        elif isinstance(event, Renamed):
+            user = self.users.get(nick_key(event.old)) if event.origin == self.origin else None
+            if user is not None:
+                del self.users[user.key]
+                if self.look_alikes.get(old := nick_skeleton(user.nick)) is user:
+                    del self.look_alikes[old]
+                user.nick, user.key = event.new, nick_key(event.new)
+                self.users[user.key] = user
+                self.look_alikes[nick_skeleton(user.nick)] = user
+            else:
+                for room in self.rooms.values():
+                    if room.remote_members.pop(nick_key(event.old), None) is not None:
+                        room.remote_members[nick_key(event.new)] = event.new
+        elif isinstance(event, TopicChanged):
+            room = self._room(event.room)
+            room.topic, room.topic_by, room.topic_at = event.topic, event.nick, event.at
+            self.store.save_room(room)
+            room.persisted = True
+
+    def _local(self, event: Joined | Left) -> User | None:
+        """The local user an event of ours is about; None for another process's user."""
+        return self.users.get(nick_key(event.nick)) if event.origin == self.origin else None
+
+    def _record(self, room: Room, line: ChatLine) -> None:
+        if room.history.size:
+            entry = HistoryEntry(line.at, line)
+            room.history.append(entry)
+            if not room.persisted:
+                self.store.save_room(room)
+                room.persisted = True
+            self.store.add_line(room, entry)
+
     # --- Connections -----------------------------------------------------------------------
 
-    def connect(self, client: ChatClient, peer: str) -> User:
-        """Registers a new connection under a fresh guest nickname in the default room.
+    def register(self, client: ChatClient, peer: str, nick: str | None = None) -> User:
+        """Registers a new connection under ``nick``, or a fresh guest nick, in no room.
 
-        Raises ChatError, saying why, when an admission check refuses ``peer``.
+        Raises ChatError, saying why, when an admission check refuses ``peer`` or the nick
+        is invalid or taken. Presence (joining rooms) comes after, from the front-end.
         """
         for check in self.admission_checks:
             check(peer)
-        nick = self._next_guest_nick()
-        room = self._room(self.default_room)
-        user = User(client, nick, room, peer)
+        nick = self._next_guest_nick() if nick is None else self._valid_free_nick(nick, None)
+        user = User(client, nick, peer)
         self.users[user.key] = user
         self.look_alikes[nick_skeleton(nick)] = user
-        room.members.add(user)
         self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
-        self.bus.publish(Joined(room.name, nick))
+        return user
+
+    def connect(self, client: ChatClient, peer: str) -> User:
+        """Registers a guest and puts them in the default room: the line front-end's way."""
+        user = self.register(client, peer)
+        self.join(user, self.default_room)
         return user
 
     def disconnect(self, user: User, reason: str) -> None:
         """Forgets a connection that has closed, for whatever reason, and says so."""
         if self.users.get(user.key) is not user:
             return
+        self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
+                      reason=reason)
+        for room in list(user.rooms.values()):
+            left = Left(room.name, user.nick, reason, origin=self.origin)
+            if self._shutting_down:
+                # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
+                self._apply(left)
+            else:
+                self.publish(left)
         del self.users[user.key]
         if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
             del self.look_alikes[skeleton]
-        room = user.room
-        self._leave(user)
-        self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
-                      reason=reason)
-        if self._shutting_down:
-            # Everyone is leaving: telling each of N users about N-1 others is O(N^2) for nothing.
-            if not self.users and self._drained is not None and not self._drained.called:
-                self._drained.callback(None)
-            return
-        self.bus.publish(Left(room.name, user.nick, reason))
+        drained = self._drained
+        if self._shutting_down and not self.users and drained is not None and not drained.called:
+            drained.callback(None)
 
     def _next_guest_nick(self) -> str:
         while True:
@@ -217,18 +320,14 @@ class ChatService(service.Service):
             room = self.rooms[room_key(name)] = Room(name, self.history_size)
         return room
 
-    def _leave(self, user: User) -> None:
-        room = user.room
-        room.members.discard(user)
-        if not room.worth_keeping and room.name != self.default_room:
-            del self.rooms[room.key]
-
-    @staticmethod
-    def _room_name(requested: str) -> str:
+    def _room_name(self, requested: str) -> str:
+        """The name of the room ``requested`` means, as an existing room spells it."""
         try:
-            return normalize_room(requested)
+            name = normalize_room(requested)
         except InvalidRoomName as e:
             raise ChatError(str(e)) from None
+        room = self.rooms.get(room_key(name))
+        return room.name if room is not None else name
 
     def find_room(self, requested: str) -> Room:
         """An existing room by name, or ChatError."""
@@ -239,33 +338,56 @@ class ChatService(service.Service):
         return room
 
     def join(self, user: User, requested: str) -> Room:
-        """Moves ``user`` to another room, creating it on first join."""
+        """Adds ``user`` to a room (created on first join); they stay in their others."""
         name = self._room_name(requested)
-        old = user.room
-        if room_key(name) == old.key:
-            raise ChatError(f"you are already in {old.name}")
-        self._leave(user)
-        new = user.room = self._room(name)
-        new.members.add(user)
-        self.bus.publish(Left(old.name, user.nick, f"joined {new.name}"))
-        self.bus.publish(Joined(new.name, user.nick))
-        return new
+        if room_key(name) in user.rooms:
+            raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
+        self.publish(Joined(name, user.nick, origin=self.origin))
+        return user.rooms[room_key(name)]
+
+    def part(self, user: User, requested: str, reason: str) -> None:
+        """Takes ``user`` out of one of their rooms."""
+        room = user.rooms.get(room_key(self._room_name(requested)))
+        if room is None:
+            raise ChatError(f"you are not in {requested}")
+        self.publish(Left(room.name, user.nick, reason, origin=self.origin))
+
+    def move(self, user: User, requested: str) -> Room:
+        """Moves ``user`` out of every room into another: the line front-end's /join."""
+        name = self._room_name(requested)
+        if room_key(name) in user.rooms:
+            raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
+        for old in list(user.rooms.values()):
+            self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin))
+        return self.join(user, name)
 
     def rooms_by_name(self) -> list[Room]:
         return sorted(self.rooms.values(), key=lambda r: r.key)
 
-    def set_topic(self, user: User, topic: str) -> None:
-        self._set_room_topic(user.room, topic, user.nick)
+    def set_topic(self, user: User, topic: str, room: Room | None = None) -> None:
+        """Sets the topic of ``room`` (one of the user's; by default their current one)."""
+        self._set_room_topic(self._member_room(user, room), topic, user.nick)
 
     def _set_room_topic(self, room: Room, topic: str, by: str) -> None:
-        room.topic, room.topic_by, room.topic_at = topic, by, self.reactor.seconds()
-        self.store.save_room(room)
-        room.persisted = True
-        self.bus.publish(TopicChanged(room.name, by, topic))
+        self.publish(TopicChanged(room.name, by, topic, self.reactor.seconds(), self.origin))
+
+    @staticmethod
+    def _member_room(user: User, room: Room | None) -> Room:
+        if room is None:
+            return user.room
+        if user.rooms.get(room.key) is not room:
+            raise ChatError(f"you are not in {room.name}")
+        return room
 
     def who(self, room: Room) -> list[User]:
-        """The members of ``room``, sorted by nickname."""
+        """The local members of ``room``, sorted by nickname."""
         return sorted(room.members, key=lambda u: u.key)
+
+    def who_names(self, room: Room) -> list[str]:
+        """Everyone in ``room``, in every process, sorted; ``(away)`` after local ones away."""
+        local = [(u.key, f"{u.nick} (away)" if u.away is not None else u.nick)
+                 for u in room.members]
+        return [name for _, name in sorted([*local, *room.remote_members.items()])]
 
     def history(self, room: Room, count: int) -> list[HistoryEntry]:
         """The newest ``count`` lines of ``room`` (at most what is kept), oldest first."""
@@ -277,29 +399,22 @@ class ChatService(service.Service):
 
     # --- What users say --------------------------------------------------------------------
 
-    def say(self, user: User, text: str) -> None:
+    def say(self, user: User, text: str, room: Room | None = None) -> None:
+        """Says ``text`` in ``room`` (one of the user's; by default their current one)."""
         self._may_speak(user)
-        self._speak(user.room, Said(user.room.name, user.nick, text))
+        room = self._member_room(user, room)
+        self.publish(Said(room.name, user.nick, text, self.reactor.seconds(), self.origin))
 
-    def act(self, user: User, text: str) -> None:
+    def act(self, user: User, text: str, room: Room | None = None) -> None:
         self._may_speak(user)
-        self._speak(user.room, Acted(user.room.name, user.nick, text))
-
-    def _speak(self, room: Room, line: ChatLine) -> None:
-        if room.history.size:
-            entry = HistoryEntry(self.reactor.seconds(), line)
-            room.history.append(entry)
-            if not room.persisted:
-                self.store.save_room(room)
-                room.persisted = True
-            self.store.add_line(room, entry)
-        self.bus.publish(line)
+        room = self._member_room(user, room)
+        self.publish(Acted(room.name, user.nick, text, self.reactor.seconds(), self.origin))
 
     def private_message(self, user: User, requested: str, text: str) -> User:
         """Sends ``text`` to one user; returns the recipient (whose ``away`` may be set)."""
         self._may_speak(user)
         target = self._other_user(user, requested, "message")
-        self.bus.publish(PrivateMessage(user.nick, target.nick, text))
+        self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
 
     def reply(self, user: User, text: str) -> User:
@@ -310,7 +425,7 @@ class ChatService(service.Service):
             raise ChatError("nobody has sent you a private message yet")
         if self.users.get(target.key) is not target:
             raise ChatError(f"{target.nick} is no longer connected")
-        self.bus.publish(PrivateMessage(user.nick, target.nick, text))
+        self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
 
     def _other_user(self, user: User, requested: str, verb: str) -> User:
@@ -327,29 +442,25 @@ class ChatService(service.Service):
         for check in self.speech_checks:
             check(user)
 
-    def rename(self, user: User, requested: str) -> str:
-        """Gives ``user`` a new nickname, or raises ChatError saying why not."""
+    def _valid_free_nick(self, requested: str, user: User | None) -> str:
         try:
             new = normalize_nick(requested)
         except InvalidNickname as e:
             raise ChatError(str(e)) from None
-        key = nick_key(new)
-        holder = self.users.get(key)
+        holder = self.users.get(nick_key(new))
         if holder is not None and holder is not user:
             raise ChatError(f'nickname "{new}" is already taken')
-        skeleton = nick_skeleton(new)
-        twin = self.look_alikes.get(skeleton)
+        twin = self.look_alikes.get(nick_skeleton(new))
         if twin is not None and twin is not user:
             raise ChatError(f'nickname "{new}" looks too much like "{twin.nick}", who is here')
+        return new
+
+    def rename(self, user: User, requested: str) -> str:
+        """Gives ``user`` a new nickname, or raises ChatError saying why not."""
+        new = self._valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
-        old = user.nick
-        del self.users[user.key]
-        del self.look_alikes[nick_skeleton(old)]
-        user.nick, user.key = new, key
-        self.users[key] = user
-        self.look_alikes[skeleton] = user
-        self.bus.publish(Renamed(old, new))
+        self.publish(Renamed(user.nick, new, self.origin))
         return new
 
     def stamp_for(self, user: User | None) -> float | None:
@@ -388,11 +499,11 @@ class ChatService(service.Service):
         if isinstance(event, Said | Acted):
             room = self.rooms.get(room_key(event.room))
             if room is not None:
-                sender = self.users.get(nick_key(event.nick))
+                sender = self._sender(event.nick, event.origin)
                 self._send(event, room.members, skip=sender, unless_ignoring=sender)
         elif isinstance(event, PrivateMessage):
             target = self.users.get(nick_key(event.recipient))
-            sender = self.users.get(nick_key(event.sender))
+            sender = self._sender(event.sender, event.origin)
             if target is not None and (sender is None or sender not in target.ignoring):
                 target.reply_to = sender
                 self._send(event, (target,))
@@ -402,23 +513,28 @@ class ChatService(service.Service):
                 return
             # The room's size with the mover in it (a leaver has already left the set), so
             # a join and its leave are either both announced or both not.
-            size = len(room.members) + isinstance(event, Left)
+            size = room.size + isinstance(event, Left)
             if not (self.announce_limit and size > self.announce_limit):
-                self._send(event, room.members, skip=self.users.get(nick_key(event.nick)))
-        elif isinstance(event, TopicChanged):
+                self._send(event, room.members, skip=self._sender(event.nick, event.origin))
+        elif isinstance(event, TopicChanged | RoomNotice):
             room = self.rooms.get(room_key(event.room))
             if room is not None:
                 self._send(event, room.members)
         elif isinstance(event, Renamed):
-            renamed = self.users.get(nick_key(event.new))
+            renamed = self._sender(event.new, event.origin)
             if renamed is not None:
-                self._send(event, renamed.room.members)
-        elif isinstance(event, RoomNotice):
-            room = self.rooms.get(room_key(event.room))
-            if room is not None:
-                self._send(event, room.members)
+                rooms = list(renamed.rooms.values())
+            else:
+                rooms = [r for r in self.rooms.values() if nick_key(event.new) in r.remote_members]
+            members = rooms[0].members if len(rooms) == 1 else set().union(
+                *(r.members for r in rooms))
+            self._send(event, members)
         else:
             self._send(event, self.users.values())
+
+    def _sender(self, nick: str, origin: str) -> User | None:
+        """The local user who made an event of ours; None for another process's."""
+        return self.users.get(nick_key(nick)) if origin == self.origin else None
 
     def _send(
         self,
@@ -427,26 +543,33 @@ class ChatService(service.Service):
         skip: User | None = None,
         unless_ignoring: User | None = None,
     ) -> None:
-        """Renders ``event`` once per (wire format, with or without time) and sends the same
-        bytes to each recipient."""
-        plain: dict[EventFormatter, bytes] = {}
-        stamped: dict[EventFormatter, bytes] = {}
-        # A copy: a send may close a connection, and that changes the member set.
-        for user in list(recipients):
+        """Picks the recipients, renders ``event`` once per front-end (and once more for
+        those who want the time), and has each front-end hand the bytes to its clients."""
+        plain: dict[FrontEnd, list[ChatClient]] = {}
+        stamped: dict[FrontEnd, list[ChatClient]] = {}
+        last: FrontEnd | None = None  # recipients mostly share one front-end: skip the lookup
+        clients: list[ChatClient] = []
+        # Gathered first: a send may close a connection, and that changes the member set.
+        for user in recipients:
             if user is skip:
                 continue
             if unless_ignoring is not None and user.ignoring and unless_ignoring in user.ignoring:
                 continue
-            formatter = user.client.formatter
+            client = user.client
             if user.timestamps:
-                data = stamped.get(formatter)
-                if data is None:
-                    data = stamped[formatter] = formatter.format(event, self.reactor.seconds())
-            else:
-                data = plain.get(formatter)
-                if data is None:
-                    data = plain[formatter] = formatter.format(event)
-            user.client.send(data)
+                stamped.setdefault(client.frontend, []).append(client)
+                continue
+            frontend = client.frontend
+            if frontend is not last:
+                clients = plain.setdefault(frontend, [])
+                last = frontend
+            clients.append(client)
+        for frontend, clients in plain.items():
+            frontend.broadcast(frontend.formatter.format(event), clients)
+        if stamped:
+            now = self.reactor.seconds()
+            for frontend, clients in stamped.items():
+                frontend.broadcast(frontend.formatter.format(event, now), clients)
 
     # --- Shutdown --------------------------------------------------------------------------
 
@@ -457,7 +580,7 @@ class ChatService(service.Service):
         self._shutting_down = True
         if not self.users:
             return self.store.close()
-        self.bus.publish(Announcement(SHUTDOWN_NOTICE))
+        self.publish(Announcement(SHUTDOWN_NOTICE, self.origin))
         self._drained = defer.Deferred()
         for user in list(self.users.values()):
             user.client.disconnect()

@@ -18,7 +18,9 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamSe
 from twisted.python import usage
 
 from chatd import config
+from chatd.addresses import DEFAULT_IPV6_PREFIX
 from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
+from chatd.commands import build_command_table
 from chatd.echo import (
     DEFAULT_ECHO_IDLE_TIMEOUT,
     DEFAULT_UDP_MAX_SIZE,
@@ -28,11 +30,12 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
-from chatd.limits import DEFAULT_MAX_PER_IP, ConnectionLimits, default_max_clients
+from chatd.limits import DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
 from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
-from chatd.protocol import DEFAULT_MAX_LINE, ChatFactory
+from chatd.policy import DEFAULT_MAX_LINE, Policy
+from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
 from chatd.reloading import Reconfigurable, Reloader, ReloadOnHangup
 from chatd.rooms import InvalidRoomName, normalize_room
@@ -103,6 +106,16 @@ def non_negative_float(text: str) -> float:
 non_negative_float.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
 
 
+def ipv6_prefix(text: str) -> int:
+    value = non_negative_int(text)
+    if not 1 <= value <= 128:
+        raise ValueError(f"{text!r} is not a prefix length from 1 to 128")
+    return value
+
+
+ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     synopsis = (
         "[--listen ENDPOINT]... [--echo ENDPOINT]... "
@@ -137,6 +150,9 @@ class Options(usage.Options):
         ["max-per-ip", None, DEFAULT_MAX_PER_IP,
          "Connections from one address, for chat and for TCP echo each (0: no limit).",
          non_negative_int],
+        ["ipv6-prefix", None, DEFAULT_IPV6_PREFIX,
+         "IPv6 peers count against --max-per-ip by this many leading bits (128: by address).",
+         ipv6_prefix],
         ["send-buffer", None, DEFAULT_SEND_BUFFER,
          "Bytes of unsent output a chat client may pile up (0: no limit).", non_negative_int],
         ["send-grace", None, DEFAULT_SEND_GRACE,
@@ -287,18 +303,7 @@ def makeService(options: Options) -> service.MultiService:
     chat.setServiceParent(top)
 
     rejections = RateLimitedLog(reactor)
-    chat_factory = ChatFactory(
-        chat,
-        max_line=options["max-line"],
-        flood_rate=options["flood-rate"],
-        flood_burst=options["flood-burst"],
-        flood_queue=options["flood-queue"],
-        send_buffer=options["send-buffer"],
-        send_grace=options["send-grace"],
-        idle_timeout=options["idle-timeout"],
-        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
-        rejections=rejections,
-    )
+    policy = Policy(options)  # every edge limit; a SIGHUP changes them here only
     authenticator = OperatorAuthenticator(
         reactor, options["operators"],
         run=lambda check: threads.deferToThreadPool(
@@ -307,15 +312,15 @@ def makeService(options: Options) -> service.MultiService:
     )
     moderator = Moderator(chat, reactor, authenticator)
     moderator.setServiceParent(top)
-    chat_factory.moderator = moderator
+    # The one command table, handed to every front-end that runs /commands.
+    commands = build_command_table(chat, moderator)
+    chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections)
+    policy.subscribe(chat_factory.policy_changed)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
 
-    echo_factory = EchoFactory(
-        idle_timeout=options["echo-idle-timeout"],
-        limits=ConnectionLimits(options["max-clients"], options["max-per-ip"]),
-        rejections=rejections,
-    )
+    echo_factory = EchoFactory(policy.echo, rejections=rejections)
+    policy.subscribe(echo_factory.policy_changed)
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
@@ -333,7 +338,7 @@ def makeService(options: Options) -> service.MultiService:
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
 
-    reloadable: list[Reconfigurable] = [chat, chat_factory, echo_factory, authenticator]
+    reloadable: list[Reconfigurable] = [chat, policy, authenticator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
                    ).setServiceParent(top)
     return top

@@ -22,6 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chatd.listening import ListeningService
+from chatd.policy import EdgePolicy
 from chatd.protocol import ChatFactory, ChatProtocol
 from chatd.service import ChatService
 from chatd.tap import Options, makeService
@@ -89,10 +90,12 @@ def until(
 class MemoryChat:
     """A chat service and factory with a fake clock, and clients on StringTransports."""
 
-    def __init__(self, service_args: dict[str, Any] | None = None, **factory_args: Any) -> None:
+    def __init__(self, service_args: dict[str, Any] | None = None, **limits: Any) -> None:
+        """``limits`` are EdgePolicy fields (max_line=10, flood_rate=5, ...)."""
         self.clock = Clock()
         self.service = ChatService(self.clock, **(service_args or {}))
-        self.factory = ChatFactory(self.service, **factory_args)
+        self.policy = EdgePolicy(**limits)
+        self.factory = ChatFactory(self.service, self.policy)
         self._next_port = 40000
 
     def connect(self) -> tuple[ChatProtocol, StringTransport]:

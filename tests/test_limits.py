@@ -373,7 +373,7 @@ def test_idle_timeout_off_by_default() -> None:
 
 
 def test_refused_newcomer_gets_one_line_and_is_closed(logged: list[str]) -> None:
-    chat = MemoryChat(limits=ConnectionLimits(max_total=0, max_per_host=1))
+    chat = MemoryChat(max_per_ip=1)
     a, _ = chat.connect()
     refused = chat.factory.buildProtocol(peer("127.0.0.1"))
     assert refused is not None and not isinstance(refused, ChatProtocol)

@@ -39,7 +39,7 @@ class ModeratedChat(MemoryChat):
         super().__init__({"store": store})
         self.authenticator = OperatorAuthenticator(self.clock, {"root": CHEAP_HASH}, at_once)
         self.moderator = Moderator(self.service, self.clock, self.authenticator)
-        self.factory.moderator = self.moderator
+        self.factory.commands.moderator = self.moderator
 
     def join(self, host: str = "198.51.100.1") -> tuple[ChatProtocol, StringTransport]:
         """A client from ``host`` that got in; its greeting is already read."""
@@ -174,12 +174,18 @@ def test_repeated_failures_from_an_address_are_slowed_down(chat: ModeratedChat) 
         assert take_lines(ta) == [f"*** Error: {LOGIN_FAILED}"]
     say(a, f"/oper root {PASSWORD}")  # even the right password now waits
     assert take_lines(ta) == []
-    say(a, "/oper root another-guess")
-    assert take_lines(ta) == ["*** Error: an /oper attempt is already being checked; wait"]
+    say(a, "/who")  # this connection's next line waits for the check: replies stay in order
+    assert take_lines(ta) == []
+    same_address, ts = chat.join("203.0.113.50")
+    say(same_address, "/oper root another-guess")
+    assert take_lines(ts) == ["*** Error: an /oper attempt is already being checked; wait"]
+    assert take_lines(ta) == ["*** guest2 has joined #lobby"]
     chat.clock.advance(BASE_DELAY - 0.1)
     assert take_lines(ta) == []
     chat.clock.advance(0.1)
-    assert take_lines(ta) == ["*** You are now an operator (root)."]
+    assert take_lines(ta) == [
+        "*** You are now an operator (root).", "*** Users in #lobby (2): guest1, guest2"
+    ]
     # Another address was never slowed down.
     b, tb = chat.join("203.0.113.51")
     say(b, f"/oper root {PASSWORD}")

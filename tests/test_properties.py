@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from chatd.commands import COMMANDS
+from chatd.commands import command_names
 from chatd.moderator import Moderator
 from chatd.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
@@ -122,7 +122,7 @@ def operator_chat() -> tuple[MemoryChat, list[ChatProtocol]]:
     authenticator = OperatorAuthenticator(
         chat.clock, {"root": OPERATOR_HASH}, lambda check: defer.maybeDeferred(check)
     )
-    chat.factory.moderator = Moderator(chat.service, chat.clock, authenticator)
+    chat.factory.commands.moderator = Moderator(chat.service, chat.clock, authenticator)
     op, op_transport = chat.connect()
     op.dataReceived(b"/oper root pw\n")
     assert b"You are now an operator" in op_transport.value()
@@ -143,7 +143,7 @@ def test_no_command_raises_whatever_its_arguments(args: str) -> None:
     """Every command in the table, from an operator and from a user; quit goes last."""
     chat, (op, bob) = operator_chat()
     args = args.replace("\r", " ").replace("\n", " ")
-    for name in sorted(COMMANDS, key=lambda name: name == "quit"):
+    for name in sorted(command_names(), key=lambda name: name == "quit"):
         # /oper checks an unknown operator's guess at full scrypt cost: guess root's instead.
         command = "oper root" if name == "oper" else name
         line = f"/{command} {args}\n".encode("utf-8", "surrogatepass")

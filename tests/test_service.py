@@ -25,9 +25,23 @@ class CountingFormatter:
         return LINE_FORMATTER.format(event, at)
 
 
+class FakeFrontEnd:
+    """A front-end: one wire format, and the broadcast to its clients."""
+
+    def __init__(self, formatter: Any) -> None:
+        self.formatter = formatter
+
+    def broadcast(self, data: bytes, clients: Any) -> None:
+        for client in clients:
+            client.send(data)
+
+
+_FRONTENDS: dict[int, FakeFrontEnd] = {}
+
+
 class FakeClient:
     def __init__(self, formatter: Any = LINE_FORMATTER) -> None:
-        self.formatter = formatter
+        self.frontend = _FRONTENDS.setdefault(id(formatter), FakeFrontEnd(formatter))
         self.sent: list[bytes] = []
 
     def send(self, data: bytes) -> None:
@@ -62,7 +76,7 @@ def connect(
 def alice_bob_and_carol_in_dev(chat: ChatService) -> list[tuple[User, FakeClient]]:
     """alice and bob in #lobby, carol in #dev, with nothing left to read."""
     people = [connect(chat, nick) for nick in ("alice", "bob", "carol")]
-    chat.join(people[2][0], "#dev")
+    chat.move(people[2][0], "#dev")
     for _, client in people:
         client.take()
     return people
@@ -100,14 +114,14 @@ def test_lines_reach_only_the_room(chat: ChatService) -> None:
 
 def test_join_tells_old_and_new_room(chat: ChatService) -> None:
     (alice, _ca), (_, cb), (carol, cc) = alice_bob_and_carol_in_dev(chat)
-    chat.join(alice, "#DEV")
+    chat.move(alice, "#DEV")
     assert cb.take() == ["*** alice has left #lobby (joined #dev)"]
     assert cc.take() == ["*** alice has joined #dev"]
     assert alice.room is carol.room
     with pytest.raises(ChatError, match="already in #dev"):
-        chat.join(alice, "#Dev")
+        chat.move(alice, "#Dev")
     with pytest.raises(ChatError, match="invalid room name"):
-        chat.join(alice, "#no way")
+        chat.move(alice, "#no way")
 
 
 def test_joins_and_leaves_are_not_announced_in_rooms_over_the_limit() -> None:
@@ -130,10 +144,10 @@ def test_announce_limit_zero_always_announces() -> None:
 
 def test_empty_rooms_without_topic_or_history_are_forgotten(chat: ChatService) -> None:
     alice, _ = connect(chat, "alice")
-    chat.join(alice, "#quiet")
-    chat.join(alice, "#talky")
+    chat.move(alice, "#quiet")
+    chat.move(alice, "#talky")
     chat.say(alice, "something")
-    chat.join(alice, "#lobby")
+    chat.move(alice, "#lobby")
     assert [r.name for r in chat.rooms_by_name()] == ["#lobby", "#talky"]
 
 
@@ -167,7 +181,7 @@ def test_private_message_and_reply(chat: ChatService) -> None:
     alice, ca = connect(chat, "alice")
     bob, cb = connect(chat, "bob")
     carol, cc = connect(chat, "carol")
-    chat.join(bob, "#elsewhere")
+    chat.move(bob, "#elsewhere")
     for c in (ca, cb, cc):
         c.take()
     assert chat.private_message(alice, "BOB", "psst") is bob
@@ -258,7 +272,7 @@ def test_events_carry_the_room(chat: ChatService) -> None:
     seen: list[Event] = []
     chat.bus.subscribe(seen.append)
     alice, _ = connect(chat, "alice")
-    chat.join(alice, "#dev")
+    chat.move(alice, "#dev")
     chat.set_topic(alice, "t")
     assert Joined("#lobby", "guest1") in seen
     assert Left("#lobby", "alice", "joined #dev") in seen

@@ -228,17 +228,17 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     chat = ChatService(reactor, store=store, history_size=10)
     chat.startService()
     alice = chat.connect(FakeClient(), "test")
-    chat.join(alice, "#old")
+    chat.move(alice, "#old")
     chat.say(alice, "before the disk filled")
     yield store.flush()
     before = rows(path, "SELECT name, topic FROM rooms"), rows(path, "SELECT text FROM history")
 
     disk.full = True
-    chat.join(alice, "#new")  # a room created while the disk is full...
+    chat.move(alice, "#new")  # a room created while the disk is full...
     chat.say(alice, "first")  # ... whose row fails to commit with this line
     yield store.flush()
     chat.say(alice, "second")  # the service counts #new as saved: only the line is queued
-    chat.join(alice, "#old")
+    chat.move(alice, "#old")
     chat.set_topic(alice, "set meanwhile")  # unrelated rows must not go down with it
     store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
     yield store.flush()
@@ -470,11 +470,11 @@ def test_service_saves_and_restores_rooms_topics_and_history(tmp_path: Path) -> 
     chat = ChatService(reactor, store=SQLiteStore(path, reactor, 10), history_size=10)
     chat.startService()
     alice = chat.connect(FakeClient(), "test")
-    chat.join(alice, "#Dev")
+    chat.move(alice, "#Dev")
     chat.set_topic(alice, "shipping")
     chat.say(alice, "one")
     chat.act(alice, "two")
-    chat.join(alice, "#quiet")  # nothing said: not saved
+    chat.move(alice, "#quiet")  # nothing said: not saved
     chat.disconnect(alice, "bye")
     yield chat.stopService()
 

@@ -22,6 +22,13 @@ class FakeClient:
 
     formatter = LINE_FORMATTER
 
+    @property
+    def frontend(self) -> FakeClient:
+        return self  # its own front-end: formatter and broadcast
+
+    def broadcast(self, data: bytes, clients: object) -> None:
+        pass
+
     def send(self, data: bytes) -> None:
         pass
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from chatd.client.wire import Kind, Line
 
-# Commands the server knows (now or soon), for tab completion.
-COMMANDS: tuple[str, ...] = (
+# The server's commands, for tab completion. A test compares them with the commands
+# the server's /help lists, so that one side cannot add a command the other lacks.
+SERVER_COMMANDS: tuple[str, ...] = (
     "/away",
     "/back",
     "/help",
@@ -18,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "/me",
     "/msg",
     "/nick",
+    "/oper",
     "/quit",
     "/reply",
     "/rooms",
@@ -25,7 +27,20 @@ COMMANDS: tuple[str, ...] = (
     "/topic",
     "/unignore",
     "/who",
+    # Operators only (the server says so to anyone else).
+    "/ban",
+    "/bans",
+    "/kick",
+    "/mute",
+    "/rename",
+    "/unban",
+    "/unmute",
+    "/wall",
 )
+# Handled by chatd-client itself, never sent.
+RECONNECT = "/reconnect"
+CLIENT_COMMANDS: tuple[str, ...] = (RECONNECT,)
+COMMANDS: tuple[str, ...] = tuple(sorted(SERVER_COMMANDS + CLIENT_COMMANDS))
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
@@ -36,12 +51,13 @@ class Outgoing:
 
     ``send`` is the line to send to the server (None: nothing); ``echo`` is what to
     show locally, since the server never sends our own lines back; ``quit`` says the
-    user asked to leave.
+    user asked to leave; ``reconnect`` that they asked to connect again now.
     """
 
     send: str | None
     echo: Line | None = None
     quit: bool = False
+    reconnect: bool = False
 
 
 def split_lines(text: str) -> list[str]:
@@ -64,5 +80,7 @@ def interpret(text: str, me: str | None) -> Outgoing:
         return Outgoing(text, Line(Kind.SELF_ACTION, rest, nick))
     if command == "/quit":
         return Outgoing(text, None, quit=True)
+    if command == RECONNECT:
+        return Outgoing(None, reconnect=True)
     # Everything else is the server's business: it answers with notices.
     return Outgoing(text)

@@ -72,7 +72,7 @@ class _ChatFactory(Factory):
 class Backoff:
     """Exponential backoff: initial, initial*factor, ... capped at ``cap`` seconds.
 
-    ``jitter`` spreads each delay by up to that fraction (so that many clients of a
+    ``jitter`` shortens each delay by up to that fraction (so that many clients of a
     restarted server do not all come back at the same instant); ``rand`` returns a
     number in [0, 1) and is there for tests.
     """
@@ -95,7 +95,8 @@ class Backoff:
     def next_delay(self) -> float:
         base = min(self.cap, self.initial * self.factor**self.failures)
         self.failures += 1
-        return base * (1 + self.jitter * self.rand())
+        # Spread downwards, so that no delay ever exceeds the cap it promises.
+        return base * (1 - self.jitter * self.rand())
 
     def reset(self) -> None:
         self.failures = 0
@@ -107,7 +108,8 @@ class Connector:
     A connection that lasted at least ``stable_after`` seconds resets the backoff,
     so a server that accepts and drops at once is not hammered. With ``tls`` the
     connection counts as made when the TLS handshake completes; one lost before
-    that is a failed attempt.
+    that is a failed attempt. After :meth:`hold` (the server kicked or banned us) a
+    lost connection is not retried until :meth:`reconnect`.
     """
 
     def __init__(
@@ -133,6 +135,8 @@ class Connector:
         self._pending: Deferred[Any] | None = None
         self._retry_call: DelayedCall | None = None
         self._stopping = False
+        self._held = False
+        self._connecting = False  # from an attempt's start until it is made or has failed
         self._closed: list[Deferred[None]] = []
 
     @property
@@ -142,6 +146,25 @@ class Connector:
     def start(self) -> None:
         self._stopping = False
         self._connect()
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Do not reconnect after this connection (or the next failure) ends."""
+        self._held = True
+
+    def reconnect(self) -> bool:
+        """Connect now, whether held or waiting to retry; False if connected or connecting."""
+        if self._stopping or self.protocol is not None or self._connecting:
+            return False
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._held = False
+        self.backoff.reset()
+        self._connect()
+        return True
 
     def send(self, line: str) -> bool:
         """Send a line if connected; say whether it went out."""
@@ -192,6 +215,7 @@ class Connector:
     def _connect(self) -> None:
         self._retry_call = None
         self.attempts += 1
+        self._connecting = True
         self.listener.connecting(self.attempts)
         d = self.endpoint.connect(_ChatFactory(self))
         self._pending = d
@@ -202,13 +226,14 @@ class Connector:
 
     def _connect_failed(self, reason: Failure) -> None:
         self._pending = None
+        self._connecting = False
         if self._stopping:
             return
         delay = self._schedule_retry()
         self.listener.connect_failed(reason, delay)
 
     def _schedule_retry(self) -> float | None:
-        if not self.retry or self._stopping:
+        if not self.retry or self._stopping or self._held:
             return None
         delay = self.backoff.next_delay()
         self._retry_call = self.clock.callLater(delay, self._connect)
@@ -216,6 +241,7 @@ class Connector:
 
     def _made(self, protocol: ChatProtocol) -> None:
         self.protocol = protocol
+        self._connecting = False
         self._connected_at = self.clock.seconds()
         self.listener.connected()
 

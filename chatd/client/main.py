@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import sys
 from typing import Any
 
@@ -17,6 +18,21 @@ INSECURE_WARNING = (
 )
 
 
+def version() -> str:
+    """chatd's version, from the installed package's metadata (one version for both ends)."""
+    return importlib.metadata.version("chatd")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chatd-client",
@@ -24,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "history and tab completion, messages scrolling above it. With stdin or stdout "
         "not a terminal: plain lines, no escape codes, exits when input ends.",
     )
+    p.add_argument("--version", action="version", version=f"chatd-client {version()}")
     p.add_argument("host", nargs="?", default="localhost", help="server (default: localhost)")
     p.add_argument("port", nargs="?", type=int, default=7777, help="port (default: 7777)")
     p.add_argument("--tls", action="store_true", help="connect with TLS")
@@ -46,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-retry-delay",
-        type=float,
+        type=_positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="cap on the delay between reconnection attempts (default: 30)",

@@ -133,6 +133,8 @@ def render(line: Line, me: str | None = None) -> list[Fragment]:
         out.extend(sanitize_fragments("*** " + line.text, "class:notice"))
     elif kind is Kind.ERROR:
         out.extend(sanitize_fragments("*** Error: " + line.text, "class:error"))
+    elif kind in (Kind.KICKED, Kind.BANNED):
+        out.extend(sanitize_fragments("*** " + line.text, "class:error"))
     elif kind is Kind.STATUS:
         out.extend(sanitize_fragments("-!- " + line.text, "class:status"))
     elif kind is Kind.STATUS_ERROR:

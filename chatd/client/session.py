@@ -2,8 +2,9 @@
 
 It sits between a :class:`Connector` (the network side) and a user interface:
 server lines are classified and shown, nicks are tracked, typed lines are sent
-and echoed, the nickname is asked for again after each reconnect, and quitting
-closes the connection cleanly.
+and echoed, the nickname, room and away text are asked for again after each
+reconnect, a kick or a ban stops the reconnecting until ``/reconnect``, and
+quitting closes the connection cleanly.
 """
 
 from __future__ import annotations
@@ -11,13 +12,23 @@ from __future__ import annotations
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError
 from twisted.python.failure import Failure
 
 from chatd.client._types import Clock, DelayedCall
-from chatd.client.commands import interpret, split_lines
+from chatd.client.commands import RECONNECT, interpret, split_lines
 from chatd.client.connection import Connector
 from chatd.client.nicks import NickBook
-from chatd.client.wire import Kind, Line, Renamed, classify, nick_event
+from chatd.client.presence import Presence
+from chatd.client.wire import (
+    REMOVALS,
+    Kind,
+    Line,
+    Renamed,
+    classify,
+    nick_event,
+    presence_event,
+)
 
 
 class UserInterface(Protocol):
@@ -33,8 +44,16 @@ def _status(text: str, error: bool = False) -> Line:
 
 
 def _reason(reason: Failure) -> str:
+    value = reason.value
+    if isinstance(value, ConnectError) and value.osError is not None and value.args[0]:
+        # Twisted's text says it twice ("Connection was refused by other side: 111:
+        # Connection refused"); the system's own words say it once.
+        return str(value.args[0])
     message = reason.getErrorMessage().strip().rstrip(".")
     return message or reason.type.__name__  # type: ignore[union-attr]
+
+
+_REMOVED_WORD = {Kind.KICKED: "kicked", Kind.BANNED: "banned"}
 
 
 class ChatSession:
@@ -66,6 +85,8 @@ class ChatSession:
         self.linger = linger
         self.quit_grace = quit_grace
         self.book = NickBook()
+        self.presence = Presence()
+        self.removed: Kind | None = None  # KICKED or BANNED: the server sent us away
         self.connector: Connector | None = None
         self.queue: list[str] = []
         self.quitting = False
@@ -92,9 +113,12 @@ class ChatSession:
 
     def connected(self) -> None:
         self.book = NickBook()
+        self.removed = None
         self.ui.show(_status(f"Connected to {self.address}"))
         if self.wanted_nick:
             self._send("/nick " + self.wanted_nick)
+        for text in self.presence.restore():  # back to our room, away again
+            self._send(text)
         if self.who_on_connect:
             self._send("/who")
         queued, self.queue = self.queue, []
@@ -106,6 +130,15 @@ class ChatSession:
 
     def line_received(self, text: str) -> None:
         line = classify(text)
+        if self.presence.answers_rejoin(line):
+            return  # back in the room every connection starts in: nothing to say
+        if line.kind in REMOVALS and self.connector is not None:
+            # Coming straight back would undo the operator's kick or ban.
+            self.removed = line.kind
+            self.connector.hold()
+        moved = presence_event(line)
+        if moved is not None:
+            self.presence.apply(moved)
         event = nick_event(line)
         if event is not None:
             if isinstance(event, Renamed) and self.book.is_me(event.old):
@@ -139,6 +172,18 @@ class ChatSession:
             self.ui.show(_status("Disconnected"))
             return
         message = f"Connection lost: {_reason(reason)}"
+        if self.removed is not None:
+            self.ui.show(_status(message, error=True))
+            self.ui.show(
+                _status(
+                    f"You were {_REMOVED_WORD[self.removed]}: not reconnecting. "
+                    f"{RECONNECT} or a restart of chatd-client brings you back.",
+                    error=True,
+                )
+            )
+            if self.input_ended:
+                self._give_up()
+            return
         if self.input_ended and not self.queue:
             self.ui.show(_status(message, error=True))
             self.quit()
@@ -160,6 +205,9 @@ class ChatSession:
 
     def _user_line(self, text: str) -> None:
         out = interpret(text, self.book.me)
+        if out.reconnect:
+            self.reconnect()
+            return
         if out.send is None:
             return
         if self.online:
@@ -169,9 +217,19 @@ class ChatSession:
         elif self.queue_offline and not out.quit:
             self.queue.append(out.send)
         elif not out.quit:
-            self.ui.show(_status("Not connected: line not sent", error=True))
+            hint = f"; {RECONNECT} to connect again" if self.removed is not None else ""
+            self.ui.show(_status("Not connected: line not sent" + hint, error=True))
         if out.quit:
             self.quit(already_sent=True)
+
+    def reconnect(self) -> None:
+        """``/reconnect``: connect now, after a kick or a ban or instead of waiting."""
+        if self.connector is None or self.quitting:
+            return
+        if self.online:
+            self.ui.show(_status("Already connected", error=True))
+        elif not self.connector.reconnect():
+            self.ui.show(_status("Already connecting", error=True))
 
     def end_of_input(self) -> None:
         """Input ended (pipe mode): send what is left, wait a moment, then quit."""
@@ -180,6 +238,8 @@ class ChatSession:
         self.input_ended = True
         if self.online:
             self._linger_then_quit()
+        elif self.connector is not None and self.connector.held:
+            self._give_up()
         elif self.connector is not None and not self.connector.retry:
             self.quit()
         # else: the next connection sends the queue, or the next failure gives up.
@@ -209,6 +269,12 @@ class ChatSession:
     def _linger_then_quit(self) -> None:
         if self._linger_call is None:
             self._linger_call = self.clock.callLater(self.linger, self.quit)
+
+    def _give_up(self) -> None:
+        """Input has ended and no connection will come: say what is lost, exit 1."""
+        if self.queue:
+            self.ui.show(_status(f"Giving up: {len(self.queue)} line(s) not sent", error=True))
+        self._finish(1)
 
     def _finish(self, code: int) -> None:
         self.exit_code = code

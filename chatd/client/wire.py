@@ -18,6 +18,8 @@ class Kind(enum.Enum):
     ACTION = "action"  # * nick action
     NOTICE = "notice"  # *** text
     ERROR = "error"  # *** Error: text
+    KICKED = "kicked"  # *** You have been kicked by ..., or refused at connect after a kick
+    BANNED = "banned"  # *** You have been banned by ..., or refused at connect for a ban
     PRIVATE = "private"  # *nick* text
     PRIVATE_SENT = "private-sent"  # -> *nick* text
     OTHER = "other"  # anything else, shown as it is
@@ -54,6 +56,15 @@ _PRIVATE = re.compile(rf"\*({_NICK})\*(?: (.*))?\Z", re.DOTALL)
 _PRIVATE_SENT = re.compile(rf"-> \*({_NICK})\*(?: (.*))?\Z", re.DOTALL)
 _ERROR_PREFIX = "*** Error:"
 _NOTICE_PREFIX = "***"
+# The server's lines that end our connection for good (until /reconnect): the only
+# place the client knows their wording. The server keeps these prefixes stable.
+REMOVAL_PREFIXES: tuple[tuple[str, Kind], ...] = (
+    ("*** You have been kicked by ", Kind.KICKED),  # kicked while connected
+    ("*** You have been banned by ", Kind.BANNED),  # banned while connected
+    ("*** Error: you were kicked from this server;", Kind.KICKED),  # refused: kicked lately
+    ("*** Error: you are banned from this server:", Kind.BANNED),  # refused: banned
+)
+REMOVALS = (Kind.KICKED, Kind.BANNED)
 
 
 def classify(raw: str) -> Line:
@@ -64,6 +75,9 @@ def classify(raw: str) -> Line:
     if m:
         timestamp, body = m.group(1), m.group(2)
 
+    for prefix, kind in REMOVAL_PREFIXES:
+        if body.startswith(prefix):
+            return Line(kind, body[len(_NOTICE_PREFIX) :].strip(), None, timestamp, raw)
     if body.startswith(_ERROR_PREFIX):
         return Line(Kind.ERROR, body[len(_ERROR_PREFIX) :].strip(), None, timestamp, raw)
     if body.startswith(_NOTICE_PREFIX):
@@ -153,4 +167,50 @@ def nick_event(line: Line) -> NickEvent | None:
     m = _YOU_ARE.search(text)
     if m and text.startswith("Welcome"):
         return YouAre(m.group(1))
+    return None
+
+
+# --- What notices say about where we are --------------------------------------------
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A change to what the server knows about us only while we are connected."""
+
+
+@dataclass(frozen=True)
+class Moved(PresenceEvent):
+    """We are now in ``room`` (our own /join)."""
+
+    room: str
+
+
+@dataclass(frozen=True)
+class AwaySet(PresenceEvent):
+    text: str
+
+
+@dataclass(frozen=True)
+class AwayCleared(PresenceEvent):
+    pass
+
+
+_MOVED = re.compile(r"You are now in (#\S+) \(")
+_AWAY = re.compile(r"You are marked as away: (.*)\Z", re.DOTALL)
+_BACK = "You are no longer marked as away"
+
+
+def presence_event(line: Line) -> PresenceEvent | None:
+    """What a notice says about our room or away state, if anything."""
+    if line.kind is not Kind.NOTICE:
+        return None
+    text = line.text
+    m = _MOVED.match(text)
+    if m:
+        return Moved(m.group(1))
+    m = _AWAY.match(text)
+    if m:
+        return AwaySet(m.group(1))
+    if text == _BACK:
+        return AwayCleared()
     return None

@@ -18,6 +18,15 @@ def server() -> Iterator[ChatServer]:
 
 
 @pytest.fixture
+def operator_server() -> Iterator[ChatServer]:
+    """The real daemon, with an operator (chatd_client_harness.OPERATOR) configured."""
+    s = ChatServer(operators=True)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def peer_factory() -> Iterator[type[Peer]]:
     peers: list[Peer] = []
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from chatd_client_harness import ChatServer, Peer, client_command, client_env
+from chatd_client_harness import (
+    OPERATOR,
+    OPERATOR_PASSWORD,
+    ChatServer,
+    Peer,
+    StandInServer,
+    client_command,
+    client_env,
+)
 
 pytestmark = pytest.mark.slow  # real twistd, real terminals: `make test-fast` leaves them out
 
@@ -189,3 +197,93 @@ def test_tls_insecure_warns_and_connects(tls_server: tuple[ChatServer, Path]) ->
     assert result.returncode == 0, result.stderr
     assert "WARNING: --insecure" in result.stderr
     assert "*** Users in #lobby (1)" in result.stdout
+
+
+NOT_RECONNECTING = "not reconnecting. /reconnect or a restart of chatd-client brings you back."
+
+
+def test_kicked_client_does_not_reconnect(
+    operator_server: ChatServer, peer_factory: type[Peer]
+) -> None:
+    root = peer_factory(operator_server.port)
+    root.expect("Welcome")
+    root.send(f"/oper {OPERATOR} {OPERATOR_PASSWORD}")
+    root.expect("You are now an operator")
+    alice = spawn_client("127.0.0.1", str(operator_server.port), "--nick", "alice")
+    try:
+        alice.expect("is now known as alice")
+        root.expect("is now known as alice")
+        root.send("/kick alice stop spamming")
+        alice.expect(r"\*\*\* You have been kicked by \S+: stop spamming")
+        alice.expect("You were kicked: " + re.escape(NOT_RECONNECTING))
+        # The old client was back in 0.5 s; give this one four times that to come back.
+        assert alice.expect(["Reconnecting", "Connected to", pexpect.TIMEOUT], timeout=2) == 2
+        alice.expect(on_screen("(offline) alice>"))
+        # /reconnect tries again at once (the server may refuse a nick kicked so lately).
+        alice.send("/reconnect\r")
+        alice.expect("Reconnecting to 127.0.0.1")
+        alice.expect(["is now known as alice", "you were kicked from this server"])
+        alice.send("/quit\r")
+        alice.expect(pexpect.EOF)
+    finally:
+        alice.close(force=True)
+
+
+def test_banned_client_does_not_reconnect() -> None:
+    ban = "*** Error: you are banned from this server: flooding (for good)"
+    stand_in = StandInServer([ban])
+    try:
+        alice = spawn_client("127.0.0.1", str(stand_in.port), "--nick", "alice")
+        try:
+            alice.expect(re.escape(ban))
+            alice.expect("You were banned: " + re.escape(NOT_RECONNECTING))
+            assert alice.expect(["Reconnecting", pexpect.TIMEOUT], timeout=2) == 1
+            assert stand_in.connections == 1
+            alice.send("/reconnect\r")  # by hand it does try again
+            alice.expect("Reconnecting to 127.0.0.1")
+            alice.expect("You were banned: ")
+            alice.send("\x04")
+            alice.expect(pexpect.EOF)
+        finally:
+            alice.close(force=True)
+        assert alice.exitstatus == 0
+        assert stand_in.connections == 2
+    finally:
+        stand_in.close()
+
+
+def test_client_comes_back_in_its_room_after_a_restart(
+    server: ChatServer, peer_factory: type[Peer]
+) -> None:
+    alice = spawn_client("127.0.0.1", str(server.port), "--nick", "alice")
+    try:
+        alice.expect("is now known as alice")
+        alice.send("/join #dev\r")
+        alice.expect(r"You are now in #dev \(1 user\)")
+        alice.send("/away lunch\r")
+        alice.expect("You are marked as away: lunch")
+
+        server.restart()
+        alice.expect("Connection lost")
+        alice.expect("Connected to 127.0.0.1")
+        alice.expect(r"You are now in #dev \(1 user\)")
+        alice.expect("You are marked as away: lunch")
+        alice.expect(r"Users in #dev \(1\): alice \(away\)")  # the /who on connect
+
+        bob = peer_factory(server.port)
+        bob.expect("Welcome")
+        bob.send("/who #dev")
+        assert bob.expect("Users in #dev") == "*** Users in #dev (1): alice (away)"
+        alice.send("/quit\r")
+        alice.expect(pexpect.EOF)
+    finally:
+        alice.close(force=True)
+    assert alice.exitstatus == 0
+
+
+def test_version_is_chatds() -> None:
+    import importlib.metadata
+
+    result = run_pipe("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chatd-client {importlib.metadata.version('chatd')}\n"

@@ -73,6 +73,11 @@ def test_render_chat_line() -> None:
 def test_render_styles_by_kind() -> None:
     assert "class:notice" in _styles(classify("*** bob has joined"))["*** bob has joined"]
     assert "class:error" in _styles(classify("*** Error: no"))["*** Error: no"]
+    for removal in (
+        "*** You have been kicked by root: spam",
+        "*** Error: you are banned from this server: spam (for good)",
+    ):
+        assert "class:error" in _styles(classify(removal))[removal]
     assert "class:pm" in _styles(classify("*bob* psst"))["psst"]
     assert "class:pm-sent" in _styles(classify("-> *bob* psst"))["psst"]
     assert "class:action" in _styles(classify("* bob waves"))["waves"]
@@ -94,7 +99,9 @@ def test_plain_is_the_raw_line_made_harmless() -> None:
 
 def test_complete_commands_at_line_start() -> None:
     assert candidates("/ni", COMMANDS, []) == ("/ni", ["/nick"])
-    assert candidates("/M", COMMANDS, []) == ("/M", ["/me", "/msg"])
+    assert candidates("/M", COMMANDS, []) == ("/M", ["/me", "/msg", "/mute"])
+    assert candidates("/ki", COMMANDS, []) == ("/ki", ["/kick"])  # operator commands too
+    assert candidates("/rec", COMMANDS, []) == ("/rec", ["/reconnect"])  # and the client's
     assert candidates("", COMMANDS, ["bob"]) == ("", [])
 
 

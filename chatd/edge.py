@@ -1,0 +1,406 @@
+"""The edge: the one guard every connection passes through, whatever its front-end.
+
+A front-end protocol (line, echo; IRC and WebSocket to come) frames bytes and renders
+events; everything that protects the daemon from one connection is here, used by
+composition: one ``Edge`` per connection.
+
+- admission: ``admit`` counts a newcomer against the connection limits (and logs a
+  refusal), ``Edge.connection_lost`` releases the count, exactly once;
+- the flood gate: lines go through ``offer``; the gate releases them at the flood rate and
+  keeps them strictly in order, also while an asynchronous step runs (``hold_until``) or
+  while the peer has not read its output;
+- bad input: over-long lines and swallowed garbage are counted (``strike``), and a peer
+  that keeps sending them is disconnected;
+- output: ``write`` batches per read (chatd/output.py) and counts every byte queued for the
+  peer, in the batch and in the transport, against ``--send-buffer``;
+- the idle timeout, a graceful ``close`` with a deadline, and ``abort``;
+- one rate-limited log line for every refusal and every disconnection for cause.
+
+Every limit is read from the front-end family's ``EdgePolicy`` (chatd/policy.py), so a
+reload reaches live connections: ``policy_changed`` applies what a guard holds a copy of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer, interfaces
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from chatd.addresses import describe_peer
+from chatd.backpressure import DEFAULT_SEND_GRACE, SendBufferGuard
+from chatd.bucket import TokenBucket
+from chatd.flood import FloodGate
+from chatd.limits import ConnectionLimits
+from chatd.output import ConnectionOutput, OutputBatch, queued_in_transport, unsent_in_kernel
+from chatd.policy import EdgePolicy
+from chatd.ratelog import RateLimitedLog
+
+# A peer may send this many over-long lines (or STRIKE_BYTES of swallowed garbage each) at
+# once, and one more every BAD_INPUT_INTERVAL seconds; past that it is disconnected.
+BAD_INPUT_BURST = 20
+BAD_INPUT_INTERVAL = 5.0
+STRIKE_BYTES = 64 * 1024
+KERNEL_REFRESH = 64 * 1024
+
+
+class ConnectionOwner(Protocol):
+    """What every front-end protocol gives its edge."""
+
+    def tell_error(self, text: str) -> None:
+        """Tells the peer why something happened to it, in its wire format (if it can)."""
+
+    def timed_out(self) -> None:
+        """The peer was silent for the idle timeout."""
+
+    def finished(self, reason: str) -> None:
+        """The connection is over and its queued lines are done with: forget it."""
+
+
+class LineOwner(ConnectionOwner, Protocol):
+    """What a front-end that receives lines (or messages) gives its edge besides."""
+
+    def handle_line(self, line: bytes) -> defer.Deferred[Any] | None:
+        """Handles one line released by the flood gate; a Deferred holds the next ones."""
+
+    def line_too_long(self) -> None:
+        """Tells the peer its line was over --max-line and was not sent."""
+
+    def pause_input(self) -> None:
+        """Stops handing lines to the edge (and reading from the peer)."""
+
+    def resume_input(self) -> None:
+        """Hands lines to the edge again."""
+
+    def input_pending(self) -> bool:
+        """Whether the front-end still holds input it has not offered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Bytes for the peer, kept in line with its input (a telnet answer, say)."""
+
+    data: bytes
+
+
+class _TooLong:
+    """The place of an over-long line in the queue: it costs a line of the flood limit."""
+
+
+TOO_LONG = _TooLong()
+Item = bytes | Reply | _TooLong
+
+
+def admit(
+    limits: ConnectionLimits, address: object, log: RateLimitedLog, kind: str
+) -> str | None:
+    """Counts a newcomer, or logs and returns why it is refused."""
+    refusal = limits.admit(address)
+    if refusal is not None:
+        log.event(kind, describe_peer(address), refusal)
+    return refusal
+
+
+class Edge:
+    """One connection's guard."""
+
+    def __init__(
+        self,
+        owner: ConnectionOwner,
+        transport: Any,
+        policy: EdgePolicy,
+        clock: IReactorTime,
+        log: RateLimitedLog,
+        batch: OutputBatch,
+        release: Callable[[], None] | None = None,
+        lines: LineOwner | None = None,
+    ) -> None:
+        self.owner = owner
+        self.lines = lines  # None for a front-end without lines (echo)
+        self.transport = transport
+        self.policy = policy
+        self.clock = clock
+        self.log = log
+        self.batch = batch
+        self.peer = describe_peer(transport.getPeer())
+        self.reason: str | None = None  # why the connection ended, when the edge ended it
+        self.nick = "?"  # for log lines; the front-end keeps it current
+        self._release = release  # undoes the admission count, once
+        self._cut_off = False  # aborted: nothing more is written
+        self._gone = False  # the transport is closed
+        self._silent = False  # closing, cut off or gone: nothing more is written
+        self._finished = False
+        self._input_over = False  # the peer half-closed: close once its lines are done
+        self._holds: set[object] = set()
+        self._close_deadline: IDelayedCall | None = None
+        self._idle: IDelayedCall | None = None
+        self._bad_input = TokenBucket(1 / BAD_INPUT_INTERVAL, BAD_INPUT_BURST, clock.seconds())
+        self._garbage = 0  # swallowed bytes not yet counted as a strike
+        self._handed = 0  # bytes handed to the transport, ever
+        self._kernel = 0  # the kernel's send queue, as last asked
+        self._kernel_handed = 0  # _handed when it was asked
+        self.guard: SendBufferGuard | None = None
+        self.output = ConnectionOutput(transport, batch, self._written)
+        self.gate: FloodGate[Item] = FloodGate(
+            clock, policy.flood_rate, policy.flood_burst, policy.flood_queue,
+            self._deliver, self._flood_overflow, self._flood_persistent,
+        )
+        self.gate.on_empty = self.settle
+        if interfaces.ITCPTransport.providedBy(transport):
+            transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
+            # Output is coalesced per read (chatd/output.py); Nagle would only hold a line
+            # back behind the peer's delayed ACK of the previous one.
+            transport.setTcpNoDelay(True)
+
+    def start_send_buffer_guard(self) -> None:
+        """Registers the send-buffer guard as the transport's producer."""
+        self.guard = SendBufferGuard(
+            self.clock, self.policy.send_buffer, self.policy.send_grace,
+            self._send_buffer_overrun, self._backlog, lambda: self.release("drain"),
+        )
+        self.transport.registerProducer(self.guard, True)
+
+    def policy_changed(self) -> None:
+        """A reload changed the policy: apply it to the parts that keep their own copy."""
+        policy = self.policy
+        self.gate.configure(policy.flood_rate, policy.flood_burst, policy.flood_queue)
+        if self.guard is not None:
+            self.guard.limit, self.guard.grace = policy.send_buffer, policy.send_grace
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+            self._idle = None
+        self.activity()
+
+    # --- Output ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        # The fan-out's hot path: one call per recipient of every line.
+        if self._silent:
+            return
+        output = self.output
+        output.send(data)
+        guard = self.guard
+        if guard is not None and (guard.paused or output.pending_bytes > guard.limit):
+            guard.check()
+
+    def _written(self, size: int) -> None:
+        self._handed += size
+        if self.guard is not None:
+            self.guard.wrote(size)
+
+    def _backlog(self, exact: bool = False) -> int:
+        """Every byte queued for the peer: the batch, the transport's buffer and the kernel's
+        send queue (for TCP; for others, what was written since the transport said it was
+        full). The kernel's share costs a system call, so while the peer falls behind it is
+        asked again only every KERNEL_REFRESH bytes written, or when a decision is due."""
+        queued = queued_in_transport(self.transport)
+        if queued is None:
+            guard = self.guard
+            written = guard.written if guard is not None and guard.paused else 0
+            return self.output.pending_bytes + written
+        if exact or self._handed - self._kernel_handed >= KERNEL_REFRESH:
+            self._kernel = unsent_in_kernel(self.transport)
+            self._kernel_handed = self._handed
+        return self.output.pending_bytes + queued + self._kernel
+
+    # --- Input -----------------------------------------------------------------------------
+
+    def activity(self) -> None:
+        """The peer sent something: the idle timeout starts again."""
+        timeout = self.policy.idle_timeout
+        if not timeout or self._gone:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(timeout)
+        else:
+            self._idle = self.clock.callLater(timeout, self._timed_out)
+
+    def offer(self, item: Item) -> None:
+        """A line (or an over-long line's place, or a reply) for the flood gate."""
+        self.gate.offer(item)
+
+    def strike(self) -> None:
+        """One over-long line: a peer that keeps sending them is disconnected."""
+        if not self._bad_input.take(self.clock.seconds()) and not self._cut_off:
+            self.log_cause("disconnected for bad input", "over-long lines or garbage")
+            self.owner.tell_error("disconnected for sending over-long lines or garbage")
+            self.reason = "bad input"
+            self.close()
+
+    def swallowed(self, size: int) -> None:
+        """``size`` bytes of garbage were dropped (telnet negotiation, an endless line)."""
+        self._garbage += size
+        while self._garbage >= STRIKE_BYTES and not self.closing:
+            self._garbage -= STRIKE_BYTES
+            self.strike()
+
+    def hold_until(self, done: defer.Deferred[Any]) -> None:
+        """Later lines wait until ``done`` fires: the connection's lines stay in order."""
+        token = object()
+        self.hold(token)
+
+        def over(result: object) -> object:
+            self.release(token)
+            return result
+
+        done.addBoth(over)
+
+    def hold(self, token: object) -> None:
+        if not self._holds:
+            self.gate.hold()
+            if self.lines is not None:
+                self.lines.pause_input()
+        self._holds.add(token)
+
+    def release(self, token: object) -> None:
+        if token not in self._holds:
+            return
+        self._holds.discard(token)
+        if self._holds:
+            return
+        with self.batch:
+            self.gate.resume()
+            if not self._holds and not self._gone and self.lines is not None:
+                self.lines.resume_input()
+        self.settle()
+
+    def _deliver(self, item: Item) -> None:
+        lines = self.lines
+        assert lines is not None, "only a front-end with lines offers them"
+        with self.batch:
+            if isinstance(item, bytes):
+                done = lines.handle_line(item)
+                if done is not None:
+                    self.hold_until(done)
+            elif isinstance(item, Reply):
+                self.write(item.data)
+            else:
+                lines.line_too_long()
+            self._after_line()
+
+    def _after_line(self) -> None:
+        """A line that made a lot of output waits for the peer to read it before the next
+        line is handled: the batch goes to the transport now, and if the transport is full
+        the next lines wait (``release("drain")`` comes from the guard's resume)."""
+        guard = self.guard
+        if guard is None or self._cut_off:
+            return
+        if self.output.pending_bytes > guard.limit:
+            self.output.flush()
+        if guard.paused and not self._gone:
+            self.hold("drain")
+
+    def input_ended(self) -> None:
+        """The peer half-closed: its queued lines still go out, then the connection closes."""
+        self._input_over = True
+        self.settle()
+
+    def settle(self) -> None:
+        if not self.gate.idle:
+            return
+        if self._gone:
+            self._finish()
+        elif self._input_over and not (self.lines is not None and self.lines.input_pending()):
+            self.close()
+
+    # --- Limits tripped --------------------------------------------------------------------
+
+    def _flood_overflow(self) -> None:
+        self.log_cause("flooding: lines dropped", f"{self.gate.queue_limit} lines queued")
+        self.owner.tell_error(
+            f"you are sending faster than {self.gate.rate:g} lines a second and "
+            f"{self.gate.queue_limit} lines are waiting; further lines are dropped until "
+            "they have gone out"
+        )
+
+    def _flood_persistent(self) -> None:
+        self.log_cause("disconnected for flooding")
+        self.owner.tell_error("disconnected for flooding")
+        self.reason = "flooding"
+        self.close()
+
+    def _send_buffer_overrun(self) -> None:
+        self.log_cause(
+            "disconnected: not reading its output",
+            f"over {self.policy.send_buffer} bytes pending",
+        )
+        self.reason = "not reading"
+        self.abort()
+
+    def _timed_out(self) -> None:
+        self._idle = None
+        self.log_cause("disconnected: idle", f"{self.policy.idle_timeout:g} s")
+        self.reason = "idle timeout"
+        self.owner.timed_out()
+
+    def log_cause(self, reason: str, detail: str = "") -> None:
+        """One rate-limited log line: this peer was refused or cut off, and why."""
+        self.log.event(reason, self.peer, f"{self.nick}; {detail}" if detail else self.nick)
+
+    # --- Closing ---------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self._cut_off or self._gone or bool(self.transport.disconnecting)
+
+    def close(self) -> None:
+        """Closes after what is queued has been sent, or aborts if that takes too long.
+
+        A registered producer can keep a transport open forever, so it goes first; nothing
+        more is written once closing (see ``write``), so the backlog cannot grow meanwhile.
+        """
+        if self.closing:
+            return
+        self._silent = True
+        self._stop_timers()
+        self.gate.stop()
+        if self.guard is not None:
+            self.guard.stop()
+            self.guard = None
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self._close_deadline = self.clock.callLater(
+            self.policy.send_grace or DEFAULT_SEND_GRACE, self.abort
+        )
+
+    def abort(self) -> None:
+        self._cut_off = self._silent = True
+        self.gate.stop()
+        if self.guard is not None:
+            self.guard.stop()
+        self.output.discard()
+        self.transport.abortConnection()
+
+    def connection_lost(self, reason: Failure | None = None) -> None:
+        """The transport is gone. Lines already accepted still go out at the flood rate
+        (unless the edge cut the peer off); then the owner is told it is over."""
+        self._gone = self._silent = True
+        self._stop_timers()
+        if self._close_deadline is not None and self._close_deadline.active():
+            self._close_deadline.cancel()
+        if self.guard is not None:
+            self.guard.stop()
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+        if self._cut_off or self.reason is not None:
+            self.gate.stop()  # cut off for cause: what it queued goes nowhere
+        self._holds.discard("drain")  # nothing more will drain
+        if self._holds:
+            return  # an asynchronous step is running; its release settles
+        self.gate.resume()
+        self.settle()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.gate.stop()
+            self.owner.finished(self.reason or "connection lost")
+
+    def _stop_timers(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
