@@ -197,14 +197,14 @@ def test_ban_by_nick_holds_across_reconnect_and_restart(daemon: Daemon) -> None:
 
 
 def test_sighup_limits_reach_connections_made_before_it(daemon: Daemon) -> None:
-    daemon.write(config_text(daemon.port, daemon.state, "chatd", 4096))
+    daemon.write(config_text(daemon.state, "chatd", 4096))
     daemon.start()
     alice = connect(daemon.port)
     read_until(alice, b"commands.")
-    daemon.write(config_text(daemon.port, daemon.state, "chatd", 4096, extra=(
+    daemon.write(config_text(daemon.state, "chatd", 4096, extra=(
         "idle-timeout = 1.0\nflood-rate = 1.0\nflood-burst = 1\nflood-queue = 1\n")))
     daemon.hangup()
-    wait_for_log(daemon.log, "idle-timeout changed from 0.0 to 1.0")
+    daemon.wait_for_log("idle-timeout changed from 0.0 to 1.0")
     # alice connected when there was no flood limit and no idle timeout: now there are.
     alice.sendall(b"/who\n/who\n/who\n")
     read_until(alice, b"sending faster than 1 lines a second")
