@@ -3,7 +3,9 @@ what the target and the room see, bans by nick and address, expiry, and persiste
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -473,8 +475,9 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
 
     path = str(tmp_path / "state.sqlite3")
 
-    def restarted() -> ModeratedChat:
+    def restarted(at: float = 0) -> ModeratedChat:
         chat = ModeratedChat(SQLiteStore(path, reactor, history_size=10))
+        chat.clock.advance(at)
         chat.service.startService()
         return chat
 
@@ -492,10 +495,17 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     say(op, "/unban 198.51.100.9")
     first.join("192.0.2.77")
     say(op, "/mute guest2")
+    first.join("192.0.2.78")
+    say(op, "/mute guest3 30m")
+    [banned] = first.moderator.bans.current()
     yield stopped(first)
 
     second = restarted()
-    assert [str(b.network) for b in second.moderator.bans.current()] == ["203.0.113.0/24"]
+    [restored] = second.moderator.bans.current()
+    assert str(restored.network) == "203.0.113.0/24"
+    assert (restored.reason, restored.by, restored.created, restored.expires) == (
+        banned.reason, banned.by, banned.created, banned.expires)
+    assert restored.reason == "persistent trouble"
     assert second.join_raw("203.0.113.1")[1].disconnecting
     quiet, tq = second.join("192.0.2.77")
     say(quiet, "am I free?")
@@ -507,3 +517,19 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     third.clock.advance(3600)
     assert not third.join_raw("203.0.113.1")[1].disconnecting
     yield stopped(third)
+
+    # Started after both have expired: they are not taken in, and they leave the file.
+    fourth = restarted(at=3601)
+    assert not fourth.moderator.bans.current()
+    yield stopped(fourth)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM bans").fetchone() == (0,)
+        assert db.execute("SELECT nick FROM mutes").fetchall() == [("guest2",)]
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.2, "1s"), (1, "1s"), (59.4, "59s"), (60, "1m"), (61, "1m1s"), (3600, "1h"),
+    (3 * 3600 + 59, "3h59s"), (86400 + 3600 + 61, "1d1h"), (2 * 86400 + 60, "2d1m"),
+])
+def test_durations_show_at_most_two_units(seconds: float, shown: str) -> None:
+    assert moderation.format_duration(seconds) == shown
