@@ -96,7 +96,7 @@ def start_chatd(
            # Flood control and the per-address limits off, nothing else changed (issue 4):
            # one generator address stands for many people. For UDP echo the per-source
            # rate is that limit, and the total cap is what a single source would hit.
-           "--flood-rate", "0", "--max-per-ip", "0",
+           "--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0",
            "--echo-udp-rate", "0", "--echo-udp-total-rate", "0"]  # fmt: skip
     # The default --state is chatd.sqlite3 in the working directory, here the temp dir.
     name = "chatd" if state is None else f"chatd-state-{state}"

@@ -6,11 +6,14 @@ Starts ``twistd -n chatd`` on free loopback ports with its default limits and ru
 by side: people chatting; readers that never read; flooders; a client sending an endless
 line; a client sending hostile bytes (escapes, telnet negotiation, broken UTF-8); a
 connection flood from one address; clients that reset mid-broadcast; a TCP echo client
-that never reads and a UDP echo spammer. Each kind connects from its own 127.0.0.x address
-so the per-address limit applies to abusers and not to everyone. It prints the daemon's
-RSS every interval, then stops it with SIGTERM and counts errors in its log, and checks
-that no chatter ever received a control character. Exits non-zero if anything went wrong.
-Not part of ``make test``.
+that never reads and a UDP echo spammer; and the attacks of issue 10: a history hog asking
+for 49 ``/history`` and never reading (item 1), room makers from five addresses (item 2),
+connect-then-``/quit <4 KB>`` loops (item 3), connections streaming an unterminated telnet
+``IAC SB`` (item 8) and connection churn from one address (item 14). Each kind connects
+from its own 127.0.x.y address so the per-address limits apply to abusers and not to
+everyone. It prints the daemon's RSS, log size and state file size every interval, then
+stops it with SIGTERM and counts errors in its log, and checks that no chatter ever received
+a control character. Exits non-zero if anything went wrong. Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 HOSTILE = [
@@ -50,6 +54,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def file_kib(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1024
+    except OSError:
+        return 0.0
+
+
 class Stats:
     def __init__(self) -> None:
         self.lines_received = 0
@@ -57,6 +68,14 @@ class Stats:
         self.refused = 0
         self.cut_off = 0
         self.connections = 0
+        self.rooms_refused = 0
+        self.churned = 0
+
+
+def quietly(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """A reading task whose end (a reset, a broken pipe: abusers are cut off) is expected."""
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
 
 
 async def open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -82,7 +101,7 @@ async def chatter(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
                     stats.forbidden += 1
                     print(f"forbidden character reached chatter {n}: {text!r}")
 
-        reading = asyncio.create_task(read(reader))
+        reading = quietly(asyncio.create_task(read(reader)))
         try:
             while not stop.is_set() and not reading.done():
                 if n == 0:  # the talkative one: long lines, just under the flood rate
@@ -130,7 +149,7 @@ async def flooder(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
         try:
             reader, writer = await open_from(f"127.0.2.{n}", port)
             stats.connections += 1
-            drain = asyncio.create_task(reader.read(-1))
+            drain = quietly(asyncio.create_task(reader.read(-1)))
             while not stop.is_set() and not drain.done():
                 writer.write(b"flood flood flood\n" * 200)
                 await writer.drain()
@@ -148,7 +167,7 @@ async def endless_line(port: int, stats: Stats, stop: asyncio.Event) -> None:
         try:
             reader, writer = await open_from("127.0.3.1", port)
             stats.connections += 1
-            drain = asyncio.create_task(reader.read(-1))
+            drain = quietly(asyncio.create_task(reader.read(-1)))
             while not stop.is_set() and not drain.done():
                 writer.write(b"A" * 65536)
                 await writer.drain()
@@ -164,7 +183,7 @@ async def hostile_bytes(port: int, stats: Stats, stop: asyncio.Event) -> None:
         try:
             reader, writer = await open_from("127.0.3.2", port)
             stats.connections += 1
-            drain = asyncio.create_task(reader.read(-1))
+            drain = quietly(asyncio.create_task(reader.read(-1)))
             while not stop.is_set() and not drain.done():
                 chunk = b"".join(random.choice(HOSTILE) for _ in range(5))
                 writer.write(chunk + os.urandom(8) + b"\n")
@@ -244,9 +263,107 @@ async def echo_abuse(echo_port: int, udp_port: int, stop: asyncio.Event) -> None
         udp.close()
 
 
-async def soak(duration: float, interval: float, pid: int, ports: dict[str, int]) -> tuple[
-    Stats, list[tuple[float, int]]
-]:
+async def history_hog(port: int, stats: Stats, stop: asyncio.Event) -> None:
+    """Item 1: a 4 KiB receive buffer, 49 /history of the talkative lobby, never reads."""
+    while not stop.is_set():
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.7.1", 0))
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            stats.connections += 1
+            sock.send(b"/history 100\n" * 49)
+            while not stop.is_set():
+                await asyncio.sleep(1)
+                try:
+                    sock.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    stats.cut_off += 1
+                    break
+        except OSError:
+            stats.cut_off += 1
+        finally:
+            sock.close()
+        await asyncio.sleep(0.5)
+
+
+async def room_maker(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
+    """Item 2: a new room with a topic and a 3 KB line, as fast as it is let."""
+    room = 0
+    while not stop.is_set():
+        try:
+            reader, writer = await open_from(f"127.0.8.{n}", port)
+            stats.connections += 1
+
+            async def read(reader: asyncio.StreamReader) -> None:
+                while line := await reader.readline():
+                    stats.rooms_refused += b"cannot create" in line
+
+            reading = quietly(asyncio.create_task(read(reader)))
+            while not stop.is_set() and not reading.done():
+                room += 1
+                writer.write(f"/join #soak{n}x{room}\n/topic mine\n{'r' * 3000}\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0.3)  # 10 lines a second: within the flood rate
+            reading.cancel()
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.5)
+
+
+async def quitter(port: int, stats: Stats, stop: asyncio.Event) -> None:
+    """Item 3: connect, /quit with a 4 KB reason, again and again."""
+    reason = "q" * 4000
+    while not stop.is_set():
+        try:
+            reader, writer = await open_from("127.0.9.1", port)
+            stats.connections += 1
+            await asyncio.wait_for(reader.readline(), 5)
+            writer.write(f"/quit {reason}\n".encode())
+            await asyncio.wait_for(reader.read(-1), 5)
+            writer.close()
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.1)
+
+
+async def subnegotiation(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
+    """Item 8: IAC SB and then endless bytes without IAC SE or a newline."""
+    chunk = b"s" * 65536
+    while not stop.is_set():
+        try:
+            reader, writer = await open_from(f"127.0.10.{n}", port)
+            stats.connections += 1
+            drain = quietly(asyncio.create_task(reader.read(-1)))
+            writer.write(b"\xff\xfa")
+            while not stop.is_set() and not drain.done():
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.005)
+            stats.cut_off += drain.done()
+            drain.cancel()
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.5)
+
+
+async def churn(port: int, stats: Stats, stop: asyncio.Event) -> None:
+    """Item 14: connect and close from one address as fast as the loop goes."""
+    while not stop.is_set():
+        try:
+            reader, writer = await open_from("127.0.11.1", port)
+            stats.churned += 1
+            first = await asyncio.wait_for(reader.readline(), 5)
+            stats.refused += b"too many" in first
+            writer.close()
+        except (OSError, TimeoutError):
+            await asyncio.sleep(0.01)
+
+
+async def soak(duration: float, interval: float, pid: int, ports: dict[str, int],
+               workdir: Path) -> tuple[Stats, list[tuple[float, int]]]:
     stats = Stats()
     stop = asyncio.Event()
     chat = ports["chat"]
@@ -259,15 +376,23 @@ async def soak(duration: float, interval: float, pid: int, ports: dict[str, int]
         asyncio.create_task(connection_flood(chat, stats, stop)),
         asyncio.create_task(resetter(chat, stats, stop)),
         asyncio.create_task(echo_abuse(ports["echo"], ports["udp"], stop)),
+        asyncio.create_task(history_hog(chat, stats, stop)),
+        *(asyncio.create_task(room_maker(n, chat, stats, stop)) for n in range(1, 6)),
+        asyncio.create_task(quitter(chat, stats, stop)),
+        *(asyncio.create_task(subnegotiation(n, chat, stats, stop)) for n in range(1, 5)),
+        asyncio.create_task(churn(chat, stats, stop)),
     ]
     samples: list[tuple[float, int]] = []
     started = time.monotonic()
-    print(f"{'seconds':>8} {'RSS MiB':>8} {'lines in':>10} {'cut off':>8} {'refused':>8}")
+    print(f"{'seconds':>8} {'RSS MiB':>8} {'log KiB':>8} {'state KiB':>9} {'lines in':>10} "
+          f"{'cut off':>8} {'refused':>8} {'churned':>8} {'no room':>8}")
     while (elapsed := time.monotonic() - started) < duration:
         rss = rss_kib(pid)
         samples.append((elapsed, rss))
-        print(f"{elapsed:8.0f} {rss / 1024:8.1f} {stats.lines_received:10d} "
-              f"{stats.cut_off:8d} {stats.refused:8d}", flush=True)
+        print(f"{elapsed:8.0f} {rss / 1024:8.1f} {file_kib(workdir / 'twistd.log'):8.0f} "
+              f"{file_kib(workdir / 'chatd.sqlite3'):9.0f} {stats.lines_received:10d} "
+              f"{stats.cut_off:8d} {stats.refused:8d} {stats.churned:8d} "
+              f"{stats.rooms_refused:8d}", flush=True)
         await asyncio.sleep(interval)
     samples.append((time.monotonic() - started, rss_kib(pid)))
     stop.set()
@@ -304,7 +429,8 @@ def main() -> int:
                     break
                 except OSError:
                     time.sleep(0.1)
-            stats, samples = asyncio.run(soak(args.duration, args.interval, daemon.pid, ports))
+            stats, samples = asyncio.run(
+                soak(args.duration, args.interval, daemon.pid, ports, workdir))
             stopping = time.monotonic()
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=30)
@@ -317,10 +443,13 @@ def main() -> int:
               if "Traceback" in line or "Unhandled" in line or "[-] Error" in line]
     settled = [rss for t, rss in samples if t >= min(60.0, args.duration / 3)]
     growth = (max(settled) - min(settled)) / 1024 if settled else 0.0
-    print(f"\nlog: {log_path} ({len(text.splitlines())} lines)")
+    log_kib = file_kib(log_path)
+    print(f"\nlog: {log_path} ({len(text.splitlines())} lines, {log_kib:.0f} KiB; "
+          f"state file {file_kib(workdir / 'chatd.sqlite3'):.0f} KiB)")
     print(f"connections made: {stats.connections}; lines received by chatters: "
           f"{stats.lines_received}; forbidden characters seen: {stats.forbidden}")
-    print(f"abusers cut off: {stats.cut_off}; connections refused per address: {stats.refused}")
+    print(f"abusers cut off: {stats.cut_off}; connections refused per address: {stats.refused}; "
+          f"churn connections tried: {stats.churned}; rooms refused: {stats.rooms_refused}")
     print(f"RSS after warm-up: {min(settled) / 1024:.1f} to {max(settled) / 1024:.1f} MiB "
           f"(spread {growth:.1f} MiB)" if settled else "RSS: too short to say")
     print(f"SIGTERM to exit: {stop_seconds:.2f} s, exit status {code}")

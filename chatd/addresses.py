@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULT_IPV6_PREFIX = 64
@@ -34,9 +34,18 @@ def ip_address(text: str) -> IPAddress:
 
 
 def describe_peer(address: object) -> str:
-    """A peer address for logs: ``host:port`` for IP, the class name for anything else."""
-    if isinstance(address, IPv4Address | IPv6Address):
+    """A peer address for logs and for ``peer_host``: ``203.0.113.7:4000``,
+    ``[2001:db8::1]:4000`` (brackets, as in a URL, so the port stands apart), ``unix:PATH``
+    for a UNIX socket peer (``unix:`` alone when it has no name, as accepted peers
+    usually do), the class name for anything else."""
+    if isinstance(address, IPv4Address):
         return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        path = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        return f"unix:{path or ''}"
     return type(address).__name__
 
 
@@ -48,10 +57,13 @@ def host_of(address: object) -> str | None:
 
 
 def peer_host(peer: str) -> str | None:
-    """The folded IP address in a ``host:port`` peer description, or None."""
+    """The folded IP address in a peer description (``describe_peer``'s ``host:port`` or
+    ``[host]:port``), or None (a UNIX socket)."""
     host, sep, port = peer.rpartition(":")
     if not sep or not port.isdigit():
         return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return _folded(host)
 
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 
-from chatd.errors import ChatError
+from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.text import parse_whole_number
 
 if TYPE_CHECKING:
-    from chatd.moderator import Moderator
+    from chatd.moderation.moderator import Moderator
     from chatd.service import ChatService, User
 
 HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
@@ -129,6 +129,8 @@ class CommandTable:
             return cmd.handler(self, session, user, args.strip())
         except ChatError as e:
             session.error(str(e))
+            if isinstance(e, Refused):
+                session.quit(e.reason)
             return None
 
 
@@ -193,7 +195,7 @@ def _me(table: CommandTable, session: Session, user: User, args: str) -> None:
 
 @command("away", "/away [REASON]", "mark yourself away; private messages get REASON back")
 def _away(table: CommandTable, session: Session, user: User, args: str) -> None:
-    table.service.set_away(user, args or "away")
+    table.service.set_away(user, args)
     session.notice(f"You are marked as away: {user.away}")
 
 
@@ -244,7 +246,10 @@ def _topic(table: CommandTable, session: Session, user: User, args: str) -> None
 def _who(table: CommandTable, session: Session, user: User, args: str) -> None:
     room = table.service.find_room(args) if args else session.room
     names = table.service.who_names(room)
-    session.notice(f"Users in {room.name} ({len(names)}): {', '.join(names)}".rstrip())
+    if not names:
+        session.notice(f"No one is in {room.name}")
+        return
+    session.notice(f"Users in {room.name} ({len(names)}): {', '.join(names)}")
 
 
 @command("history", "/history [N]", "show the last N lines of your room (default: all kept)")
@@ -318,20 +323,20 @@ def _help(table: CommandTable, session: Session, user: User, args: str) -> None:
 
 @command("quit", "/quit [REASON]", "leave the chat; others see REASON")
 def _quit(table: CommandTable, session: Session, user: User, args: str) -> None:
-    session.quit(args or "quit")
+    session.quit(table.service.shown_reason(user, args or "quit"))
 
 
 def build_command_table(
     service: ChatService, moderator: Moderator | None = None
 ) -> CommandTable:
     """The chat commands, then the operator commands."""
-    from chatd.operator_commands import OPERATOR_COMMANDS
+    from chatd.moderation.commands import OPERATOR_COMMANDS
 
     return CommandTable(service, [*CHAT_COMMANDS, *OPERATOR_COMMANDS], moderator)
 
 
 def command_names() -> list[str]:
     """Every command name a chatd server runs (for a client's completion list)."""
-    from chatd.operator_commands import OPERATOR_COMMANDS
+    from chatd.moderation.commands import OPERATOR_COMMANDS
 
     return [c.name for c in (*CHAT_COMMANDS, *OPERATOR_COMMANDS)]

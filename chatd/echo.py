@@ -146,9 +146,7 @@ class EchoFactory(protocol.ServerFactory):
             max_line=0, idle_timeout=DEFAULT_ECHO_IDLE_TIMEOUT
         )
         self.rejections = rejections if rejections is not None else RateLimitedLog(clock)
-        self.limits = limits if limits is not None else ConnectionLimits(
-            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
-        )
+        self.limits = limits if limits is not None else self.policy.connection_limits(clock)
         self.output_batch = OutputBatch()  # never active: every echo goes out at once
         self.total_backlog = total_backlog
         self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
@@ -168,7 +166,7 @@ class EchoFactory(protocol.ServerFactory):
         """New bounds for newcomers; live connections read the idle timeout from the policy
         each time they restart their timer (at their next read)."""
         policy = self.policy
-        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
+        policy.reconfigure_limits(self.limits)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         # Echo has no way to say why it refuses: whatever we sent would look like an echo.

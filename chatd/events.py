@@ -19,7 +19,7 @@ What a bus must provide (``IEventBus``):
    Events from different processes may interleave in any order.
 3. Delivery is at most once per subscriber; the ``origin`` field and every other field
    arrive unchanged (a bus that serialises events must round-trip them exactly: they are
-   frozen dataclasses of str and float fields).
+   frozen dataclasses of str, float and bool fields).
 4. ``LocalEventBus`` hands events straight back, synchronously; a remote bus (Redis) may
    hand them back later, and must hand them back on the reactor thread.
 
@@ -66,6 +66,7 @@ class Joined:
     room: str
     nick: str
     origin: str = _origin()
+    quiet: bool = False  # not announced: its address is over its rate of join notices
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,9 @@ class Left:
     room: str
     nick: str
     reason: str
+    quit: bool = False  # they left chatd altogether (disconnected), not only this room
     origin: str = _origin()
+    quiet: bool = False  # not announced, like the join before it
 
 
 @dataclass(frozen=True, slots=True)

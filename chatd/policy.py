@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 from chatd.addresses import DEFAULT_IPV6_PREFIX
 from chatd.backpressure import DEFAULT_SEND_GRACE
 from chatd.flood import DEFAULT_FLOOD_QUEUE
+from chatd.limits import ConnectionLimits
 
 DEFAULT_MAX_LINE = 4096
 
@@ -34,6 +37,16 @@ class EdgePolicy:
     max_clients: int = 0
     max_per_ip: int = 0
     ipv6_prefix: int = DEFAULT_IPV6_PREFIX
+    connect_rate: float = 0.0
+
+    def connection_limits(self, clock: IReactorTime) -> ConnectionLimits:
+        """The admission counts of one listener family, bounded by this policy."""
+        return ConnectionLimits(self.max_clients, self.max_per_ip, self.ipv6_prefix,
+                                self.connect_rate, clock.seconds)
+
+    def reconfigure_limits(self, limits: ConnectionLimits) -> None:
+        limits.reconfigure(self.max_clients, self.max_per_ip, self.ipv6_prefix,
+                           self.connect_rate)
 
     def update(self, other: EdgePolicy) -> None:
         for f in fields(self):
@@ -52,6 +65,7 @@ CHAT_OPTIONS = {
     "max-clients": "max_clients",
     "max-per-ip": "max_per_ip",
     "ipv6-prefix": "ipv6_prefix",
+    "connect-rate": "connect_rate",
 }
 # The echo service: no lines, no flood gate; its own idle timeout; TCP backpressure
 # instead of a send buffer (chatd/echo.py).
@@ -60,6 +74,7 @@ ECHO_OPTIONS = {
     "max-clients": "max_clients",
     "max-per-ip": "max_per_ip",
     "ipv6-prefix": "ipv6_prefix",
+    "connect-rate": "connect_rate",
 }
 
 

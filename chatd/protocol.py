@@ -19,27 +19,23 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd import wire
 from chatd.addresses import describe_peer
-from chatd.commands import CommandTable, build_command_table, welcome
-from chatd.edge import TOO_LONG, Edge, Reply, admit
+from chatd.commands import welcome
+from chatd.edge import TOO_LONG, Edge, Reply
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
+from chatd.frontend import FrontEndFactory
 from chatd.history import HistoryEntry
-from chatd.limits import ConnectionLimits
-from chatd.output import OutputBatch
-from chatd.policy import DEFAULT_MAX_LINE, EdgePolicy
-from chatd.ratelog import RateLimitedLog
+from chatd.policy import DEFAULT_MAX_LINE
 from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
 from chatd.text import decode_line
@@ -82,13 +78,7 @@ class ChatProtocol(LineReceiver):
         factory = self.factory
         self.frontend = factory  # read for every recipient of every line: a plain attribute
         self.MAX_LENGTH = factory.policy.max_line or _NO_LIMIT
-        self.edge = Edge(
-            self, self.transport, factory.policy, factory.clock, factory.rejections,
-            factory.output_batch, release=self._release, lines=self,
-        )
-        self.edge.start_send_buffer_guard()
-        self.edge.activity()
-        factory.clients.add(self)
+        self.edge = factory.start(self)
         try:
             self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
@@ -103,12 +93,8 @@ class ChatProtocol(LineReceiver):
         )
         welcome(factory.commands, self)
 
-    def _release(self) -> None:
-        self.factory.limits.release(self.counted_address)
-
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.factory.clients.discard(self)
-        self.edge.connection_lost(reason)
+        self.factory.lost(self, reason)
 
     def readConnectionLost(self) -> None:
         """The peer half-closed (``nc -N``): what it sent still goes out, then we close."""
@@ -286,54 +272,15 @@ class RefusedProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class ChatFactory(protocol.ServerFactory):
+class ChatFactory(FrontEndFactory):
     """The line front-end: builds a ChatProtocol per connection, holds the connected ones,
-    counts them for the limits and broadcasts to them.
+    counts them for the limits and broadcasts to them (chatd/frontend.py).
 
     Every limit is off unless asked for (0); the daemon's defaults are in tap.py.
     """
 
     protocol = ChatProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
-    noisy = False  # one log line per connection comes from the chat service instead
     formatter: EventFormatter = wire.LINE_FORMATTER
 
-    def __init__(
-        self,
-        service: ChatService,
-        policy: EdgePolicy | None = None,
-        *,
-        commands: CommandTable | None = None,
-        rejections: RateLimitedLog | None = None,
-        clock: IReactorTime | None = None,
-    ) -> None:
-        self.service = service
-        self.policy = policy if policy is not None else EdgePolicy()
-        self.commands = commands if commands is not None else build_command_table(service)
-        self.clock: IReactorTime = clock if clock is not None else service.reactor
-        self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
-        self.limits = ConnectionLimits(
-            self.policy.max_clients, self.policy.max_per_ip, self.policy.ipv6_prefix
-        )
-        self.clients: set[ChatProtocol] = set()  # connected, admitted, not yet lost
-        # Shared, so one read coalesces output across recipients.
-        self.output_batch = OutputBatch()
-
-    def buildProtocol(self, addr: Any) -> Protocol | None:
-        refusal = admit(self.limits, addr, self.rejections, "connection refused")
-        if refusal is not None:
-            return RefusedProtocol(refusal)
-        proto = cast(ChatProtocol, super().buildProtocol(addr))
-        proto.counted_address = addr  # what admit counted: released once, when it goes
-        return proto
-
-    def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
-        """The same bytes to each of ``clients`` (ChatProtocols the service picked)."""
-        for client in clients:
-            client.edge.write(data)
-
-    def policy_changed(self) -> None:
-        """After a reload: new bounds for newcomers, and the new limits for live clients."""
-        policy = self.policy
-        self.limits.reconfigure(policy.max_clients, policy.max_per_ip, policy.ipv6_prefix)
-        for client in list(self.clients):
-            client.policy_changed()
+    def refused(self, reason: str) -> RefusedProtocol:
+        return RefusedProtocol(reason)

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from chatd.addresses import peer_host
+from chatd.addresses import DEFAULT_IPV6_PREFIX, count_key, peer_host
 from chatd.errors import ChatError
 from chatd.events import (
     Acted,
@@ -38,7 +38,18 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.history import HistoryEntry
-from chatd.rooms import InvalidRoomName, Room, normalize_room, room_key
+from chatd.limits import DEFAULT_CONNECT_RATE, AddressRates
+from chatd.ratelog import RateLimitedLog
+from chatd.rooms import (
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_EXPIRY,
+    DEFAULT_ROOM_RATE,
+    InvalidRoomName,
+    Room,
+    RoomCreation,
+    normalize_room,
+    room_key,
+)
 from chatd.store import IChatStore, MemoryStore
 from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
 
@@ -52,6 +63,11 @@ SHUTDOWN_NOTICE = "Server is shutting down. Goodbye."
 # people one by one costs N^2/2 notices: 19,000 people would mean 180 million lines, and in
 # a room that size nobody reads them anyway.
 DEFAULT_ANNOUNCE_LIMIT = 500
+
+def _presence_rate(connect_rate: float) -> tuple[float, float]:
+    """(rate, burst) of one address's join and leave notices, from --connect-rate."""
+    return connect_rate / 10, connect_rate
+
 
 class EventFormatter(Protocol):
     """Renders events as the bytes of one wire format."""
@@ -90,8 +106,8 @@ class ChatClient(Protocol):
 class User:
     """Someone connected to this process."""
 
-    __slots__ = ("__weakref__", "away", "client", "host", "ignoring", "key", "nick", "operator",
-                 "peer", "reply_to", "rooms", "timestamps")
+    __slots__ = ("__weakref__", "active_at", "away", "client", "host", "ignoring", "key", "nick",
+                 "operator", "peer", "quiet", "reply_to", "rooms", "signon", "timestamps")
 
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
@@ -108,6 +124,10 @@ class User:
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
+        # When they registered and when they last said something (IRC's WHOIS shows both).
+        self.signon = self.active_at = 0.0
+        # Comes and goes unannounced: their address connected faster than its notice rate.
+        self.quiet = False
 
     @property
     def room(self) -> Room:
@@ -127,7 +147,9 @@ class ChatService(service.Service):
     """Holds who is connected, the rooms they are in, and carries what they say."""
 
     log = Logger()
-    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic"})
+    reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic",
+                                    "max-rooms", "room-expiry", "room-rate", "ipv6-prefix",
+                                    "connect-rate"})
 
     def __init__(
         self,
@@ -142,8 +164,24 @@ class ChatService(service.Service):
         motd: Sequence[str] = (),
         announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
         topic: str | None = None,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        room_expiry: float = DEFAULT_ROOM_EXPIRY,
+        room_rate: float = DEFAULT_ROOM_RATE,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        client_log: RateLimitedLog | None = None,
+        connect_rate: float = DEFAULT_CONNECT_RATE,
     ) -> None:
         self.setName("chat")
+        # Connects and leaves (with the leaver's reason) are lines a client controls.
+        self.client_log = client_log if client_log is not None else RateLimitedLog(reactor)
+        self.max_rooms = max_rooms  # 0: no limit
+        self.room_expiry = room_expiry  # 0: empty rooms with a topic never expire
+        self.room_creation = RoomCreation(room_rate, ipv6_prefix)
+        self._expiry_sweep: task.LoopingCall | None = None
+        self.ipv6_prefix = ipv6_prefix
+        # Join and leave notices of one address: a tenth of --connect-rate a second, in
+        # bursts of --connect-rate; connections past that come and go unannounced.
+        self.presence = AddressRates(*_presence_rate(connect_rate))
         self.announce_limit = announce_limit
         self.configured_topic = topic  # the default room's, from --topic; None: leave it be
         self.reactor = reactor
@@ -164,25 +202,38 @@ class ChatService(service.Service):
         self._guest_numbers = itertools.count(1)
         self._shutting_down = False
         self._drained: defer.Deferred[None] | None = None
-        # Policies (bans, mutes) plug in here; each check raises ChatError to refuse.
-        self.admission_checks: list[Callable[[str], None]] = []  # given the peer
-        self.speech_checks: list[Callable[[User], None]] = []
+        # Policies (bans, mutes, kicks: chatd.moderation) plug in here.
+        self.admission_checks: list[Callable[[str], None]] = []  # given the peer; may raise
+        # Given a user, why they may not speak ("you are muted"), or None.
+        self.speech_checks: list[Callable[[User], str | None]] = []
+        # Given the address (None: not IP) and a nick_key about to be taken; may raise.
+        self.nick_checks: list[Callable[[str | None, str], None]] = []
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.server_name = options["server-name"]
         self.announce_limit = options["announce-limit"]
         self.motd = list(options["motd-lines"])
         self.configured_topic = options["topic"]
+        self.max_rooms = options["max-rooms"]
+        self.room_expiry = options["room-expiry"]
+        self.room_creation.per_minute = options["room-rate"]
+        self.room_creation.ipv6_prefix = self.ipv6_prefix = options["ipv6-prefix"]
+        self.presence.configure(*_presence_rate(options["connect-rate"]))
         self._apply_configured_topic()
+        self._start_expiry_sweep()
 
     def startService(self) -> None:
         """Brings back the saved rooms, topics and history before anyone connects."""
         super().startService()
+        now = self.reactor.seconds()
         for saved in self.store.open():
             room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
                         saved.topic_at, saved.history, persisted=True)
+            # Nobody is in it: it has been empty since its last activity, as far as we know.
+            room.empty_since = room.last_activity() or now
             self.rooms[room.key] = room
         self._apply_configured_topic()
+        self._start_expiry_sweep()
 
     def _apply_configured_topic(self) -> None:
         """Gives the default room the --topic topic, unless it already has it."""
@@ -218,6 +269,7 @@ class ChatService(service.Service):
                 user.rooms[room.key] = room
             else:
                 room.remote_members[nick_key(event.nick)] = event.nick
+            room.empty_since = None
         elif isinstance(event, Left):
             left = self.rooms.get(room_key(event.room))
             if left is None:
@@ -228,8 +280,11 @@ class ChatService(service.Service):
                 user.rooms.pop(left.key, None)
             else:
                 left.remote_members.pop(nick_key(event.nick), None)
-            if not left.worth_keeping and left.name != self.default_room:
-                del self.rooms[left.key]
+            if left.empty:
+                left.empty_since = self.reactor.seconds()
+                # Not while stopping: everyone leaves then, and the rooms stay for the restart.
+                if not left.worth_keeping and not self._shutting_down:
+                    self._forget_room(left)
         elif isinstance(event, Renamed):
             user = self.users.get(nick_key(event.old)) if event.origin == self.origin else None
             if user is not None:
@@ -272,11 +327,19 @@ class ChatService(service.Service):
         """
         for check in self.admission_checks:
             check(peer)
-        nick = self._next_guest_nick() if nick is None else self._valid_free_nick(nick, None)
+        if nick is None:
+            nick = self._next_guest_nick()
+        else:
+            nick = self.valid_free_nick(nick, None)
+            self._nick_allowed(peer_host(peer), nick)
         user = User(client, nick, peer)
+        user.signon = user.active_at = self.reactor.seconds()
+        if user.host is not None:
+            key = count_key(user.host, self.ipv6_prefix)
+            user.quiet = not self.presence.take(key, self.reactor.seconds())
         self.users[user.key] = user
         self.look_alikes[nick_skeleton(nick)] = user
-        self.log.info("{nick} connected from {peer}", nick=nick, peer=peer)
+        self.client_log.emit(peer, "{nick} connected from {peer}", nick=nick)
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -287,12 +350,13 @@ class ChatService(service.Service):
 
     def disconnect(self, user: User, reason: str) -> None:
         """Forgets a connection that has closed, for whatever reason, and says so."""
-        if self.users.get(user.key) is not user:
+        if not self.is_connected(user):
             return
-        self.log.info("{nick} ({peer}) left: {reason}", nick=user.nick, peer=user.peer,
-                      reason=reason)
+        self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", nick=user.nick,
+                             reason=reason)
         for room in list(user.rooms.values()):
-            left = Left(room.name, user.nick, reason, origin=self.origin)
+            left = Left(room.name, user.nick, reason, quit=True, origin=self.origin,
+                        quiet=user.quiet)
             if self._shutting_down:
                 # Everyone is leaving: telling each of N users about N-1 others is O(N^2).
                 self._apply(left)
@@ -320,6 +384,58 @@ class ChatService(service.Service):
             room = self.rooms[room_key(name)] = Room(name, self.history_size)
         return room
 
+    def _forget_room(self, room: Room) -> None:
+        """Forgets ``room`` and its history, here and in the store (not the default room)."""
+        if room.name == self.default_room or self.rooms.get(room.key) is not room:
+            return
+        del self.rooms[room.key]
+        if room.persisted:
+            self.store.forget_room(room.name)
+
+    def _may_create_room(self, user: User, name: str) -> None:
+        """Raises ChatError unless ``user`` may make the new room ``name``: their address's
+        room creation rate, then --max-rooms; at the limit, the room that has been empty
+        longest is forgotten to make way, and only a server whose rooms all have someone
+        in them refuses."""
+        if room_key(name) == room_key(self.default_room):
+            return
+        if not self.room_creation.allow(user.host, self.reactor.seconds()):
+            raise ChatError(
+                f"cannot create {name}: your address may create "
+                f"{self.room_creation.per_minute:g} rooms a minute; join an existing room "
+                "or try again later"
+            )
+        if not self.max_rooms or len(self.rooms) < self.max_rooms:
+            return
+        empty = [r for r in self.rooms.values()
+                 if r.empty_since is not None and r.name != self.default_room]
+        if not empty:
+            raise ChatError(
+                f"cannot create {name}: the server has its limit of {self.max_rooms} rooms "
+                "and someone is in each; join an existing room (/rooms)"
+            )
+        self._forget_room(min(empty, key=lambda r: r.empty_since or 0.0))
+
+    def _start_expiry_sweep(self) -> None:
+        """Checks for expired rooms every tenth of --room-expiry (at most hourly)."""
+        if self._expiry_sweep is not None and self._expiry_sweep.running:
+            self._expiry_sweep.stop()
+        self._expiry_sweep = None
+        if not self.room_expiry or not self.running:
+            return
+        self._expiry_sweep = task.LoopingCall(self.expire_rooms)
+        self._expiry_sweep.clock = self.reactor
+        self._expiry_sweep.start(min(self.room_expiry / 10, 3600.0), now=True)
+
+    def expire_rooms(self) -> None:
+        """Forgets, with their history, rooms empty for longer than --room-expiry."""
+        if not self.room_expiry:
+            return
+        deadline = self.reactor.seconds() - self.room_expiry
+        for room in list(self.rooms.values()):
+            if room.empty_since is not None and room.empty_since <= deadline:
+                self._forget_room(room)
+
     def _room_name(self, requested: str) -> str:
         """The name of the room ``requested`` means, as an existing room spells it."""
         try:
@@ -342,7 +458,9 @@ class ChatService(service.Service):
         name = self._room_name(requested)
         if room_key(name) in user.rooms:
             raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
-        self.publish(Joined(name, user.nick, origin=self.origin))
+        if room_key(name) not in self.rooms:
+            self._may_create_room(user, name)
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
         return user.rooms[room_key(name)]
 
     def part(self, user: User, requested: str, reason: str) -> None:
@@ -350,22 +468,28 @@ class ChatService(service.Service):
         room = user.rooms.get(room_key(self._room_name(requested)))
         if room is None:
             raise ChatError(f"you are not in {requested}")
-        self.publish(Left(room.name, user.nick, reason, origin=self.origin))
+        reason = self.shown_reason(user, reason, "")
+        self.publish(Left(room.name, user.nick, reason, origin=self.origin, quiet=user.quiet))
 
     def move(self, user: User, requested: str) -> Room:
         """Moves ``user`` out of every room into another: the line front-end's /join."""
         name = self._room_name(requested)
         if room_key(name) in user.rooms:
             raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
+        if room_key(name) not in self.rooms:
+            self._may_create_room(user, name)  # before leaving: a refusal leaves them be
         for old in list(user.rooms.values()):
-            self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin))
-        return self.join(user, name)
+            self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin,
+                              quiet=user.quiet))
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
+        return user.rooms[room_key(name)]
 
     def rooms_by_name(self) -> list[Room]:
         return sorted(self.rooms.values(), key=lambda r: r.key)
 
     def set_topic(self, user: User, topic: str, room: Room | None = None) -> None:
         """Sets the topic of ``room`` (one of the user's; by default their current one)."""
+        self._may_speak(user, "the topic was not changed")
         self._set_room_topic(self._member_room(user, room), topic, user.nick)
 
     def _set_room_topic(self, room: Room, topic: str, by: str) -> None:
@@ -423,7 +547,7 @@ class ChatService(service.Service):
         target = user.reply_to
         if target is None:
             raise ChatError("nobody has sent you a private message yet")
-        if self.users.get(target.key) is not target:
+        if not self.is_connected(target):
             raise ChatError(f"{target.nick} is no longer connected")
         self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
         return target
@@ -438,11 +562,32 @@ class ChatService(service.Service):
 
     # --- Personal settings -----------------------------------------------------------------
 
-    def _may_speak(self, user: User) -> None:
-        for check in self.speech_checks:
-            check(user)
+    def _may_speak(self, user: User, otherwise: str = "your line was not sent") -> None:
+        """Raises ChatError (``why; otherwise``) when a speech check silences ``user``."""
+        why = self._silenced(user)
+        if why is not None:
+            raise ChatError(f"{why}; {otherwise}")
+        user.active_at = self.reactor.seconds()
 
-    def _valid_free_nick(self, requested: str, user: User | None) -> str:
+    def _silenced(self, user: User) -> str | None:
+        for check in self.speech_checks:
+            why = check(user)
+            if why is not None:
+                return why
+        return None
+
+    def shown_reason(self, user: User, reason: str, instead: str = "quit") -> str:
+        """The reason others see when ``user`` quits or parts: a silenced user's own words
+        are not shown (``instead`` is). Front-ends pass the user's reason through this."""
+        return instead if self._silenced(user) is not None else reason
+
+    def _nick_allowed(self, host: str | None, nick: str) -> None:
+        for check in self.nick_checks:
+            check(host, nick_key(nick))
+
+    def valid_free_nick(self, requested: str, user: User | None) -> str:
+        """The nickname ``requested`` means, if ``user`` (None: a newcomer) may take it;
+        otherwise ChatError saying why. IRC asks before it registers (432 and 433)."""
         try:
             new = normalize_nick(requested)
         except InvalidNickname as e:
@@ -457,9 +602,19 @@ class ChatService(service.Service):
 
     def rename(self, user: User, requested: str) -> str:
         """Gives ``user`` a new nickname, or raises ChatError saying why not."""
-        new = self._valid_free_nick(requested, user)
+        self._may_speak(user, "your nickname was not changed")
+        new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'you are already "{new}"')
+        self._nick_allowed(user.host, new)
+        self.publish(Renamed(user.nick, new, self.origin))
+        return new
+
+    def force_rename(self, user: User, requested: str) -> str:
+        """An operator's /rename: no speech or nick check, only a valid, free nickname."""
+        new = self.valid_free_nick(requested, user)
+        if new == user.nick:
+            raise ChatError(f'{user.nick} is already "{new}"')
         self.publish(Renamed(user.nick, new, self.origin))
         return new
 
@@ -467,8 +622,11 @@ class ChatService(service.Service):
         """The time to prefix a line to ``user`` with, or None if they did not ask for it."""
         return self.reactor.seconds() if user is not None and user.timestamps else None
 
-    def set_away(self, user: User, reason: str) -> None:
-        user.away = reason
+    def set_away(self, user: User, reason: str = "") -> None:
+        """Marks ``user`` away; others see ``reason`` (by default "away") when they write."""
+        if reason:
+            self._may_speak(user, "your away text was not set (/away alone still works)")
+        user.away = reason or "away"
 
     def set_back(self, user: User) -> None:
         if user.away is None:
@@ -492,6 +650,37 @@ class ChatService(service.Service):
     def ignored(self, user: User) -> list[User]:
         return sorted(user.ignoring, key=lambda u: u.key)
 
+    # --- What operators do to users (chatd.moderation decides, these act) ----------------
+
+    def find_user(self, nick: str) -> User:
+        """The user connected here as ``nick``, or ChatError."""
+        try:
+            target = self.users.get(nick_key(normalize_nick(nick)))
+        except InvalidNickname:
+            target = None
+        if target is None:
+            raise ChatError(f'no one called "{nick}" is here')
+        return target
+
+    def is_connected(self, user: User) -> bool:
+        """Whether ``user`` is still connected (an answer that took a while may be late)."""
+        return self.users.get(user.key) is user
+
+    def connected(self) -> list[User]:
+        """Everyone connected to this process."""
+        return list(self.users.values())
+
+    def notice(self, user: User, text: str) -> None:
+        """Tells one user ``text``, rendered by their front-end like any announcement."""
+        self._send(Announcement(text, self.origin), (user,))
+
+    def remove(self, user: User, why: str) -> None:
+        """Takes ``user`` off the chat: they are told "You have been WHY", their rooms see
+        them leave with WHY as the reason, and their connection closes."""
+        self.notice(user, f"You have been {why}")
+        self.disconnect(user, why)
+        user.client.disconnect()
+
     # --- Fan-out ---------------------------------------------------------------------------
 
     def _deliver(self, event: Event) -> None:
@@ -509,7 +698,7 @@ class ChatService(service.Service):
                 self._send(event, (target,))
         elif isinstance(event, Joined | Left):
             room = self.rooms.get(room_key(event.room))
-            if room is None:
+            if room is None or event.quiet:
                 return
             # The room's size with the mover in it (a leaver has already left the set), so
             # a join and its leave are either both announced or both not.
@@ -578,6 +767,9 @@ class ChatService(service.Service):
         writes what the store has queued."""
         super().stopService()
         self._shutting_down = True
+        if self._expiry_sweep is not None and self._expiry_sweep.running:
+            self._expiry_sweep.stop()
+        self.client_log.stop()
         if not self.users:
             return self.store.close()
         self.publish(Announcement(SHUTDOWN_NOTICE, self.origin))

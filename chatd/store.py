@@ -13,12 +13,14 @@ what is kept: a room's latest row, its newest ``--history`` lines, the rooms to 
 A statement SQLite itself rejects (a constraint) is dropped alone and logged.
 
 The schema grows by appending to ``MIGRATIONS``; ``PRAGMA user_version`` records how many
-have run. Other features (bans and mutes) add their tables there, load them with
-``on_open`` and queue their writes with ``execute``, so the file has one writer.
+have run. Every table is here, and so is every statement: bans and mutes (chatd.moderation)
+are saved, deleted and loaded through typed methods, so the file has one writer and the
+store is the only code that speaks SQL.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import sqlite3
@@ -38,12 +40,12 @@ from zope.interface import Interface, implementer
 
 from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
+from chatd.moderation.rules import Ban, Mute
 from chatd.rooms import Room, room_key
 from chatd.startup import StartupError, report_plainly
 
 T = TypeVar("T")
 Params = Sequence[Any]
-Loader = Callable[[sqlite3.Connection], None]
 Row = tuple[Any, ...]
 
 DEFAULT_STATE = "chatd.sqlite3"
@@ -72,7 +74,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX history_by_room ON history (room, id);
     """,
-    # Bans and mutes (chatd.moderator). IF NOT EXISTS: before this migration the moderator
+    # Bans and mutes (chatd.moderation). IF NOT EXISTS: before this migration the moderator
     # created these same tables itself, in files already at version 1.
     """
     CREATE TABLE IF NOT EXISTS bans (
@@ -90,6 +92,11 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL,
         expires REAL
     );
+    """,
+    # A mute follows its user through an operator's /rename: every nick_key it covers,
+    # space-separated. (No SQL comment here: SQLite keeps the column text in the schema.)
+    """
+    ALTER TABLE mutes ADD COLUMN keys TEXT NOT NULL DEFAULT ''
     """,
 ]
 
@@ -113,6 +120,17 @@ _TRIM_ALL = (
 )
 _FORGET_HISTORY = "DELETE FROM history WHERE room = ?"
 _FORGET_ROOM = "DELETE FROM rooms WHERE key = ?"
+_SAVE_BAN = (
+    "INSERT OR REPLACE INTO bans (network, reason, by, created, expires) VALUES (?, ?, ?, ?, ?)"
+)
+_DELETE_BAN = "DELETE FROM bans WHERE network = ?"
+_SAVE_MUTE = (
+    "INSERT OR REPLACE INTO mutes (key, nick, host, by, created, expires, keys) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_MUTE = "DELETE FROM mutes WHERE key = ?"
+_LOAD_BANS = "SELECT network, reason, by, created, expires FROM bans"
+_LOAD_MUTES = "SELECT key, nick, host, by, created, expires, keys FROM mutes"
 _LOAD_ROOMS = "SELECT key, name, topic, topic_by, topic_at FROM rooms"
 _LOAD_HISTORY = (
     "SELECT room, at, kind, nick, text FROM ("
@@ -162,7 +180,7 @@ class Rejected:
 class _Pending:
     """Writes not yet committed, kept as what the commit must do rather than every call: the
     rooms to forget, each room's latest row, its newest ``history_size`` lines, and the
-    other tables' statements in order. While the disk refuses writes this is what waits, so
+    latest write of each ban and mute. While the disk refuses writes this is what waits, so
     it is bounded by what is kept, not by how long the disk fails."""
 
     def __init__(self, history_size: int) -> None:
@@ -170,10 +188,11 @@ class _Pending:
         self.forgotten: set[str] = set()
         self.rooms: dict[str, Row] = {}
         self.lines: dict[str, deque[Row]] = {}
-        self.statements: list[tuple[str, Params]] = []
+        # The last save or delete of each ban (by network) and mute (by key), in order.
+        self.moderation: dict[tuple[str, str], tuple[str, Params]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.forgotten or self.rooms or self.lines or self.statements)
+        return bool(self.forgotten or self.rooms or self.lines or self.moderation)
 
     def save_room(self, key: str, row: Row) -> None:
         self.rooms[key] = row
@@ -189,6 +208,11 @@ class _Pending:
         self.lines.pop(key, None)
         self.forgotten.add(key)
 
+    def moderate(self, table: str, key: str, sql: str, params: Params) -> None:
+        """Queues the latest write of one ban or mute; an earlier one still queued goes."""
+        self.moderation.pop((table, key), None)
+        self.moderation[table, key] = (sql, params)
+
     def absorb(self, newer: _Pending) -> None:
         """Adds ``newer``'s writes after these, as if they had been queued here."""
         for key in newer.forgotten:
@@ -197,7 +221,8 @@ class _Pending:
         for key, lines in newer.lines.items():
             for row in lines:
                 self.add_line(key, row)
-        self.statements.extend(newer.statements)
+        for (table, key), (sql, params) in newer.moderation.items():
+            self.moderate(table, key, sql, params)
 
     def in_order(self) -> Iterator[tuple[str, Params]]:
         """The statements to run: forgetting first (a room may be forgotten and then made
@@ -211,7 +236,7 @@ class _Pending:
             for row in lines:
                 yield _INSERT_LINE, row
             yield _TRIM_ROOM, (key, key, self.history_size)
-        yield from self.statements
+        yield from self.moderation.values()
 
     def describe(self) -> str:
         """What is waiting, for the log, e.g. ``2 rooms, 40 history lines``."""
@@ -219,7 +244,7 @@ class _Pending:
             (len(self.rooms), "room", "rooms"),
             (sum(map(len, self.lines.values())), "history line", "history lines"),
             (len(self.forgotten), "room to forget", "rooms to forget"),
-            (len(self.statements), "other write", "other writes"),
+            (len(self.moderation), "ban or mute", "bans or mutes"),
         ]
         parts = [f"{n} {one if n == 1 else many}" for n, one, many in counts if n]
         return ", ".join(parts) or "nothing"
@@ -234,6 +259,14 @@ class SavedRoom:
     topic_by: str
     topic_at: float
     history: list[HistoryEntry]
+
+
+@dataclass(frozen=True)
+class SavedModeration:
+    """The bans and mutes as the store had them at start-up, expired ones included."""
+
+    bans: list[Ban]
+    mutes: list[Mute]
 
 
 class IChatStore(Interface):
@@ -253,12 +286,20 @@ class IChatStore(Interface):
         """Queues deleting the room ``name`` and all its history (an expired room, or one
         forgotten for being empty); a room of that name made later starts afresh."""
 
-    def on_open(loader: Loader) -> None:
-        """Has ``loader`` read its tables when the store opens (at once if it is open),
-        before any client is served. A store that keeps nothing never calls it."""
+    def load_moderation() -> SavedModeration:
+        """The bans and mutes saved when the store opened (nothing before ``open``)."""
 
-    def execute(sql: str, params: Params = ()) -> None:
-        """Queues one write to the store's tables."""
+    def save_ban(ban: Ban) -> None:
+        """Queues writing ``ban``, replacing any ban of the same network."""
+
+    def delete_ban(network: str) -> None:
+        """Queues deleting the ban of ``network`` (an address or CIDR block)."""
+
+    def save_mute(mute: Mute) -> None:
+        """Queues writing ``mute``, replacing any mute of the same key."""
+
+    def delete_mute(key: str) -> None:
+        """Queues deleting the mute made under the nick_key ``key``."""
 
     def close() -> defer.Deferred[None]:
         """Writes whatever is queued and closes the store."""
@@ -284,10 +325,19 @@ class MemoryStore:
     def forget_room(self, name: str) -> None:
         pass
 
-    def on_open(self, loader: Loader) -> None:
+    def load_moderation(self) -> SavedModeration:
+        return SavedModeration([], [])
+
+    def save_ban(self, ban: Ban) -> None:
         pass
 
-    def execute(self, sql: str, params: Params = ()) -> None:
+    def delete_ban(self, network: str) -> None:
+        pass
+
+    def save_mute(self, mute: Mute) -> None:
+        pass
+
+    def delete_mute(self, key: str) -> None:
         pass
 
     def close(self) -> defer.Deferred[None]:
@@ -327,7 +377,7 @@ class SQLiteStore:
         self._failures = 0  # failed attempts at the batch now waiting; 0 when all is well
         self._timer: IDelayedCall | None = None
         self._writing: defer.Deferred[None] | None = None
-        self._loaders: list[Loader] = []
+        self._moderation = SavedModeration([], [])
 
     # --- Start and stop --------------------------------------------------------------------
 
@@ -352,8 +402,7 @@ class SQLiteStore:
             self._migrate(db)
             db.execute(_TRIM_ALL, (self.history_size,))
             rooms = self._load(db)
-            for loader in self._loaders:
-                loader(db)
+            self._moderation = self._load_moderation(db)
         except sqlite3.Error as e:
             db.close()
             if _result_code(e) in _DAMAGED:
@@ -382,11 +431,8 @@ class SQLiteStore:
             f"(mv {shlex.quote(self.path)} {moved}), to start with an empty one"
         )
 
-    def on_open(self, loader: Loader) -> None:
-        if self._db is not None:
-            loader(self._db)
-        else:
-            self._loaders.append(loader)
+    def load_moderation(self) -> SavedModeration:
+        return self._moderation
 
     def close(self) -> defer.Deferred[None]:
         """Commits what is queued (one last try if the disk is failing), then closes the
@@ -435,6 +481,14 @@ class SQLiteStore:
             room.history.append(HistoryEntry(at, line))
         return list(rooms.values())
 
+    @staticmethod
+    def _load_moderation(db: sqlite3.Connection) -> SavedModeration:
+        bans = [Ban(ipaddress.ip_network(network), reason, by, created, expires)
+                for network, reason, by, created, expires in db.execute(_LOAD_BANS)]
+        mutes = [Mute(key, nick, host, by, created, expires, frozenset(keys.split()))
+                 for key, nick, host, by, created, expires, keys in db.execute(_LOAD_MUTES)]
+        return SavedModeration(bans, mutes)
+
     # --- Writes ----------------------------------------------------------------------------
 
     def save_room(self, room: Room) -> None:
@@ -463,9 +517,25 @@ class SQLiteStore:
         self._committed_rooms.discard(key)
         self._schedule()
 
-    def execute(self, sql: str, params: Params = ()) -> None:
-        """Queues one write; it is committed within about ``flush_interval`` seconds."""
-        self._pending.statements.append((sql, params))
+    def save_ban(self, ban: Ban) -> None:
+        network = str(ban.network)
+        self._moderate("bans", network, _SAVE_BAN,
+                       (network, ban.reason, ban.by, ban.created, ban.expires))
+
+    def delete_ban(self, network: str) -> None:
+        self._moderate("bans", network, _DELETE_BAN, (network,))
+
+    def save_mute(self, mute: Mute) -> None:
+        self._moderate("mutes", mute.key, _SAVE_MUTE,
+                       (mute.key, mute.nick, mute.host, mute.by, mute.created, mute.expires,
+                        " ".join(sorted(mute.keys))))
+
+    def delete_mute(self, key: str) -> None:
+        self._moderate("mutes", key, _DELETE_MUTE, (key,))
+
+    def _moderate(self, table: str, key: str, sql: str, params: Params) -> None:
+        """Queues one ban or mute write; committed within about ``flush_interval`` s."""
+        self._pending.moderate(table, key, sql, params)
         self._schedule()
 
     def _schedule(self) -> None:

@@ -30,15 +30,22 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
-from chatd.limits import DEFAULT_MAX_PER_IP, default_max_clients
+from chatd.irc.factory import IRCFactory
+from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import DEFAULT_KICK_REJOIN_DELAY, Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.policy import DEFAULT_MAX_LINE, Policy
 from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
 from chatd.reloading import Reconfigurable, Reloader, ReloadOnHangup
-from chatd.rooms import InvalidRoomName, normalize_room
+from chatd.rooms import (
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_EXPIRY,
+    DEFAULT_ROOM_RATE,
+    InvalidRoomName,
+    normalize_room,
+)
 from chatd.service import (
     DEFAULT_ANNOUNCE_LIMIT,
     DEFAULT_HISTORY,
@@ -118,7 +125,7 @@ ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-define
 
 class Options(usage.Options):
     synopsis = (
-        "[--listen ENDPOINT]... [--echo ENDPOINT]... "
+        "[--listen ENDPOINT]... [--irc ENDPOINT]... [--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
         "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
@@ -153,11 +160,17 @@ class Options(usage.Options):
         ["ipv6-prefix", None, DEFAULT_IPV6_PREFIX,
          "IPv6 peers count against --max-per-ip by this many leading bits (128: by address).",
          ipv6_prefix],
+        ["connect-rate", None, DEFAULT_CONNECT_RATE,
+         "New connections a second from one address, in bursts of up to twice that, for "
+         "chat and for TCP echo each; more are refused (0: no limit).", non_negative_float],
         ["send-buffer", None, DEFAULT_SEND_BUFFER,
          "Bytes of unsent output a chat client may pile up (0: no limit).", non_negative_int],
         ["send-grace", None, DEFAULT_SEND_GRACE,
          "Seconds a client may stay over --send-buffer before it is cut off (0: none).",
          non_negative_float],
+        ["kick-rejoin-delay", None, DEFAULT_KICK_REJOIN_DELAY,
+         "Seconds a kicked nickname is refused from the address it was kicked from "
+         "(0: let it back at once).", non_negative_float],
         ["idle-timeout", None, 0.0,
          "Close chat connections silent this long (0: never).", non_negative_float],
         ["echo-udp-rate", None, DEFAULT_UDP_RATE,
@@ -175,6 +188,15 @@ class Options(usage.Options):
         ["announce-limit", None, DEFAULT_ANNOUNCE_LIMIT,
          "Rooms with more members than this get no join and leave notices (0: always).",
          non_negative_int],
+        ["max-rooms", None, DEFAULT_MAX_ROOMS,
+         "Rooms kept at most; at the limit a new room replaces the one empty longest, and "
+         "is refused if none is empty (0: no limit).", non_negative_int],
+        ["room-expiry", None, DEFAULT_ROOM_EXPIRY,
+         "Seconds a room may stay empty before it is forgotten with its history "
+         "(0: never; rooms without a topic go when their last member leaves).",
+         non_negative_float],
+        ["room-rate", None, DEFAULT_ROOM_RATE,
+         "Rooms one address may create a minute (0: no limit).", non_negative_float],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
@@ -188,11 +210,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["irc"] = []
         self["echo"] = []
         self["echo-udp"] = []
         self["operators"] = {}  # only the configuration file can set these
         self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self.irc_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
         self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
@@ -200,6 +224,10 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
         self["listen"].append(description)
+
+    def opt_irc(self, description: str) -> None:
+        """IRC client endpoint (irssi, WeeChat, HexChat); repeatable [default: none]"""
+        self["irc"].append(description)
 
     def opt_echo(self, description: str) -> None:
         """TCP echo endpoint; repeatable [default: tcp:7007]"""
@@ -227,6 +255,7 @@ class Options(usage.Options):
             self["echo"] = self["echo"] or [DEFAULT_ECHO]
             self["echo-udp"] = self["echo-udp"] or [DEFAULT_ECHO_UDP]
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
+        self.irc_endpoints = [(d, _stream_endpoint("--irc", d)) for d in self["irc"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
         try:
@@ -289,6 +318,8 @@ def makeService(options: Options) -> service.MultiService:
 
     top = service.MultiService()
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
+    # Every log line a client can cause goes through this one rate limit.
+    client_log = RateLimitedLog(reactor, ipv6_prefix=options["ipv6-prefix"])
     chat = ChatService(
         reactor,
         server_name=options["server-name"],
@@ -299,18 +330,27 @@ def makeService(options: Options) -> service.MultiService:
         motd=options["motd-lines"],
         announce_limit=options["announce-limit"],
         topic=options["topic"],
+        max_rooms=options["max-rooms"],
+        room_expiry=options["room-expiry"],
+        room_rate=options["room-rate"],
+        ipv6_prefix=options["ipv6-prefix"],
+        client_log=client_log,
+        connect_rate=options["connect-rate"],
     )
     chat.setServiceParent(top)
 
-    rejections = RateLimitedLog(reactor)
+    rejections = client_log
     policy = Policy(options)  # every edge limit; a SIGHUP changes them here only
+    policy.subscribe(lambda: setattr(client_log, "ipv6_prefix", policy.chat.ipv6_prefix))
     authenticator = OperatorAuthenticator(
         reactor, options["operators"],
         run=lambda check: threads.deferToThreadPool(
             cast(Any, reactor), cast(Any, reactor).getThreadPool(), check
         ),
+        rejections=rejections,
     )
-    moderator = Moderator(chat, reactor, authenticator)
+    moderator = Moderator(chat, reactor, authenticator, options["kick-rejoin-delay"],
+                          options["ipv6-prefix"])
     moderator.setServiceParent(top)
     # The one command table, handed to every front-end that runs /commands.
     commands = build_command_table(chat, moderator)
@@ -338,7 +378,15 @@ def makeService(options: Options) -> service.MultiService:
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
 
-    reloadable: list[Reconfigurable] = [chat, policy, authenticator]
+    if options.irc_endpoints:
+        # The same service, commands, limits and per-address counts as line users.
+        irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
+                                 limits=chat_factory.limits)
+        policy.subscribe(irc_factory.policy_changed)
+        for description, endpoint in options.irc_endpoints:
+            _listener(description, endpoint, irc_factory).setServiceParent(top)
+
+    reloadable: list[Reconfigurable] = [chat, policy, authenticator, moderator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)
                    ).setServiceParent(top)
     return top

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from twisted.application import service
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -99,10 +100,16 @@ class MemoryChat:
         self._next_port = 40000
 
     def connect(self) -> tuple[ChatProtocol, StringTransport]:
+        proto, transport = self.connect_to(self.factory)
+        assert isinstance(proto, ChatProtocol)
+        return proto, transport
+
+    def connect_to(self, factory: ServerFactory) -> tuple[Any, StringTransport]:
+        """A connection from a fresh port on 127.0.0.1 to ``factory`` (any front-end's)."""
         self._next_port += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._next_port)
-        proto = self.factory.buildProtocol(peer)
-        assert isinstance(proto, ChatProtocol)
+        proto = factory.buildProtocol(peer)
+        assert proto is not None
         transport = StringTransport(peerAddress=peer)
         proto.makeConnection(transport)
         return proto, transport

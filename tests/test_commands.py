@@ -140,6 +140,14 @@ def test_who_shows_away_and_other_rooms(chat: MemoryChat) -> None:
     assert take_lines(ta) == ["*** Users in #lobby (2): alice, bob"]
 
 
+def test_who_of_an_empty_room_says_so(chat: MemoryChat) -> None:
+    (a, ta), = people(chat, "alice")
+    a.dataReceived(b"/join #side\n/topic kept while empty\n/join #lobby\n")
+    take_lines(ta)
+    a.dataReceived(b"/who #side\n")
+    assert take_lines(ta) == ["*** No one is in #side"]
+
+
 def test_msg_reply_and_away_reason(chat: MemoryChat) -> None:
     (a, ta), (b, tb), (_, tc) = people(chat, "alice", "bob", "carol")
     b.dataReceived(b"/away in a meeting\n")

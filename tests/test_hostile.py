@@ -231,7 +231,8 @@ def test_total_limit_refuses_the_newcomer_with_a_reason() -> Any:
 def test_resets_mid_broadcast_cost_nobody_else_anything(
     errors_logged: list[LogEvent],
 ) -> Any:
-    daemon = RunningDaemon(local_args("--flood-rate", "0", "--max-per-ip", "0"))
+    daemon = RunningDaemon(local_args("--flood-rate", "0", "--max-per-ip", "0",
+                                      "--connect-rate", "0"))
     try:
         sender = yield connect_client(daemon.chat_port)
         stayers = (yield connect_many(daemon.chat_port, 10))

@@ -268,28 +268,56 @@ def test_guard_without_grace_cuts_off_when_over() -> None:
 # --- RateLimitedLog ------------------------------------------------------------------------
 
 
-def test_rate_limited_log_summarises_what_it_left_out(logged: list[str]) -> None:
+def test_rate_limited_log_limits_each_address_then_summarises(logged: list[str]) -> None:
     clock = Clock()
-    log = RateLimitedLog(clock, limit=2, window=60)
+    log = RateLimitedLog(clock, per_address_burst=2, per_address_rate=1 / 30, window=60)
     for i in range(5):
-        log.event("connection refused", f"10.0.0.{i}:1", "full")
-    log.event("idle", "10.0.0.9:1")
-    ours = [line for line in logged if "10.0.0." in line or "not logged" in line]
+        log.event("connection refused", f"10.0.0.1:{i}", "full")
+    log.event("idle", "10.0.0.9:1")  # another address has its own allowance
+    ours = [line for line in logged if "10.0.0." in line]
     assert ours == [
-        "10.0.0.0:1: connection refused (full)",
+        "10.0.0.1:0: connection refused (full)",
         "10.0.0.1:1: connection refused (full)",
         "10.0.0.9:1: idle",
     ]
     clock.advance(60)
-    assert logged[-1] == "3 more 'connection refused' events in the last 60 s were not logged"
-    log.event("connection refused", "10.0.0.7:1")
-    assert logged[-1] == "10.0.0.7:1: connection refused"
+    assert logged[-1] == (
+        "3 more client log lines in the last 60 s were not logged (3 about 10.0.0.1)"
+    )
+    log.event("connection refused", "10.0.0.1:7")  # two tokens back after 60 s
+    assert logged[-1] == "10.0.0.1:7: connection refused"
+
+
+def test_rate_limited_log_counts_ipv6_by_prefix(logged: list[str]) -> None:
+    log = RateLimitedLog(Clock(), per_address_burst=1)
+    for i in range(4):
+        log.event("refused", f"2001:db8::{i}:1")  # one /64: one address
+    log.event("refused", "2001:db8:0:1::1:1")  # the next /64
+    assert [line for line in logged if "refused" in line] == [
+        "2001:db8::0:1: refused", "2001:db8:0:1::1:1: refused"]
+
+
+def test_rate_limited_log_has_an_overall_limit(logged: list[str]) -> None:
+    clock = Clock()
+    log = RateLimitedLog(clock, per_address_burst=1, overall_burst=3, overall_rate=0.01)
+    for i in range(6):
+        log.event("refused", f"10.0.1.{i}:1")
+    assert len([line for line in logged if "refused" in line]) == 3
+    clock.advance(60)
+    assert logged[-1].startswith("3 more client log lines in the last 60 s were not logged (")
+
+
+def test_rate_limited_log_cuts_user_text(logged: list[str]) -> None:
+    log = RateLimitedLog(Clock())
+    log.emit("10.0.0.1:1", "{peer} left: {reason}", reason="x" * 4000)
+    assert logged[-1] == f"10.0.0.1:1 left: {'x' * 200}... (3800 more characters)"
 
 
 def test_rate_limited_log_stop_cancels_summaries() -> None:
     clock = Clock()
-    log = RateLimitedLog(clock, limit=0)
-    log.event("x", "p")
+    log = RateLimitedLog(clock, per_address_burst=1)
+    log.event("x", "10.0.0.1:1")
+    log.event("x", "10.0.0.1:1")
     assert clock.getDelayedCalls()
     log.stop()
     assert not clock.getDelayedCalls()

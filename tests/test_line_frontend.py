@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.protocols.basic import LineReceiver
 
 from chatd.framing import LineInput
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
@@ -26,15 +26,16 @@ def test_the_line_protocol_is_a_line_receiver() -> None:
 
 
 def _paste_seconds(lines: int) -> float:
-    """The fastest of three pastes of ``lines`` lines of 200 bytes, each in one write."""
+    """The least thread CPU time of three pastes of ``lines`` lines of 200 bytes, each in one
+    write: CPU time, so that other processes on a loaded machine do not count against it."""
     data = b"".join(b"%06d %s\n" % (i, b"x" * 193) for i in range(lines))
     best = float("inf")
     for _ in range(3):
         chat = MemoryChat(flood_rate=0, max_line=4096, service_args={"history_size": 0})
         a, _ = chat.connect()
-        started = time.perf_counter()
+        started = time.thread_time()
         a.dataReceived(data)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.thread_time() - started)
     return best
 
 
@@ -62,7 +63,7 @@ def test_oper_then_bans_in_one_write_answer_in_order() -> None:
     a.dataReceived(b"/oper root pw\n/bans\n")
     assert take_lines(ta) == []
     chat.clock.advance(0.05)
-    assert take_lines(ta) == ["*** You are now an operator (root).", "*** Bans (0):"]
+    assert take_lines(ta) == ["*** You are now an operator (root).", "*** No bans are in force."]
 
 
 class RepliesAfterEachLine:

@@ -62,7 +62,7 @@ def test_2000_clients_one_broadcast_and_a_quick_goodbye(twistd: Callable[..., Tw
     raise_open_file_limit(CLIENTS + 200)  # the daemon inherits the raised limit
     daemon = twistd("chatd", "--no-echo", "--state", "none",
                     "--listen", "tcp:0:interface=127.0.0.1:backlog=2048",
-                    "--max-clients", "0", "--max-per-ip", "0")
+                    "--max-clients", "0", "--max-per-ip", "0", "--connect-rate", "0")
     port = daemon.port
     socks: list[socket.socket] = []
     try:

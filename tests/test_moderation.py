@@ -12,17 +12,23 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from chatd import moderation
-from chatd.moderator import Moderator
-from chatd.operators import BASE_DELAY, FREE_FAILURES, LOGIN_FAILED, OperatorAuthenticator
+from chatd import addresses
+from chatd.errors import ChatError
+from chatd.moderation import rules as moderation
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import (
+    BASE_DELAY,
+    FREE_FAILURES,
+    LOGIN_FAILED,
+    OperatorAuthenticator,
+)
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
-from chatd.service import ChatError
 from chatd.store import IChatStore, SQLiteStore
 from tests.support import MemoryChat, take_lines
 
@@ -79,10 +85,11 @@ def chat() -> ModeratedChat:
 
 @pytest.fixture
 def audit_log() -> Any:
+    """The audit log, and the rate-limited log that failed /oper attempts go to."""
     events: list[LogEvent] = []
 
     def observe(event: LogEvent) -> None:
-        if event.get("log_namespace") == "chatd.audit":
+        if event.get("log_namespace") in ("chatd.audit", "chatd.ratelog.RateLimitedLog"):
             events.append(event)
 
     globalLogPublisher.addObserver(observe)
@@ -135,11 +142,21 @@ def test_bad_ban_targets(text: str) -> None:
         moderation.parse_ban_target(text)
 
 
-def test_peer_host() -> None:
-    assert moderation.peer_host("203.0.113.7:4000") == "203.0.113.7"
-    assert moderation.peer_host("::1:4000") == "::1"
-    assert moderation.peer_host("::ffff:10.0.0.1:4000") == "10.0.0.1"
-    assert moderation.peer_host("UNIXAddress") is None
+@pytest.mark.parametrize(
+    ("address", "described", "host"),
+    [
+        (IPv4Address("TCP", "203.0.113.7", 4000), "203.0.113.7:4000", "203.0.113.7"),
+        (IPv6Address("TCP", "::1", 58148), "[::1]:58148", "::1"),
+        (IPv6Address("TCP", "::ffff:10.0.0.1", 4000), "[::ffff:10.0.0.1]:4000", "10.0.0.1"),
+        (UNIXAddress(None), "unix:", None),
+        (UNIXAddress(b"/run/chatd.sock"), "unix:/run/chatd.sock", None),
+    ],
+)
+def test_peers_are_described_for_the_log_and_parsed_back(
+    address: Any, described: str, host: str | None
+) -> None:
+    assert addresses.describe_peer(address) == described
+    assert addresses.peer_host(described) == host
 
 
 # --- Operator login ------------------------------------------------------------------------
@@ -329,7 +346,7 @@ def test_timed_ban_expires(chat: ModeratedChat) -> None:
     assert take_lines(t)[0].startswith("*** Welcome")
     take_lines(top)
     say(op, "/bans")
-    assert take_lines(top) == ["*** Bans (0):"]
+    assert take_lines(top) == ["*** No bans are in force."]
 
 
 def test_bans_lists_who_when_why_and_expiry_and_unban_lifts(chat: ModeratedChat) -> None:
@@ -350,7 +367,7 @@ def test_bans_lists_who_when_why_and_expiry_and_unban_lifts(chat: ModeratedChat)
     assert not chat.join_raw("203.0.113.7")[1].disconnecting
 
 
-def test_mute_refuses_lines_but_not_reading_and_follows_the_address(chat: ModeratedChat) -> None:
+def test_mute_refuses_lines_but_not_reading_and_follows_the_nick(chat: ModeratedChat) -> None:
     op, top = chat.operator()
     bob, tb = chat.join("203.0.113.20")
     _, tc = chat.join("198.51.100.3")
@@ -366,14 +383,20 @@ def test_mute_refuses_lines_but_not_reading_and_follows_the_address(chat: Modera
     say(op, "hello all")
     assert take_lines(tb) == ["<guest1> hello all"]  # still reads
     say(bob, "/nick sneaky")
-    bob2, tb2 = chat.join("203.0.113.20")  # reconnecting does not help either
-    say(bob, "still me")
+    assert take_lines(tb) == [
+        "*** Error: you are muted for 10m more; your nickname was not changed"
+    ]
+    bob.transport.loseConnection()
+    bob.connectionLost(None)  # type: ignore[arg-type]
+    bob2, tb2 = chat.join("203.0.113.20")  # back under a fresh guest name: a new person?
+    say(bob2, "/nick guest2")  # under the muted nick, muted again
+    take_lines(tc), take_lines(tb2)
     say(bob2, "new me")
-    assert take_lines(tb2)[-1].startswith("*** Error: you are muted")
-    take_lines(tc)
+    assert take_lines(tb2) == ["*** Error: you are muted for 10m more; your line was not sent"]
+    assert take_lines(tc) == []
     chat.clock.advance(600)
-    say(bob, "free")
-    assert take_lines(tc) == ["<sneaky> free"]
+    say(bob2, "free")
+    assert take_lines(tc) == ["<guest2> free"]
 
 
 def test_mute_and_unmute_are_told_in_the_targets_room_and_to_the_operator(
@@ -479,6 +502,7 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
         chat = ModeratedChat(SQLiteStore(path, reactor, history_size=10))
         chat.clock.advance(at)
         chat.service.startService()
+        chat.moderator.startService()
         return chat
 
     def stopped(chat: ModeratedChat) -> defer.Deferred[None]:
@@ -495,6 +519,7 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     say(op, "/unban 198.51.100.9")
     first.join("192.0.2.77")
     say(op, "/mute guest2")
+    say(op, "/rename guest2 Renamed")  # the mute follows, and so does the store
     first.join("192.0.2.78")
     say(op, "/mute guest3 30m")
     [banned] = first.moderator.bans.current()
@@ -507,9 +532,18 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
         banned.reason, banned.by, banned.created, banned.expires)
     assert restored.reason == "persistent trouble"
     assert second.join_raw("203.0.113.1")[1].disconnecting
-    quiet, tq = second.join("192.0.2.77")
+    quiet, tq = second.join("192.0.2.77")  # guest1: another person, maybe
+    say(quiet, "/nick Renamed")
+    take_lines(tq)
     say(quiet, "am I free?")
     assert take_lines(tq) == ["*** Error: you are muted; your line was not sent"]
+    say(quiet, "/quit")
+    take_lines(tq)
+    other, to = second.join("192.0.2.77")
+    say(other, "/nick guest2")  # the nick it was muted under
+    take_lines(to)
+    say(other, "and me?")
+    assert take_lines(to) == ["*** Error: you are muted; your line was not sent"]
     yield stopped(second)
 
     # An hour later (by the stored clock) the ban has lifted itself.
@@ -524,7 +558,331 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     yield stopped(fourth)
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT count(*) FROM bans").fetchone() == (0,)
-        assert db.execute("SELECT nick FROM mutes").fetchall() == [("guest2",)]
+        assert db.execute("SELECT count(*) FROM mutes").fetchone() == (1,)  # the lasting one
+
+
+# --- A shared address (NAT, a LAN party, 127.0.0.1): a rule hits its target only ---------
+
+SHARED = "127.0.0.1"
+
+
+def test_mute_on_a_shared_address_mutes_that_user_only(chat: ModeratedChat) -> None:
+    op, top = chat.operator(SHARED)
+    bob, tb = chat.join(SHARED)
+    carol, tc = chat.join(SHARED)
+    say(op, "/mute guest3")
+    take_lines(top), take_lines(tb), take_lines(tc)
+    say(op, "still the operator")  # the operator who typed it is not muted
+    say(bob, "still bob")  # nor is anyone else at the address
+    assert take_lines(tc) == ["<guest1> still the operator", "<guest2> still bob"]
+    take_lines(tb)
+    say(carol, "and carol?")
+    assert take_lines(tc) == ["*** Error: you are muted; your line was not sent"]
+    assert take_lines(tb) == []
+    # Whoever comes back from there under a nick the muted user had is muted again.
+    carol.transport.loseConnection()
+    carol.connectionLost(None)  # type: ignore[arg-type]
+    again, ta = chat.join(SHARED)
+    say(again, "/nick guest3")
+    say(again, "it is me")
+    assert take_lines(ta)[-1] == "*** Error: you are muted; your line was not sent"
+
+
+def test_an_operator_is_never_muted_by_a_rule_they_set(chat: ModeratedChat) -> None:
+    op, top = chat.operator(SHARED)
+    bob, _tb = chat.join(SHARED)
+    _, tc = chat.join("198.51.100.3")
+    say(op, "/mute guest1")
+    assert take_lines(top)[-1] == "*** Error: you cannot mute yourself"
+    say(op, "/mute guest2")
+    bob.transport.loseConnection()
+    bob.connectionLost(None)  # type: ignore[arg-type]
+    say(op, "/nick guest2")  # the operator takes the muted nick: their own rule
+    take_lines(tc)
+    say(op, "I can still talk")
+    assert take_lines(tc) == ["<guest2> I can still talk"]
+    chat.authenticator.reconfigure({"operators": {"root": CHEAP_HASH, "admin": CHEAP_HASH}})
+    other, to = chat.join("192.0.2.9")  # another operator
+    say(other, f"/oper admin {PASSWORD}")
+    take_lines(to)
+    say(other, "/mute guest2")  # a rule someone else set does hold the first one
+    take_lines(top)
+    say(op, "and now?")
+    assert take_lines(top) == ["*** Error: you are muted; your line was not sent"]
+
+
+def test_ban_by_nick_on_a_shared_address_disconnects_that_user_only(
+    chat: ModeratedChat, audit_log: Any
+) -> None:
+    op, top = chat.operator(SHARED)
+    _, tb = chat.join(SHARED)
+    _, tc = chat.join(SHARED)
+    _, td = chat.join(SHARED)
+    take_lines(top), take_lines(tb), take_lines(tc)
+    say(op, "/ban guest2 1h spam")
+    assert take_lines(top) == [
+        "*** guest2 has left #lobby (banned by guest1 for 1h: spam)",
+        "*** Banned 127.0.0.1/32 (until 1970-01-01 01:00 UTC, 1h from now).",
+        "*** 2 other users at 127.0.0.1 stayed connected; /ban 127.0.0.1 disconnects "
+        "everyone there but you",
+    ]
+    assert take_lines(tb) == ["*** You have been banned by guest1 for 1h: spam"]
+    assert tb.disconnecting
+    assert not tc.disconnecting and not td.disconnecting and not top.disconnecting
+    assert take_lines(tc) == ["*** guest2 has left #lobby (banned by guest1 for 1h: spam)"]
+    proto, refused = chat.join_raw(SHARED)  # new connections from the address are refused
+    assert refused.disconnecting and proto.user is None
+    assert take_lines(refused)[0].startswith("*** Error: you are banned from this server: spam")
+    assert any("disconnected=1" in line for line in audit_log())
+
+
+def test_ban_by_address_disconnects_everyone_there_but_the_operator(chat: ModeratedChat) -> None:
+    op, top = chat.operator(SHARED)
+    _, tb = chat.join(SHARED)
+    _, tc = chat.join(SHARED)
+    _, elsewhere = chat.join("198.51.100.3")
+    take_lines(top)
+    say(op, "/ban 127.0.0.1 everyone out")
+    assert tb.disconnecting and tc.disconnecting
+    assert not top.disconnecting and not elsewhere.disconnecting
+    assert take_lines(top)[-1] == "*** Banned 127.0.0.1/32 (permanent)."
+    say(op, "/ban guest1")
+    assert take_lines(top) == ["*** Error: you cannot ban yourself"]
+
+
+# --- Kicks: the kicked nick stays out of that address for --kick-rejoin-delay ------------
+
+KICKED_BACK = "*** Error: you were kicked from this server; you may reconnect in {} seconds"
+
+
+def test_a_kicked_nick_is_refused_from_that_address_for_the_delay(chat: ModeratedChat) -> None:
+    op, top = chat.operator(SHARED)
+    alice, ta = chat.join(SHARED)
+    say(alice, "/nick alice")
+    _, tw = chat.join("198.51.100.3")
+    take_lines(top), take_lines(ta)
+    say(op, "/kick alice go away")
+    assert take_lines(ta) == ["*** You have been kicked by guest1: go away"]
+    assert ta.disconnecting
+    take_lines(tw)
+    # Back from the address: a guest is let in (someone else may share it) ...
+    back, tb = chat.join(SHARED)
+    chat.clock.advance(10)
+    say(back, "/nick alice")  # ... but not under the kicked nick
+    assert take_lines(tb) == [KICKED_BACK.format(20), "*** Goodbye."]
+    assert tb.disconnecting
+    back.connectionLost(None)  # type: ignore[arg-type]
+    assert take_lines(tw) == ["*** guest4 has joined #lobby",
+                              "*** guest4 has left #lobby (kicked a moment ago)"]
+    # Another address may take the nick; so may this one once the delay is over.
+    far, tf = chat.join("192.0.2.50")
+    say(far, "/nick alice")
+    assert take_lines(tf) == ["*** guest5 is now known as alice"]
+    say(far, "/quit")
+    far.connectionLost(None)  # type: ignore[arg-type]
+    chat.clock.advance(20)
+    late, tl = chat.join(SHARED)
+    say(late, "/nick alice")
+    assert take_lines(tl) == ["*** guest6 is now known as alice"]
+
+
+def test_a_front_end_registering_the_kicked_nick_is_refused(chat: ModeratedChat) -> None:
+    op, _ = chat.operator(SHARED)
+    chat.join(SHARED)
+    say(op, "/kick guest2")
+    service = chat.service
+    with pytest.raises(ChatError, match="you were kicked from this server; you may "
+                                        "reconnect in 30 seconds"):
+        service.register(object(), f"{SHARED}:5000", "guest2")  # type: ignore[arg-type]
+    assert service.register(object(), "[::1]:5000", "guest2").nick == "guest2"  # type: ignore[arg-type]
+
+
+def test_the_kick_rejoin_delay_reloads_and_zero_lets_them_back(chat: ModeratedChat) -> None:
+    op, _ = chat.operator(SHARED)
+    chat.moderator.reconfigure({"kick-rejoin-delay": 0.0, "ipv6-prefix": 64})
+    alice, _ = chat.join(SHARED)
+    say(alice, "/nick alice")
+    say(op, "/kick alice")
+    back, tb = chat.join(SHARED)
+    say(back, "/nick alice")
+    assert take_lines(tb) == ["*** guest3 is now known as alice"]
+    chat.moderator.reconfigure({"kick-rejoin-delay": 5.5, "ipv6-prefix": 64})
+    say(op, "/kick alice")
+    again, ta = chat.join(SHARED)
+    say(again, "/nick alice")
+    assert take_lines(ta)[0] == KICKED_BACK.format(6)
+
+
+def test_kick_yourself_is_refused(chat: ModeratedChat) -> None:
+    op, top = chat.operator(SHARED)
+    say(op, "/kick guest1")
+    assert take_lines(top) == ["*** Error: you cannot kick yourself"]
+    assert not top.disconnecting
+
+
+# --- A muted user says nothing others see (issue 10, item 6) -----------------------------
+
+
+def test_a_muted_user_changes_no_topic_nick_or_away_text_and_quits_without_reason(
+    chat: ModeratedChat,
+) -> None:
+    op, top = chat.operator()
+    spammer, ts = chat.join("203.0.113.20")
+    carol, tc = chat.join("198.51.100.3")
+    say(op, "/mute guest2")
+    take_lines(top), take_lines(ts), take_lines(tc)
+    say(spammer, "/topic visit evil.example")
+    say(spammer, "/nick visit_evil_example")
+    say(spammer, "/away visit evil.example")
+    assert take_lines(ts) == [
+        "*** Error: you are muted; the topic was not changed",
+        "*** Error: you are muted; your nickname was not changed",
+        "*** Error: you are muted; your away text was not set (/away alone still works)",
+    ]
+    assert take_lines(tc) == [] and take_lines(top) == []
+    assert chat.service.rooms["#lobby"].topic == ""
+    say(spammer, "/away")
+    assert take_lines(ts) == ["*** You are marked as away: away"]
+    say(carol, "/msg guest2 hi")
+    assert take_lines(tc) == ["-> *guest2* hi", "*** guest2 is away: away"]
+    say(spammer, "/quit visit evil.example")
+    spammer.connectionLost(None)  # type: ignore[arg-type]
+    assert take_lines(tc) == ["*** guest2 has left #lobby (quit)"]
+    assert chat.service.shown_reason(chat.service.find_user("guest3"), "bye") == "bye"
+
+
+# --- Rough edges (issue 11, item 7) --------------------------------------------------------
+
+
+def test_unmute_under_the_old_nick_after_a_rename_tells_the_user(chat: ModeratedChat) -> None:
+    op, top = chat.operator()
+    bob, tb = chat.join("203.0.113.20")
+    say(bob, "/join #side")
+    say(op, "/mute guest2")
+    say(op, "/rename guest2 robert")
+    take_lines(top), take_lines(tb)
+    say(bob, "renamed, still muted?")
+    assert take_lines(tb) == ["*** Error: you are muted; your line was not sent"]
+    say(op, "/unmute guest2")
+    assert take_lines(tb) == ["*** robert is no longer muted"]
+    assert take_lines(top) == ["*** robert is no longer muted"]
+    say(bob, "free")
+    assert take_lines(tb) == []  # said in #side, where nobody else is; no error
+    say(op, "/unmute robert")
+    assert take_lines(top) == ['*** Error: "robert" is not muted']
+
+
+def test_unmute_under_the_new_nick_works_too(chat: ModeratedChat) -> None:
+    op, top = chat.operator()
+    _bob, tb = chat.join("203.0.113.20")
+    say(op, "/mute guest2")
+    say(op, "/rename guest2 robert")
+    take_lines(top), take_lines(tb)
+    say(op, "/unmute robert")
+    assert take_lines(tb) == ["*** robert is no longer muted"]
+
+
+# --- Guessing operator passwords from many addresses (issue 10, item 10) -----------------
+
+
+def test_many_addresses_cannot_make_many_guesses(audit_log: Any) -> None:
+    from twisted.internet.task import Clock
+
+    from chatd.moderation.operators import CHECK_BURST, CHECK_RATE
+
+    clock = Clock()
+    checked: list[str] = []
+
+    def verify(password: str, encoded: str) -> bool:
+        checked.append(password)
+        return False
+
+    auth = OperatorAuthenticator(clock, {"root": CHEAP_HASH}, at_once, verify=verify)
+    refused: list[str] = []
+    attempts = 0
+    # 100 addresses, 300 guesses, spread over 5 seconds (each address's third guess is
+    # still free of the per-address delay).
+    for step in range(300):
+        address = f"10.0.{step % 100}.1"
+        d = auth.login(address, "root", f"guess{step}")
+        d.addErrback(lambda f: refused.append(str(f.value)))
+        attempts += 1
+        clock.advance(5 / 300)
+    assert attempts == 300
+    assert len(checked) <= CHECK_BURST + 5 * CHECK_RATE + 1
+    assert len(refused) == 300
+    assert refused.count("wrong operator name or password") == len(checked)
+    assert "too many /oper attempts on this server; try again in 1 s" in refused
+    # Logged through the rate-limited log: a line per check that failed (as far as its
+    # limits allow) and one each time the checks run out, not one per guess.
+    lines = audit_log()
+    failed = [x for x in lines if "failed /oper" in x]
+    assert 0 < len(failed) <= len(checked)
+    exhausted = [x for x in lines if "/oper checks exhausted" in x]
+    assert 1 <= len(exhausted) <= len(checked) - CHECK_BURST + 1  # once each time it runs dry
+    assert len(lines) == len(failed) + len(exhausted)
+    assert PASSWORD not in "".join(lines)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_ipv6_peer_is_logged_in_brackets_and_its_address_read_back() -> Any:
+    from twisted.internet import endpoints, reactor
+
+    from tests.support import LineClient, RunningDaemon
+
+    logged: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        logged.append(formatEvent(event))
+
+    daemon = RunningDaemon(["--listen", r"tcp6:0:interface=\:\:1", "--no-echo",
+                            "--state", "none"])
+    globalLogPublisher.addObserver(observe)
+    try:
+        endpoint = endpoints.TCP6ClientEndpoint(reactor, "::1", daemon.chat_port)
+        client = yield endpoints.connectProtocol(endpoint, LineClient())
+        yield client.wait_for(r"^\*\*\* Welcome")
+        port = client.transport.getHost().port
+        assert f"guest1 connected from [::1]:{port}" in logged
+        assert daemon.chat.find_user("guest1").host == "::1"  # what bans and kicks use
+        client.transport.loseConnection()
+        yield client.wait_closed()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        yield daemon.stop()
+
+
+def test_ban_and_kick_by_nick_cover_an_ipv6_users_block(chat: ModeratedChat) -> None:
+    """One IPv6 user usually holds a whole /64: a new address in it does not walk round
+    a ban or a kick by nick. The block is --ipv6-prefix (reloadable)."""
+    op, top = chat.operator()
+    alice, _ = chat.join("2001:db8:0:1::5")
+    say(alice, "/nick alice")
+    _, neighbour = chat.join("2001:db8:0:1::6")
+    take_lines(top)
+    say(op, "/kick alice")
+    back, tb = chat.join("2001:db8:0:1::ffff")
+    say(back, "/nick alice")
+    assert take_lines(tb)[0] == KICKED_BACK.format(30)
+    back.connectionLost(None)  # type: ignore[arg-type]
+    _, third = chat.join("2001:db8:0:1::7")
+    _, elsewhere = chat.join("2001:db8:0:2::5")
+    take_lines(top)
+    say(op, "/ban guest3 spam")  # the neighbour, in the same /64
+    assert take_lines(top)[-2:] == [
+        "*** Banned 2001:db8:0:1::/64 (permanent).",
+        "*** 1 other user at 2001:db8:0:1::/64 stayed connected; /ban 2001:db8:0:1::/64 "
+        "disconnects everyone there but you",
+    ]
+    assert neighbour.disconnecting and not third.disconnecting and not elsewhere.disconnecting
+    assert chat.join_raw("2001:db8:0:1::1234")[1].disconnecting
+    assert not chat.join_raw("2001:db8:0:2::1234")[1].disconnecting
+    chat.moderator.reconfigure({"kick-rejoin-delay": 30.0, "ipv6-prefix": 128})
+    who, exact = chat.join("2001:db8:0:3::1")
+    say(who, "/nick exact")
+    say(op, "/ban exact")
+    assert take_lines(top)[-1] == "*** Banned 2001:db8:0:3::1/128 (permanent)."
+    assert exact.disconnecting
 
 
 @pytest.mark.parametrize(("seconds", "shown"), [

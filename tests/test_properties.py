@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from chatd.commands import command_names
-from chatd.moderator import Moderator
-from chatd.operators import OperatorAuthenticator
+from chatd.moderation.moderator import Moderator
+from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from chatd.telnet import AYT_REPLY

@@ -3,6 +3,7 @@ that takes effect, and a broken file that changes nothing. Also bans over real s
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -210,3 +211,80 @@ def test_sighup_limits_reach_connections_made_before_it(daemon: Daemon) -> None:
     read_until(alice, b"sending faster than 1 lines a second")
     read_until(alice, b"*** Idle for 1 seconds; disconnecting.")
     alice.close()
+
+
+def _closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything ``sock`` receives until the server closes it."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"still open; got {data!r}")
+
+
+def test_moderation_on_one_shared_address(daemon: Daemon) -> None:
+    """Every client here comes from 127.0.0.1: a mute, a kick and a ban by nick hit their
+    target only, never the operator; a kicked nick waits --kick-rejoin-delay (reloaded)."""
+    daemon.write(config_text(daemon.state, "chatd", 4096,
+                             f'root = "{CHEAP_HASH}"', "kick-rejoin-delay = 30.0"))
+    daemon.start()
+    op = connect(daemon.port)
+    read_until(op, b"commands.")
+    op.sendall(b"/oper root opsecret\n")
+    read_until(op, b"You are now an operator")
+    bob, carol = connect(daemon.port), connect(daemon.port)
+    read_until(bob, b"commands.")
+    read_until(carol, b"commands.")
+    bob.sendall(b"/nick bob\n")
+    carol.sendall(b"/nick carol\n")
+    read_until(op, b"is now known as carol")
+
+    op.sendall(b"/mute carol\n")
+    read_until(carol, b"carol has been muted by guest1")
+    op.sendall(b"op speaks\n")
+    bob.sendall(b"bob speaks\n")
+    read_until(carol, b"<bob> bob speaks")
+    carol.sendall(b"carol speaks\n")
+    read_until(carol, b"*** Error: you are muted; your line was not sent")
+
+    op.sendall(b"/kick bob enough\n")
+    assert b"*** You have been kicked by guest1: enough\r\n" in _closed(bob)
+    back = connect(daemon.port)
+    read_until(back, b"commands.")
+    back.sendall(b"/nick bob\n")
+    refused = _closed(back)
+    assert re.search(rb"\*\*\* Error: you were kicked from this server; you may reconnect "
+                     rb"in [0-9]+ seconds\r\n", refused), refused
+
+    op.sendall(b"/ban carol 1h spam\n")
+    assert b"*** You have been banned by guest1 for 1h: spam\r\n" in _closed(carol)
+    read_until(op, b"Banned 127.0.0.1/32")
+    op.sendall(b"/who\n")
+    assert b"Users in #lobby (1): guest1" in read_until(op, b"Users in")  # op still here
+    newcomer = connect(daemon.port)
+    assert _closed(newcomer).startswith(b"*** Error: you are banned from this server: spam")
+    op.sendall(b"/unban 127.0.0.1\n")
+    read_until(op, b"Unbanned 127.0.0.1/32.")
+
+    # A reload with --kick-rejoin-delay 0 lets the next kicked nick back at once.
+    daemon.write(config_text(daemon.state, "chatd", 4096,
+                             f'root = "{CHEAP_HASH}"', "kick-rejoin-delay = 0.0"))
+    daemon.hangup()
+    daemon.wait_for_log("kick-rejoin-delay changed from 30.0 to 0.0")
+    dave = connect(daemon.port)
+    read_until(dave, b"commands.")
+    dave.sendall(b"/nick dave\n")
+    read_until(op, b"is now known as dave")
+    op.sendall(b"/kick dave\n")
+    _closed(dave)
+    again = connect(daemon.port)
+    read_until(again, b"commands.")
+    again.sendall(b"/nick dave\n")
+    assert b"is now known as dave" in read_until(again, b"known as dave")
+    for sock in (op, again):
+        sock.close()
+    assert "Traceback" not in daemon.log()

@@ -72,8 +72,8 @@ def test_motd_rooms_topic_history_and_who(daemon: RunningDaemon) -> Any:
     assert got == ["*** You are marked as away: brb", "*** Users in #ops (2): alice (away), bob"]
     got = yield command(alice, b"/rooms\n", r"#ops \(")
     assert got == ["*** Rooms (2):", "***   #lobby (0 users)", "***   #ops (2 users): on call"]
-    got = yield command(alice, b"/back\n/who #lobby\n", "Users in")
-    assert got == ["*** You are no longer marked as away", "*** Users in #lobby (0):"]
+    got = yield command(alice, b"/back\n/who #lobby\n", "No one is in")
+    assert got == ["*** You are no longer marked as away", "*** No one is in #lobby"]
     got = yield command(alice, b"/topic\n", "Topic")
     assert got == ["*** Topic of #ops: on call (set by alice)"]
     bob.send(b"/topic quiet night\n")

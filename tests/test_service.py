@@ -142,13 +142,17 @@ def test_announce_limit_zero_always_announces() -> None:
     assert sum("has joined" in line for line in first.take()) == 599
 
 
-def test_empty_rooms_without_topic_or_history_are_forgotten(chat: ChatService) -> None:
+def test_empty_rooms_without_topic_are_forgotten_with_their_history(chat: ChatService) -> None:
     alice, _ = connect(chat, "alice")
     chat.move(alice, "#quiet")
     chat.move(alice, "#talky")
     chat.say(alice, "something")
+    chat.move(alice, "#topical")
+    chat.set_topic(alice, "kept")
     chat.move(alice, "#lobby")
-    assert [r.name for r in chat.rooms_by_name()] == ["#lobby", "#talky"]
+    assert [r.name for r in chat.rooms_by_name()] == ["#lobby", "#topical"]
+    chat.move(alice, "#talky")
+    assert chat.history(alice.room, 10) == []
 
 
 def test_rendered_once_per_variant(chat: ChatService) -> None:

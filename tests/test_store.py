@@ -19,6 +19,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from chatd.events import Acted, Said
 from chatd.history import HistoryEntry
+from chatd.moderation.rules import Ban, Mute, parse_ban_target
 from chatd.rooms import Room
 from chatd.service import ChatService
 from chatd.store import (
@@ -26,6 +27,7 @@ from chatd.store import (
     MIGRATIONS,
     CannotOpenState,
     MemoryStore,
+    SavedModeration,
     SQLiteStore,
     open_store,
 )
@@ -51,6 +53,7 @@ class Disk:
     def __init__(self) -> None:
         self.full = False
         self.failing_statement = ""  # statements starting with this fail with an I/O error
+        self.refused_reason = ""  # a statement with this parameter fails a CHECK constraint
         self.open = threading.Event()  # COMMITs wait for this
         self.open.set()
         self.attempts = 0  # COMMITs tried
@@ -63,6 +66,10 @@ class Disk:
             def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
                 if disk.failing_statement and sql.startswith(disk.failing_statement):
                     raise disk_error("disk I/O error", 10, "SQLITE_IOERR")
+                if disk.refused_reason and disk.refused_reason in params:
+                    error = sqlite3.IntegrityError("CHECK constraint failed: refused by the test")
+                    error.sqlite_errorcode = 275  # SQLITE_CONSTRAINT_CHECK
+                    raise error
                 if sql != "COMMIT":
                     return super().execute(sql, params)
                 assert disk.open.wait(10), "the test never let the commit through"
@@ -192,19 +199,20 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     tmp_path: Path, store_log: list[str]
 ) -> Any:
     path = tmp_path / "state.sqlite3"
-    store = SQLiteStore(str(path), reactor, 10)
+    disk = Disk()
+    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
     store.open()
-    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
+    store.save_ban(ban("192.0.2.1", "spam"))
     yield store.flush()
-    store.execute("INSERT INTO no_such_table VALUES (1)")
-    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'again', 'root', 0, NULL)")
+    disk.refused_reason = "again"  # SQLite refuses the statement that carries this reason
+    store.save_ban(ban("192.0.2.1", "again"))
     store.save_room(Room("#dev", 10))  # in the same batch: kept
-    store.execute("INSERT INTO bans VALUES ('192.0.2.2', 'spam', 'root', 0, NULL)")
+    store.save_ban(ban("192.0.2.2", "spam"))
     yield store.flush()
     assert [line.split(": ", 1)[1] for line in store_log] == [
-        "no such table: no_such_table (INSERT INTO no_such_table VALUES (1) ())",
-        "UNIQUE constraint failed: bans.network "
-        "(INSERT INTO bans VALUES ('192.0.2.1', 'again', 'root', 0, NULL) ())",
+        "CHECK constraint failed: refused by the test "
+        "(INSERT OR REPLACE INTO bans (network, reason, by, created, expires) "
+        "VALUES (?, ?, ?, ?, ?) ('192.0.2.1/32', 'again', 'root', 0.0, None))",
     ]
     assert all(line.startswith(f"{path} refused a write, which is dropped: ")
                for line in store_log)
@@ -212,7 +220,7 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     yield store.close()
     assert rows(path, "SELECT name FROM rooms ORDER BY key") == [("#dev",), ("#later",)]
     assert rows(path, "SELECT network, reason FROM bans ORDER BY network") == [
-        ("192.0.2.1", "spam"), ("192.0.2.2", "spam")
+        ("192.0.2.1/32", "spam"), ("192.0.2.2/32", "spam")
     ]
 
 
@@ -229,6 +237,7 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     chat.startService()
     alice = chat.connect(FakeClient(), "test")
     chat.move(alice, "#old")
+    chat.set_topic(alice, "kept")  # so #old outlives alice's leaving it
     chat.say(alice, "before the disk filled")
     yield store.flush()
     before = rows(path, "SELECT name, topic FROM rooms"), rows(path, "SELECT text FROM history")
@@ -238,9 +247,10 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     chat.say(alice, "first")  # ... whose row fails to commit with this line
     yield store.flush()
     chat.say(alice, "second")  # the service counts #new as saved: only the line is queued
-    chat.move(alice, "#old")
-    chat.set_topic(alice, "set meanwhile")  # unrelated rows must not go down with it
-    store.execute("INSERT INTO bans VALUES ('192.0.2.1', 'spam', 'root', 0, NULL)")
+    chat.join(alice, "#old")  # staying in #new too: an empty room without a topic is forgotten
+    chat.set_topic(alice, "set meanwhile", chat.find_room("#old"))  # unrelated rows must
+    # not go down with it
+    store.save_ban(ban("192.0.2.1", "spam"))
     yield store.flush()
     assert disk.attempts - disk.commits == 2
     assert (rows(path, "SELECT name, topic FROM rooms"),
@@ -255,13 +265,13 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     assert rows(path, "SELECT room, text FROM history ORDER BY id") == [
         ("#old", "before the disk filled"), ("#new", "first"), ("#new", "second")
     ]
-    assert rows(path, "SELECT network FROM bans") == [("192.0.2.1",)]
+    assert rows(path, "SELECT network FROM bans") == [("192.0.2.1/32",)]
     # Logged once when it failed, with what waits, and once when it recovered.
     assert store_log == [
         f"cannot write to {path}: database or disk is full; keeping 1 room, 1 history line "
         "in memory and trying again (every 30.0 s at most)",
         f"writing to {path} again after 2 failed attempts: saved 2 rooms, 2 history lines, "
-        "1 other write",
+        "1 ban or mute",
     ]
     yield chat.stopService()
 
@@ -489,27 +499,39 @@ def test_service_saves_and_restores_rooms_topics_and_history(tmp_path: Path) -> 
     yield again.stopService()
 
 
+def ban(network: str, reason: str, expires: float | None = None) -> Ban:
+    return Ban(parse_ban_target(network), reason, "root", 0.0, expires)
+
+
 @pytest_twisted.inlineCallbacks
-def test_loaders_read_as_the_store_opens_and_writes_share_its_writer(tmp_path: Path) -> Any:
+def test_bans_and_mutes_are_saved_deleted_and_loaded_by_typed_methods(tmp_path: Path) -> Any:
     path = tmp_path / "state.sqlite3"
     store = SQLiteStore(str(path), reactor, 10)
-    seen: list[list[tuple[Any, ...]]] = []
-    store.on_open(lambda db: seen.append(db.execute("SELECT network FROM bans").fetchall()))
-    assert seen == []  # not before the store opens (after twistd's fork)
+    assert store.load_moderation() == SavedModeration([], [])  # nothing before it opens
     store.open()
-    assert seen == [[]]
-    store.execute("INSERT INTO bans VALUES ('203.0.113.0/24', 'spam', 'root', 0, NULL)")
+    assert store.load_moderation() == SavedModeration([], [])
+    store.save_ban(ban("203.0.113.0/24", "spam"))
+    store.save_ban(ban("198.51.100.9", "short", expires=60.0))
+    store.save_ban(ban("192.0.2.1", "lifted"))
+    store.delete_ban("192.0.2.1/32")  # a later write of the same ban replaces the queued one
+    muted = Mute("bob", "Bob", "192.0.2.7", "root", 1.0, None, frozenset({"robert"}))
+    store.save_mute(muted)
+    store.save_mute(Mute("eve", "eve", None, "root", 2.0, 90.0))
+    store.delete_mute("eve")
     yield store.close()
+    assert rows(path, "SELECT key, keys FROM mutes") == [("bob", "robert")]
     again = SQLiteStore(str(path), reactor, 10)
     again.open()
-    again.on_open(lambda db: seen.append(db.execute("SELECT network FROM bans").fetchall()))
-    assert seen[-1] == [("203.0.113.0/24",)]  # at once when already open
+    saved = again.load_moderation()
+    assert [(str(b.network), b.reason, b.expires) for b in saved.bans] == [
+        ("203.0.113.0/24", "spam", None), ("198.51.100.9/32", "short", 60.0)
+    ]
+    assert saved.mutes == [muted]
     yield again.close()
     memory = MemoryStore()
-    memory.on_open(lambda db: seen.append([]))
-    memory.open()
-    memory.execute("DELETE FROM bans")
-    assert len(seen) == 2
+    memory.save_ban(ban("203.0.113.0/24", "spam"))
+    memory.save_mute(muted)
+    assert memory.load_moderation() == SavedModeration([], [])
 
 
 def test_a_file_that_is_not_a_database_cannot_be_opened(tmp_path: Path) -> None:

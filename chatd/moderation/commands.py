@@ -8,10 +8,10 @@ from twisted.internet import defer
 
 from chatd.commands import CommandList, CommandTable, Session
 from chatd.errors import ChatError
-from chatd.moderation import looks_like_duration, parse_duration
+from chatd.moderation.rules import looks_like_duration, parse_duration
 
 if TYPE_CHECKING:
-    from chatd.moderator import Moderator
+    from chatd.moderation.moderator import Moderator
     from chatd.service import User
 
 OPERATOR_COMMANDS = CommandList()
@@ -62,7 +62,8 @@ BAN_USAGE = "/ban NICK|ADDRESS|CIDR [DURATION] [REASON]"
 def _ban(table: CommandTable, session: Session, user: User, args: str) -> None:
     what, rest = _words(args, 1, BAN_USAGE)
     seconds, reason = _duration_and_rest(rest)
-    session.notice(_moderator(table).ban(user, what, seconds, reason))
+    for line in _moderator(table).ban(user, what, seconds, reason):
+        session.notice(line)
 
 
 @command("unban", "/unban ADDRESS|CIDR", "(operators) lift a ban")

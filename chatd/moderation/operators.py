@@ -1,14 +1,18 @@
-"""Operator login: one uniform error, and repeated failures from an address slowed down.
+"""Operator login: one uniform error, and guessing slowed down per address and overall.
 
 Checking a password costs tens of milliseconds of scrypt, so it runs in the reactor's
 thread pool, never in the reactor thread. After a few free failures each further attempt
 from the same address waits twice as long as the one before (up to a minute), and an
-address gets one attempt at a time, so guessing is slow and cannot pile up work.
+address gets one attempt at a time, so guessing is slow and cannot pile up work. Many
+addresses together are bounded too: all checks share one token bucket (``CHECK_BURST`` at
+once, then ``CHECK_RATE`` a second), and an attempt that finds it empty is refused without a
+check. Failures are logged through the rate-limited log, so guessing cannot flood it.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +21,21 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from chatd.moderation import audit
+from chatd.bucket import TokenBucket
+from chatd.errors import ChatError
+from chatd.moderation.rules import audit
 from chatd.passwd import hash_password, verify_password
-from chatd.service import ChatError
+from chatd.ratelog import RateLimitedLog
 
 LOGIN_FAILED = "wrong operator name or password"
 FREE_FAILURES = 3
 BASE_DELAY = 2.0
 MAX_DELAY = 60.0
 FORGET_AFTER = 15 * 60.0  # a quiet quarter of an hour wipes an address's record
+# Password checks for every address together: a burst, then this many a second. 100
+# addresses guessing flat out get CHECK_BURST + 5 * CHECK_RATE checks in 5 s, not 300.
+CHECK_RATE = 1.0
+CHECK_BURST = 10
 
 Verifier = Callable[[str, str], bool]
 # Runs a blocking check off the reactor thread; tests pass one that runs it at once.
@@ -56,8 +66,12 @@ class OperatorAuthenticator:
         operators: Mapping[str, str],
         run: Runner,
         verify: Verifier = verify_password,
+        rejections: RateLimitedLog | None = None,
     ) -> None:
         self.clock = clock
+        self.rejections = rejections if rejections is not None else RateLimitedLog(clock)
+        self._checks = TokenBucket(CHECK_RATE, CHECK_BURST, clock.seconds())
+        self._exhausted = False  # the bucket ran dry and that was logged
         self.operators = dict(operators)
         self._run = run
         self._verify = verify
@@ -90,6 +104,14 @@ class OperatorAuthenticator:
             delay = self.delay_for(address)
             if delay:
                 await task.deferLater(self.clock, delay)
+            if not self._checks.take(self.clock.seconds()):
+                if not self._exhausted:  # one line per episode, not one per attempt
+                    self._exhausted = True
+                    self.rejections.event("/oper checks exhausted for all addresses", address)
+                wait = math.ceil(self._checks.wait())
+                raise ChatError("too many /oper attempts on this server; "
+                                f"try again in {wait} s")
+            self._exhausted = False
             encoded = self.operators.get(name)
             matched = await self._run(
                 lambda: self._verify(password, encoded if encoded is not None else _decoy())
@@ -107,6 +129,6 @@ class OperatorAuthenticator:
         record = self._failures.setdefault(address, _Failures(0, 0.0))
         record.count += 1
         record.last = self.clock.seconds()
-        audit.warn("failed /oper as {name!r} from {address} ({count} in a row)", name=name,
-                   address=address, count=record.count)
+        self.rejections.event("failed /oper", address,
+                              f"as {name[:40]!r}, {record.count} in a row")
         raise ChatError(LOGIN_FAILED)

@@ -1,16 +1,19 @@
-"""Moderation as values and rules: durations, ban targets, bans and mutes, and their expiry.
+"""Moderation as values and rules: durations, ban targets, bans, mutes, recent kicks, and
+their expiry.
 
-Nothing here touches a socket or a database: the chat front-end asks these objects
-questions (is this address banned? is this user muted?) and the store persists what they
-hold. Time always comes from an ``IReactorTime``, so expiry is tested with ``task.Clock``.
+Nothing here touches a socket or a database: the moderator asks these objects questions (is
+this address banned? is this user muted? was this nick kicked from here lately?) and the
+store persists bans and mutes. Time always comes from an ``IReactorTime``, so expiry is
+tested with ``task.Clock``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
@@ -69,11 +72,6 @@ def format_time(when: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
 
 
-def normalize_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address, IPv4-mapped IPv6 folded to IPv4 (see chatd.addresses)."""
-    return addresses.ip_address(text)
-
-
 def parse_ban_target(text: str) -> Network:
     """An address (``203.0.113.7``, ``2001:db8::1``) or CIDR block (``203.0.113.0/24``)."""
     try:
@@ -84,14 +82,9 @@ def parse_ban_target(text: str) -> Network:
                 if mapped is not None:
                     return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
             return network
-        return ipaddress.ip_network(normalize_address(text))
+        return ipaddress.ip_network(addresses.ip_address(text))
     except ValueError:
         raise ValueError(f'"{text}" is not an IP address or CIDR block') from None
-
-
-def peer_host(peer: str) -> str | None:
-    """The IP address in a ``host:port`` peer description, or None (say, a UNIX socket)."""
-    return addresses.peer_host(peer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +108,10 @@ class Ban:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    """A muted nickname (by its ``nick_key``), and the address it was muted on, if any."""
+    """A muted user: the nickname it was muted under (``key``, its ``nick_key``: the mute's
+    name), every nickname the user has had since (``keys``: an operator's /rename), and the
+    address it was muted on, if any. It covers those nicknames, wherever they connect from,
+    and nobody else: other users on the same address speak freely."""
 
     key: str
     nick: str
@@ -123,9 +119,21 @@ class Mute:
     by: str
     created: float
     expires: float | None
+    keys: frozenset[str] = frozenset()
 
     def active(self, now: float) -> bool:
         return self.expires is None or now < self.expires
+
+    def covers(self, key: str) -> bool:
+        return key == self.key or key in self.keys
+
+    def renamed(self, new_key: str) -> Mute:
+        """The same mute, covering ``new_key`` as well."""
+        return replace(self, keys=self.keys | {new_key})
+
+    def remaining(self, now: float) -> str:
+        """`` for 10m more``, or nothing for a mute without end."""
+        return "" if self.expires is None else f" for {format_duration(self.expires - now)} more"
 
 
 class _Record(Protocol):
@@ -154,6 +162,8 @@ class _Expiring(Generic[K, V]):
 
     def current(self) -> list[V]:
         """Records still in force, oldest first; forgets those that have expired."""
+        if not self._records:  # the usual case, asked on every line anyone says
+            return []
         now = self.clock.seconds()
         for key in [k for k, r in self._records.items() if not r.active(now)]:
             del self._records[key]
@@ -171,7 +181,7 @@ class BanList(_Expiring[Network, Ban]):
         if host is None:
             return None
         try:
-            address = normalize_address(host)
+            address = addresses.ip_address(host)
         except ValueError:
             return None
         covering = [b for b in self.current() if address in b.network]
@@ -179,17 +189,53 @@ class BanList(_Expiring[Network, Ban]):
 
 
 class MuteList(_Expiring[str, Mute]):
-    """The mutes in force. A mute covers its nickname, and its address as well, so neither
-    a /nick nor a reconnect under a fresh guest name gets around it."""
+    """The mutes in force, by the nickname each was made under. A muted user cannot /nick
+    (chatd.service), so a reconnect under a fresh guest name is the one way round a mute,
+    and it is left open on purpose: on a shared address (NAT, a LAN party) the others there
+    are different people. The muted nicknames stay muted from any address."""
 
     def add(self, mute: Mute) -> None:
         self._put(mute.key, mute)
 
-    def match(self, key: str, host: str | None) -> Mute | None:
+    def match(self, key: str) -> Mute | None:
         for mute in self.current():
-            if mute.key == key or (host is not None and mute.host == host):
+            if mute.covers(key):
                 return mute
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """A nickname kicked from an address: refused from there until ``until``."""
+
+    host: str | None
+    key: str
+    until: float
+
+
+class RecentKicks:
+    """Nicknames kicked lately, by address: what ``--kick-rejoin-delay`` refuses. Entries
+    end by themselves; there is one per kick an operator made in the last delay."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._kicks: dict[tuple[str | None, str], Kick] = {}
+
+    def add(self, host: str | None, key: str, seconds: float) -> None:
+        self._forget_ended()
+        if seconds > 0:
+            self._kicks[host, key] = Kick(host, key, self.clock.seconds() + seconds)
+
+    def seconds_left(self, host: str | None, key: str) -> int:
+        """Whole seconds until ``key`` may come back from ``host``; 0 if it may now."""
+        kick = self._kicks.get((host, key))
+        left = 0.0 if kick is None else kick.until - self.clock.seconds()
+        return math.ceil(left) if left > 0 else 0
+
+    def _forget_ended(self) -> None:
+        now = self.clock.seconds()
+        for where in [w for w, k in self._kicks.items() if k.until <= now]:
+            del self._kicks[where]
 
 
 def audit_action(operator: str, action: str, **fields: Any) -> None:

@@ -1,0 +1,139 @@
+"""Chat events as IRC lines: the IRC front-end's ``EventFormatter``.
+
+A line user's ``hello`` in #lobby reaches IRC clients as
+``:bob!bob@chatd PRIVMSG #lobby :hello``. Every user appears as ``nick!nick@HOST`` with one
+host for everyone (the server's name): chatd never shows anyone's address to others.
+Text longer than an IRC line (line users may send up to --max-line bytes) is spread over as
+many messages as it needs, never cut. ``at`` becomes an IRCv3 ``time`` tag, for clients
+that negotiated ``server-time``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+from chatd import wire
+from chatd.events import (
+    Acted,
+    Announcement,
+    Event,
+    Joined,
+    Left,
+    PrivateMessage,
+    Renamed,
+    RoomNotice,
+    Said,
+    TopicChanged,
+)
+from chatd.history import HistoryEntry
+from chatd.irc.formatting import CTCP_DELIMITER
+from chatd.irc.message import Message, serialize, split_to_fit
+
+try:
+    VERSION = metadata.version("chatd")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "unknown"
+
+_NOT_IN_HOSTNAME = re.compile(r"[^A-Za-z0-9.-]+")
+ACTION_START = f"{CTCP_DELIMITER}ACTION "
+
+
+def irc_server_name(name: str) -> str:
+    """``--server-name`` as a word IRC can carry in a prefix (it may contain spaces)."""
+    return _NOT_IN_HOSTNAME.sub("-", name).strip("-.") or "chatd"
+
+
+def server_time(at: float) -> str:
+    """The ``time`` tag's value: ISO 8601 UTC with milliseconds."""
+    millis = int(at * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{millis:03d}Z"
+
+
+class IRCFormatter:
+    """Renders events for IRC clients; one instance is shared by every IRC connection.
+
+    ``server_name`` is --server-name, or a function returning it as it is now (it changes
+    on SIGHUP)."""
+
+    __slots__ = ("_name", "_server", "_source")
+
+    def __init__(self, server_name: str | Callable[[], str]) -> None:
+        self._source = server_name if callable(server_name) else (lambda: server_name)
+        self._name = ""
+        self._server = ""
+
+    @property
+    def server(self) -> str:
+        """The server's name as one word, for prefixes."""
+        name = self._source()
+        if name != self._name:
+            self._name, self._server = name, irc_server_name(name)
+        return self._server
+
+    def mask(self, nick: str) -> str:
+        """How ``nick`` appears as the source of a message."""
+        return f"{nick}!{nick}@{self.server}"
+
+    def format(self, event: Event, at: float | None = None) -> bytes:
+        messages = self.messages(event)
+        if at is not None:
+            tags = {"time": server_time(at)}
+            messages = [Message(m.command, m.params, m.prefix, tags) for m in messages]
+        return b"".join(serialize(m) for m in messages)
+
+    def messages(self, event: Event) -> list[Message]:
+        match event:
+            case Said(room=room, nick=nick, text=text):
+                return split_to_fit(Message("PRIVMSG", (room, text), self.mask(nick)))
+            case Acted(room=room, nick=nick, text=text):
+                return self.action(nick, room, text)
+            case PrivateMessage(sender=sender, recipient=recipient, text=text):
+                return split_to_fit(Message("PRIVMSG", (recipient, text), self.mask(sender)))
+            case Joined(room=room, nick=nick):
+                return [Message("JOIN", (room,), self.mask(nick))]
+            case Left(nick=nick, reason=reason, quit=True):
+                # One per room shared with them; a client shows the first, and drops the nick.
+                return [Message("QUIT", (reason,), self.mask(nick))]
+            case Left(room=room, nick=nick, reason=reason):
+                return [Message("PART", (room, reason), self.mask(nick))]
+            case Renamed(old=old, new=new):
+                return [Message("NICK", (new,), self.mask(old))]
+            case TopicChanged(room=room, nick=nick, topic=topic):
+                return [Message("TOPIC", (room, topic), self.mask(nick))]
+            case Announcement(text=text):
+                return self.notice("*", text)
+            case RoomNotice(room=room, text=text):
+                return self.notice(room, text)
+        raise TypeError(f"no IRC format for {event!r}")
+
+    def action(self, nick: str, target: str, text: str) -> list[Message]:
+        """A /me as a CTCP ACTION, split like any text."""
+        return split_to_fit(Message("PRIVMSG", (target, text), self.mask(nick)),
+                            ACTION_START, CTCP_DELIMITER)
+
+    def notice(self, target: str, text: str, source: str | None = None) -> list[Message]:
+        """A notice to ``target`` (a nick, a room, or ``*`` for everyone) from the server,
+        or from the nick ``source``."""
+        prefix = self.server if source is None else self.mask(source)
+        return split_to_fit(Message("NOTICE", (target, text), prefix))
+
+    def history(self, room: str, entries: Sequence[HistoryEntry],
+                tagged: bool) -> list[Message]:
+        """What a client joining ``room`` is shown of its past: the lines as they were sent,
+        each with its ``time`` tag when ``tagged`` (server-time); otherwise a block of
+        notices with the date in the text, so old lines do not look new."""
+        if not entries:
+            return []
+        if tagged:
+            return [
+                Message(m.command, m.params, m.prefix, {"time": server_time(entry.at)})
+                for entry in entries for m in self.messages(entry.line)
+            ]
+        lines = [f"History of {room} (last {len(entries)} "
+                 f"{'line' if len(entries) == 1 else 'lines'}):"]
+        lines += [wire.date_and_clock(entry.at) + wire.render(entry.line) for entry in entries]
+        lines.append("End of history.")
+        return [m for line in lines for m in self.notice(room, line)]
