@@ -38,3 +38,11 @@ def twistd(tmp_path: Path) -> Iterator[Callable[..., Twistd]]:
         with contextlib.suppress(AssertionError):
             daemon.stop(seconds=5)
 
+
+
+@pytest.fixture
+def chatd_port(twistd: Callable[..., Twistd]) -> int:
+    """The port of a ``twistd -n chatd`` of the test's own on 127.0.0.1: no echo, no state
+    file, and no per-address limits (a test's clients all come from one address)."""
+    return twistd("chatd", "--no-echo", "--state", "none", "--max-per-ip", "0",
+                  "--connect-rate", "0", "--listen", "tcp:0:interface=127.0.0.1").port

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from tests.support import (
     LineClient,
     RunningDaemon,
-    Twistd,
     connect,
     local_args,
     read_until,
@@ -184,14 +183,6 @@ ATTACK = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def chatd_port(twistd: Callable[..., Twistd]) -> int:
-    """A ``twistd -n chatd`` of its own (so the attack's cost is not the test's own); its
-    port. The per-address limits are off: the 40 connections come from one address."""
-    return twistd("chatd", "--no-echo", "--state", "none", "--max-per-ip", "0",
-                  "--connect-rate", "0", "--listen", "tcp:0:interface=127.0.0.1").port
-
-
 def round_trips(sender: Any, receiver: Any, count: int, tag: str) -> list[float]:
     times = []
     for n in range(count):
@@ -205,7 +196,7 @@ def round_trips(sender: Any, receiver: Any, count: int, tag: str) -> list[float]
 
 @pytest.mark.slow
 def test_40_unterminated_subnegotiations_leave_others_a_quick_round_trip(
-    chatd_port: int,
+    chatd_port: int,  # a daemon of its own, so the attack's cost is not the test's own
 ) -> None:
     sender = connect(chatd_port)
     read_until(sender, b"*** Welcome")  # alone, so the receiver's join is still to come
