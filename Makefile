@@ -49,15 +49,20 @@ bench-peers:
 
 # Mutation testing (docs/testing.md): mutmut puts one-line bugs into the modules listed in
 # pyproject.toml [tool.mutmut] and runs their tests against each; never part of `make test`.
-# Survivors are listed at the end; `mutmut show NAME` shows one.
-$(VENV)/.installed-mutate: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test,mutate]'
+# Survivors are listed at the end; `.venv-mutate/bin/mutmut show NAME` shows one. Its own
+# venv: mutmut brings libcst, and with libcst importable Hypothesis tries to rewrite the
+# source of a failing property test, which crashes pytest on zope interfaces.
+MUTATE_VENV ?= .venv-mutate
+
+$(MUTATE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/python -m pip install -q -e '.[test,mutate]'
 	touch $@
 
-mutate: $(VENV)/.installed-mutate
+mutate: $(MUTATE_VENV)/.installed
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(or $(MUTATE_JOBS),2)
-	$(BIN)/mutmut results
+	$(MUTATE_VENV)/bin/mutmut run --max-children $(or $(MUTATE_JOBS),2)
+	$(MUTATE_VENV)/bin/mutmut results
 
 clean:
-	rm -rf $(VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(MUTATE_VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache
