@@ -29,8 +29,8 @@ test-fast: lint $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check chatd tests twisted chatd.tac
-	$(BIN)/mypy chatd
+	$(BIN)/ruff check chatd tests twisted chatd.tac bench
+	$(BIN)/mypy chatd bench
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
@@ -41,7 +41,21 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+# The native load generator (issue 16): Go from bench/gen, built into git-ignored bench/bin.
+GO ?= go
+BENCHGEN := bench/bin/benchgen
+$(BENCHGEN): $(wildcard bench/gen/*.go) bench/gen/go.mod
+	@command -v $(GO) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bench: installing golang-go (Go) for the native load generator"; \
+	    apt-get install -y golang-go || { apt-get update && apt-get install -y golang-go; }; \
+	  else \
+	    echo "bench: the native load generator needs Go: apt-get install golang-go" >&2; \
+	    exit 1; \
+	  fi; }
+	cd bench/gen && $(GO) build -o ../bin/benchgen .
+
+bench: $(VENV)/.installed-bench $(BENCHGEN)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-peers:
@@ -65,4 +79,4 @@ mutate: $(MUTATE_VENV)/.installed
 	$(MUTATE_VENV)/bin/mutmut results
 
 clean:
-	rm -rf $(VENV) $(MUTATE_VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(MUTATE_VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis twisted/plugins/dropin.cache bench/bin

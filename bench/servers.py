@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import native
 from bench.swarm import CHAT, IRC
 from bench.sysutil import free_port, inspircd_binary
 
 REPO = Path(__file__).resolve().parent.parent
+BLOCKS = "blocks"  # the trivial block server: the generator's ceiling, not a peer
 
 
 class Skip(Exception):
@@ -67,19 +69,26 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: flo
     raise Skip(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def _popen(cmd: list[str], core: int, tmp: Path, name: str) -> subprocess.Popen[bytes]:
+def _popen(
+    cmd: list[str], core: int, tmp: Path, name: str, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - owned by the child
     full = ["taskset", "-c", str(core), *cmd] if shutil.which("taskset") else cmd
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     return subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env)
 
 
 # ------------------------------------------------------------------ chatd
 def start_chatd(
-    core: int, chat: bool = True, echo: bool = True, state: str | None = None
+    core: int,
+    chat: bool = True,
+    echo: bool = True,
+    state: str | None = None,
+    traced: bool = False,
 ) -> Running:
     """chatd as shipped; ``state="none"`` runs it without the SQLite history writer, to
-    show what persistence costs."""
+    show what persistence costs; ``traced`` runs it under ``bench.tracehook`` (SIGUSR2
+    writes a tracemalloc snapshot into the server's temp dir)."""
     twistd = shutil.which("twistd", path=str(Path(sys.executable).parent)) or shutil.which("twistd")
     if twistd is None:
         raise Skip("chatd: twistd not found (pip install -e .)")
@@ -102,9 +111,30 @@ def start_chatd(
     name = "chatd" if state is None else f"chatd-state-{state}"
     if state is not None:
         cmd += ["--state", state]
-    proc = _popen(cmd, core, tmp, name)
+    env: dict[str, str] = {}
+    if traced:
+        cmd[0:1] = [sys.executable, "-m", "bench.tracehook"]
+        env["BENCH_SNAPSHOT_DIR"] = str(tmp)
+    proc = _popen(cmd, core, tmp, name, env)
     _wait_port(port, proc, name)
     return Running(name, proc, proc.pid, CHAT, port, eport, uport, tmp)
+
+
+# ------------------------------------------------------------------ block server
+def start_blocks(core: int) -> Running:
+    """The trivial server in bench/gen/blocks.go: each read's lines written as one block
+    to every other client, nothing else; what the generator counts against it is the
+    generator's own ceiling."""
+    try:
+        exe = native.binary()
+    except native.NativeMissing as e:
+        raise Skip(f"{BLOCKS}: {e}") from None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-blocks-"))
+    port = free_port()
+    proc = _popen([str(exe), "serve-blocks", "-port", str(port), "-limit", "14400"],
+                  core, tmp, BLOCKS)  # fmt: skip
+    _wait_port(port, proc, BLOCKS)
+    return Running(BLOCKS, proc, proc.pid, CHAT, port, 0, 0, tmp)
 
 
 # ------------------------------------------------------------------ Python peers

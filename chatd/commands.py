@@ -120,6 +120,7 @@ class CommandTable:
 
     def dispatch(self, session: Session, user: User, line: str) -> defer.Deferred[Any] | None:
         """Runs the command in ``line`` (which starts with '/'); errors go to the sender only."""
+        self.service.deliver_held()  # what was said before the command is seen before it
         name, _, args = line[1:].partition(" ")
         cmd = self.commands.get(name.lower())
         if cmd is None:

@@ -104,6 +104,9 @@ def admit(
     return refusal
 
 
+_NO_HOLDS: frozenset[object] = frozenset()  # an edge's holds until its first (most never)
+
+
 class Edge:
     """One connection's guard."""
 
@@ -134,7 +137,7 @@ class Edge:
         self._silent = False  # closing, cut off or gone: nothing more is written
         self._finished = False
         self._input_over = False  # the peer half-closed: close once its lines are done
-        self._holds: set[object] = set()
+        self._holds: set[object] | frozenset[object] = _NO_HOLDS  # a set from the first hold
         self._close_deadline: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
         self._bad_input = TokenBucket(1 / BAD_INPUT_INTERVAL, BAD_INPUT_BURST, clock.seconds())
@@ -149,6 +152,7 @@ class Edge:
             self._deliver, self._flood_overflow, self._flood_persistent,
         )
         self.gate.on_empty = self.settle
+        self.gate.batch = batch
         if interfaces.ITCPTransport.providedBy(transport):
             transport.setTcpKeepAlive(True)  # so dead peers are noticed eventually
             # Output is coalesced per read (chatd/output.py); Nagle would only hold a line
@@ -253,10 +257,12 @@ class Edge:
             self.gate.hold()
             if self.lines is not None:
                 self.lines.pause_input()
+        if not isinstance(self._holds, set):
+            self._holds = set()
         self._holds.add(token)
 
     def release(self, token: object) -> None:
-        if token not in self._holds:
+        if token not in self._holds or not isinstance(self._holds, set):
             return
         self._holds.discard(token)
         if self._holds:
@@ -388,7 +394,8 @@ class Edge:
             release()
         if self._cut_off or self.reason is not None:
             self.gate.stop()  # cut off for cause: what it queued goes nowhere
-        self._holds.discard("drain")  # nothing more will drain
+        if isinstance(self._holds, set):
+            self._holds.discard("drain")  # nothing more will drain
         if self._holds:
             return  # an asynchronous step is running; its release settles
         self.gate.resume()

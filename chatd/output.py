@@ -28,6 +28,7 @@ import fcntl
 import struct
 import termios
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from twisted.internet import tcp
@@ -81,24 +82,31 @@ class OutputBatch:
     """While active, connections collect their output and are flushed together at the end.
 
     Reentrant: a nested ``with`` (a command that itself triggers input handling) flushes
-    only when the outermost one ends.
+    only when the outermost one ends. ``first`` (the chat service's held lines,
+    chatd/fanout.py) is entered and left with it, and delivers what it holds into the
+    connections' output before that output is flushed.
     """
 
-    __slots__ = ("_depth", "_dirty")
+    __slots__ = ("_depth", "_dirty", "_first")
 
-    def __init__(self) -> None:
+    def __init__(self, first: AbstractContextManager[object] | None = None) -> None:
         self._depth = 0
         self._dirty: list[ConnectionOutput] = []
+        self._first = first
 
     @property
     def active(self) -> bool:
         return self._depth > 0
 
     def __enter__(self) -> OutputBatch:
+        if self._first is not None:
+            self._first.__enter__()
         self._depth += 1
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._first is not None:
+            self._first.__exit__(None, None, None)
         self._depth -= 1
         if self._depth == 0:
             dirty, self._dirty = self._dirty, []

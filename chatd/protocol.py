@@ -35,6 +35,7 @@ from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
 from chatd.frontend import FrontEndFactory
 from chatd.history import HistoryEntry
+from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE
 from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
@@ -59,7 +60,9 @@ class ChatProtocol(LineReceiver):
 
     def __init__(self) -> None:
         self.input = LineInput()
-        self._held: deque[bytes | Reply] = deque()  # filtered input not yet fed to LineReceiver
+        # Filtered input not yet fed to LineReceiver; a deque from the first read on (an
+        # idle connection does without its 760 bytes).
+        self._held: deque[bytes | Reply] | tuple[()] = ()
         self._offset = 0  # how much of _held[0] has been fed
         self._discarding = False  # dropping the rest of an over-long line
         self._reparse = False  # lineLengthExceeded put the rest of the buffer back
@@ -113,11 +116,14 @@ class ChatProtocol(LineReceiver):
     def dataReceived(self, data: bytes) -> None:
         if data:
             self.edge.activity()
+            held = self._held
+            if not isinstance(held, deque):
+                held = self._held = deque()
             for clean, reply in self.input.feed(data):
                 if clean:
-                    self._held.append(clean)
+                    held.append(clean)
                 if reply:
-                    self._held.append(Reply(reply))
+                    held.append(Reply(reply))
             discarded = self.input.discarded
             if discarded != self._swallowed:
                 self.edge.swallowed(discarded - self._swallowed)
@@ -281,6 +287,11 @@ class ChatFactory(FrontEndFactory):
 
     protocol = ChatProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
     formatter: EventFormatter = wire.LINE_FORMATTER
+
+    def __init__(self, service: ChatService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(service, *args, **kwargs)
+        # A speaker's lines in one read fan out as one block (chatd/fanout.py).
+        self.output_batch = OutputBatch(service.chat_lines)
 
     def refused(self, reason: str) -> RefusedProtocol:
         return RefusedProtocol(reason)

@@ -37,6 +37,7 @@ from chatd.events import (
     Said,
     TopicChanged,
 )
+from chatd.fanout import ChatLineBatch
 from chatd.history import HistoryEntry
 from chatd.limits import DEFAULT_CONNECT_RATE, AddressRates
 from chatd.ratelog import RateLimitedLog
@@ -103,6 +104,9 @@ class ChatClient(Protocol):
         """Closes the connection at once, dropping what is queued."""
 
 
+_NOBODY: frozenset[User] = frozenset()  # every User's ignore list until their first /ignore
+
+
 class User:
     """Someone connected to this process."""
 
@@ -120,7 +124,9 @@ class User:
         self.host = peer_host(peer)
         self.away: str | None = None  # the reason, while away
         # Ignoring follows the person through renames and ends when they disconnect.
-        self.ignoring: weakref.WeakSet[User] = weakref.WeakSet()
+        # A WeakSet from the first /ignore on: one costs about 700 bytes, and the hot path's
+        # "is anyone ignored" test on a frozenset does not call WeakSet.__len__.
+        self.ignoring: weakref.WeakSet[User] | frozenset[User] = _NOBODY
         self.reply_to: User | None = None  # who sent the last private message
         self.timestamps = False
         self.operator: str | None = None  # the operator name after a successful /oper
@@ -190,6 +196,8 @@ class ChatService(service.Service):
         self.origin = uuid.uuid4().hex
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
         self.bus.subscribe(self._received)
+        # Chat lines held while a read is handled, to fan out as one block (chatd/fanout.py).
+        self.chat_lines = ChatLineBatch(self._deliver_lines)
         self.shutdown_grace = shutdown_grace
         self.default_room = normalize_room(default_room)
         self.history_size = history_size
@@ -637,12 +645,16 @@ class ChatService(service.Service):
         target = self._other_user(user, requested, "ignore")
         if target in user.ignoring:
             raise ChatError(f"you are already ignoring {target.nick}")
+        if not isinstance(user.ignoring, weakref.WeakSet):
+            user.ignoring = weakref.WeakSet()
         user.ignoring.add(target)
         return target
 
     def unignore(self, user: User, requested: str) -> User:
         target = self.users.get(nick_key(requested))
-        if target is None or target not in user.ignoring:
+        if target is None or not isinstance(user.ignoring, weakref.WeakSet) or (
+            target not in user.ignoring
+        ):
             raise ChatError(f'you are not ignoring "{requested}"')
         user.ignoring.discard(target)
         return target
@@ -672,7 +684,8 @@ class ChatService(service.Service):
 
     def notice(self, user: User, text: str) -> None:
         """Tells one user ``text``, rendered by their front-end like any announcement."""
-        self._send(Announcement(text, self.origin), (user,))
+        self.chat_lines.flush()  # after anything said before it (chatd/fanout.py)
+        self._send((Announcement(text, self.origin),), (user,))
 
     def remove(self, user: User, why: str) -> None:
         """Takes ``user`` off the chat: they are told "You have been WHY", their rooms see
@@ -686,16 +699,17 @@ class ChatService(service.Service):
     def _deliver(self, event: Event) -> None:
         """Picks the local recipients of ``event`` and sends it to them."""
         if isinstance(event, Said | Acted):
-            room = self.rooms.get(room_key(event.room))
-            if room is not None:
-                sender = self._sender(event.nick, event.origin)
-                self._send(event, room.members, skip=sender, unless_ignoring=sender)
-        elif isinstance(event, PrivateMessage):
+            if not self.chat_lines.hold(event):
+                self._deliver_lines([event])
+            return
+        # Held chat lines happened first: they go out first.
+        self.chat_lines.flush()
+        if isinstance(event, PrivateMessage):
             target = self.users.get(nick_key(event.recipient))
             sender = self._sender(event.sender, event.origin)
             if target is not None and (sender is None or sender not in target.ignoring):
                 target.reply_to = sender
-                self._send(event, (target,))
+                self._send((event,), (target,))
         elif isinstance(event, Joined | Left):
             room = self.rooms.get(room_key(event.room))
             if room is None or event.quiet:
@@ -704,11 +718,11 @@ class ChatService(service.Service):
             # a join and its leave are either both announced or both not.
             size = room.size + isinstance(event, Left)
             if not (self.announce_limit and size > self.announce_limit):
-                self._send(event, room.members, skip=self._sender(event.nick, event.origin))
+                self._send((event,), room.members, skip=self._sender(event.nick, event.origin))
         elif isinstance(event, TopicChanged | RoomNotice):
             room = self.rooms.get(room_key(event.room))
             if room is not None:
-                self._send(event, room.members)
+                self._send((event,), room.members)
         elif isinstance(event, Renamed):
             renamed = self._sender(event.new, event.origin)
             if renamed is not None:
@@ -717,9 +731,22 @@ class ChatService(service.Service):
                 rooms = [r for r in self.rooms.values() if nick_key(event.new) in r.remote_members]
             members = rooms[0].members if len(rooms) == 1 else set().union(
                 *(r.members for r in rooms))
-            self._send(event, members)
+            self._send((event,), members)
         else:
-            self._send(event, self.users.values())
+            self._send((event,), self.users.values())
+
+    def _deliver_lines(self, lines: list[ChatLine]) -> None:
+        """One speaker's run of lines in one room (often just one line) to the room."""
+        first = lines[0]
+        room = self.rooms.get(room_key(first.room))
+        if room is not None:
+            sender = self._sender(first.nick, first.origin)
+            self._send(lines, room.members, skip=sender, unless_ignoring=sender)
+
+    def deliver_held(self) -> None:
+        """Delivers the chat lines held for this read now: before a command runs, since a
+        command may write to other users directly."""
+        self.chat_lines.flush()
 
     def _sender(self, nick: str, origin: str) -> User | None:
         """The local user who made an event of ours; None for another process's."""
@@ -727,13 +754,14 @@ class ChatService(service.Service):
 
     def _send(
         self,
-        event: Event,
+        events: Sequence[Event],
         recipients: Iterable[User],
         skip: User | None = None,
         unless_ignoring: User | None = None,
     ) -> None:
-        """Picks the recipients, renders ``event`` once per front-end (and once more for
-        those who want the time), and has each front-end hand the bytes to its clients."""
+        """Picks the recipients, renders ``events`` once per front-end as one block (and
+        once more for those who want the time), and has each front-end hand the bytes to
+        its clients."""
         plain: dict[FrontEnd, list[ChatClient]] = {}
         stamped: dict[FrontEnd, list[ChatClient]] = {}
         last: FrontEnd | None = None  # recipients mostly share one front-end: skip the lookup
@@ -754,11 +782,11 @@ class ChatService(service.Service):
                 last = frontend
             clients.append(client)
         for frontend, clients in plain.items():
-            frontend.broadcast(frontend.formatter.format(event), clients)
+            frontend.broadcast(_render(frontend.formatter, events, None), clients)
         if stamped:
             now = self.reactor.seconds()
             for frontend, clients in stamped.items():
-                frontend.broadcast(frontend.formatter.format(event, now), clients)
+                frontend.broadcast(_render(frontend.formatter, events, now), clients)
 
     # --- Shutdown --------------------------------------------------------------------------
 
@@ -787,3 +815,10 @@ class ChatService(service.Service):
             user.client.abort()
         if self._drained is not None and not self._drained.called:
             self._drained.callback(None)
+
+
+def _render(formatter: EventFormatter, events: Sequence[Event], at: float | None) -> bytes:
+    """One block: every event in order, each in the front-end's wire format."""
+    if len(events) == 1:
+        return formatter.format(events[0], at)
+    return b"".join([formatter.format(event, at) for event in events])

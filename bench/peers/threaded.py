@@ -14,6 +14,7 @@ import argparse
 import itertools
 import socket
 import threading
+from collections.abc import Callable
 
 from bench.sysutil import raise_nofile
 
@@ -76,7 +77,7 @@ def _echo(sock: socket.socket) -> None:
         sock.close()
 
 
-def _serve(port: int, handler: object) -> None:
+def _serve(port: int, handler: Callable[[socket.socket], None]) -> None:
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))

@@ -1,0 +1,3 @@
+module chatd/bench/gen
+
+go 1.19

@@ -1,0 +1,115 @@
+"""``python -m bench.memory``: where chatd's memory per idle connection goes (issue 16).
+
+Starts chatd under ``bench.tracehook`` (tracemalloc on), takes a snapshot, connects
+``--conns`` idle clients with the native generator (``benchgen hold``, all in the one
+room), lets them settle, takes a second snapshot, and prints the allocation sites that
+grew, per connection, beside the daemon's RSS growth per connection.  Clients only
+connect to 127.0.0.1; the run is bounded by ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+
+from bench import native, servers
+from bench.swarm import GenTimeout
+from bench.sysutil import CLK_TCK, raise_nofile, rss_kib
+
+
+def _snapshot(server: servers.Running, n: int, timeout: float = 60) -> tracemalloc.Snapshot:
+    server.proc.send_signal(signal.SIGUSR2)
+    path = server.tmp / f"{n}.snap"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline or server.proc.poll() is not None:
+            raise GenTimeout(f"no tracemalloc snapshot {path} within {timeout:.0f}s")
+        time.sleep(0.1)
+    return tracemalloc.Snapshot.load(str(path))
+
+
+def _hold(server: servers.Running, conns: int, timeout: float) -> subprocess.Popen[str]:
+    """benchgen holding ``conns`` idle clients; returns once they are in."""
+    assert server.proto is not None
+    cmd = [str(native.binary()), "hold", "-port", str(server.port), "-proto", server.proto,
+           "-server-pid", str(server.pid), "-clk-tck", str(CLK_TCK), "-conns", str(conns),
+           "-inflight", "256", "-timeout", str(timeout), "-limit", str(timeout + 600)]  # fmt: skip
+    gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, GOMAXPROCS="1"))  # fmt: skip
+    assert gen.stdout is not None
+    ready, _, _ = select.select([gen.stdout], [], [], timeout + 60)
+    if not ready:
+        gen.kill()
+        raise GenTimeout(f"benchgen hold: not ready within {timeout + 60:.0f}s")
+    line = gen.stdout.readline()
+    if not line:
+        raise GenTimeout(f"benchgen hold exited {gen.wait()} before its clients were in")
+    got = json.loads(line)
+    print(f"{got['connections']:,.0f} of {conns:,} clients in after {got['connect_s']:.1f}s")
+    return gen
+
+
+def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, conns: int,
+           top: int, key: str) -> list[str]:  # fmt: skip
+    stats = after.compare_to(before, key)
+    grown = sum(s.size_diff for s in stats)
+    out = [f"traced Python memory grew {grown / 1024:,.0f} KiB: "
+           f"{grown / conns:,.0f} bytes per connection; top sites by {key}:"]  # fmt: skip
+    for s in stats[:top]:
+        where = s.traceback.format(limit=4) if key == "traceback" else [str(s.traceback)]
+        site = " <- ".join(w.strip() for w in where if w.strip())
+        out.append(f"  {s.size_diff / conns:8.1f} B/conn  {s.count_diff / conns:6.2f} "
+                   f"blocks/conn  {site}")  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
+    ap.add_argument("--conns", type=int, default=10000)
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--key", choices=["lineno", "filename", "traceback"], default="lineno")
+    ap.add_argument("--frames", type=int, default=1, help="frames kept per allocation")
+    ap.add_argument("--timeout", type=float, default=180, help="seconds allowed to connect")
+    ap.add_argument("--server-core", type=int, default=0)
+    ap.add_argument("--gen-core", type=int, default=1)
+    args = ap.parse_args(argv)
+    raise_nofile()
+    if (os.cpu_count() or 1) > max(args.server_core, args.gen_core):
+        os.sched_setaffinity(0, {args.gen_core})
+    os.environ["BENCH_TRACE_FRAMES"] = str(max(args.frames, 4 if args.key == "traceback" else 1))
+    server = servers.start_chatd(args.server_core, traced=True)
+    gen: subprocess.Popen[str] | None = None
+    try:
+        time.sleep(1.0)
+        rss0 = rss_kib(server.pid)
+        before = _snapshot(server, 1)
+        gen = _hold(server, args.conns, args.timeout)
+        time.sleep(2.0)
+        rss1 = rss_kib(server.pid)
+        after = _snapshot(server, 2)
+        print(f"RSS {rss0 / 1024:,.1f} -> {rss1 / 1024:,.1f} MiB: "
+              f"{(rss1 - rss0) / args.conns:.2f} KiB per connection (tracemalloc's own "
+              f"bookkeeping included)")  # fmt: skip
+        for line in report(before, after, args.conns, args.top, args.key):
+            print(line)
+    finally:
+        if gen is not None:
+            if gen.stdin is not None:
+                gen.stdin.close()
+            try:
+                gen.wait(30)
+            except subprocess.TimeoutExpired:
+                gen.kill()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
