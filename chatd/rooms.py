@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from chatd.addresses import DEFAULT_IPV6_PREFIX, count_key
-from chatd.history import HistoryEntry, RoomHistory
+from chatd.history import HistoryBudget, HistoryEntry, RoomHistory
 from chatd.limits import AddressRates
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Room:
         topic_at: float = 0.0,
         history: list[HistoryEntry] | None = None,
         persisted: bool = False,
+        budget: HistoryBudget | None = None,
     ) -> None:
         self.name = name
         self.key = room_key(name)
@@ -65,7 +66,7 @@ class Room:
         self.members: set[User] = set()  # users connected to this process
         # Users of other chatd processes in this room (nick_key -> nick), from bus events.
         self.remote_members: dict[str, str] = {}
-        self.history = RoomHistory(history_size, history or ())
+        self.history = RoomHistory(history_size, history or (), budget)
         # Whether the store has a row for this room yet (one is written on its first
         # history line or topic; rooms nobody said anything in are not worth keeping).
         self.persisted = persisted

@@ -38,7 +38,7 @@ from chatd.events import (
     TopicChanged,
 )
 from chatd.fanout import ChatLineBatch
-from chatd.history import HistoryEntry
+from chatd.history import DEFAULT_HISTORY_MEMORY, HistoryBudget, HistoryEntry, RoomHistory
 from chatd.limits import DEFAULT_CONNECT_RATE, AddressRates
 from chatd.ratelog import RateLimitedLog
 from chatd.rooms import (
@@ -51,7 +51,7 @@ from chatd.rooms import (
     normalize_room,
     room_key,
 )
-from chatd.store import IChatStore, MemoryStore
+from chatd.store import IChatStore, MemoryStore, SavedRoom
 from chatd.text import InvalidNickname, nick_key, nick_skeleton, normalize_nick
 
 DEFAULT_ROOM = "#lobby"
@@ -155,7 +155,7 @@ class ChatService(service.Service):
     log = Logger()
     reloadable_options = frozenset({"server-name", "announce-limit", "motd-lines", "topic",
                                     "max-rooms", "room-expiry", "room-rate", "ipv6-prefix",
-                                    "connect-rate"})
+                                    "connect-rate", "history-memory"})
 
     def __init__(
         self,
@@ -176,6 +176,7 @@ class ChatService(service.Service):
         ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         client_log: RateLimitedLog | None = None,
         connect_rate: float = DEFAULT_CONNECT_RATE,
+        history_memory: int = DEFAULT_HISTORY_MEMORY,
     ) -> None:
         self.setName("chat")
         # Connects and leaves (with the leaver's reason) are lines a client controls.
@@ -201,6 +202,8 @@ class ChatService(service.Service):
         self.shutdown_grace = shutdown_grace
         self.default_room = normalize_room(default_room)
         self.history_size = history_size
+        # Every room's history counts against one bound (--history-memory, 0: none).
+        self.history_budget = HistoryBudget(history_memory)
         self.replay_size = replay_size
         self.store: IChatStore = store if store is not None else MemoryStore()
         self.motd = list(motd)
@@ -227,6 +230,8 @@ class ChatService(service.Service):
         self.room_creation.per_minute = options["room-rate"]
         self.room_creation.ipv6_prefix = self.ipv6_prefix = options["ipv6-prefix"]
         self.presence.configure(*_presence_rate(options["connect-rate"]))
+        self.history_budget.limit = options["history-memory"]
+        self.history_budget.enforce()
         self._apply_configured_topic()
         self._start_expiry_sweep()
 
@@ -234,12 +239,17 @@ class ChatService(service.Service):
         """Brings back the saved rooms, topics and history before anyone connects."""
         super().startService()
         now = self.reactor.seconds()
-        for saved in self.store.open():
-            room = Room(saved.name, self.history_size, saved.topic, saved.topic_by,
-                        saved.topic_at, saved.history, persisted=True)
+        saved_rooms = self.store.open()
+        for saved in saved_rooms:
+            room = self._new_room(saved.name, saved)
             # Nobody is in it: it has been empty since its last activity, as far as we know.
             room.empty_since = room.last_activity() or now
-            self.rooms[room.key] = room
+        # A file written under a larger --history-memory (or before there was one) brings
+        # back more than the bound: what loading it took away goes from the file too.
+        for saved in saved_rooms:
+            room = self.rooms[room_key(saved.name)]
+            if len(room.history) < len(saved.history):
+                self.store.trim_room(room, len(room.history))
         self._apply_configured_topic()
         self._start_expiry_sweep()
 
@@ -319,11 +329,13 @@ class ChatService(service.Service):
     def _record(self, room: Room, line: ChatLine) -> None:
         if room.history.size:
             entry = HistoryEntry(line.at, line)
-            room.history.append(entry)
             if not room.persisted:
                 self.store.save_room(room)
                 room.persisted = True
+            # The store first: appending may trim this room to --history-memory, and the
+            # trim must count this line among those the file keeps.
             self.store.add_line(room, entry)
+            room.history.append(entry)
 
     # --- Connections -----------------------------------------------------------------------
 
@@ -388,8 +400,23 @@ class ChatService(service.Service):
     def _room(self, name: str) -> Room:
         """The room called ``name`` (already normalised), created if it does not exist."""
         room = self.rooms.get(room_key(name))
-        if room is None:
-            room = self.rooms[room_key(name)] = Room(name, self.history_size)
+        return room if room is not None else self._new_room(name)
+
+    def _new_room(self, name: str, saved: SavedRoom | None = None) -> Room:
+        """Makes the room ``name`` (as the store had it, if ``saved``), its history counted
+        against --history-memory."""
+        if saved is None:
+            room = Room(name, self.history_size, budget=self.history_budget)
+        else:
+            room = Room(name, self.history_size, saved.topic, saved.topic_by, saved.topic_at,
+                        saved.history, persisted=True, budget=self.history_budget)
+        self.rooms[room.key] = room
+
+        def trimmed(history: RoomHistory) -> None:
+            if room.persisted:
+                self.store.trim_room(room, len(history))
+
+        room.history.dropped = trimmed
         return room
 
     def _forget_room(self, room: Room) -> None:
@@ -397,6 +424,7 @@ class ChatService(service.Service):
         if room.name == self.default_room or self.rooms.get(room.key) is not room:
             return
         del self.rooms[room.key]
+        room.history.clear()
         if room.persisted:
             self.store.forget_room(room.name)
 

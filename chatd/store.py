@@ -188,11 +188,14 @@ class _Pending:
         self.forgotten: set[str] = set()
         self.rooms: dict[str, Row] = {}
         self.lines: dict[str, deque[Row]] = {}
+        # Rooms whose history memory trimmed below --history (--history-memory): how many
+        # of their newest lines the file keeps once the lines above are in.
+        self.keep: dict[str, int] = {}
         # The last save or delete of each ban (by network) and mute (by key), in order.
         self.moderation: dict[tuple[str, str], tuple[str, Params]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.forgotten or self.rooms or self.lines or self.moderation)
+        return bool(self.forgotten or self.rooms or self.lines or self.keep or self.moderation)
 
     def save_room(self, key: str, row: Row) -> None:
         self.rooms[key] = row
@@ -202,10 +205,19 @@ class _Pending:
         if lines is None:
             lines = self.lines[key] = deque(maxlen=self.history_size)
         lines.append(row)
+        if key in self.keep:
+            self.keep[key] = min(self.keep[key] + 1, self.history_size)
+
+    def trim_room(self, key: str, keep: int) -> None:
+        self.keep[key] = keep
+        lines = self.lines.get(key)
+        while lines and len(lines) > keep:
+            lines.popleft()
 
     def forget_room(self, key: str) -> None:
         self.rooms.pop(key, None)
         self.lines.pop(key, None)
+        self.keep.pop(key, None)
         self.forgotten.add(key)
 
     def moderate(self, table: str, key: str, sql: str, params: Params) -> None:
@@ -221,6 +233,7 @@ class _Pending:
         for key, lines in newer.lines.items():
             for row in lines:
                 self.add_line(key, row)
+        self.keep.update(newer.keep)
         for (table, key), (sql, params) in newer.moderation.items():
             self.moderate(table, key, sql, params)
 
@@ -235,7 +248,10 @@ class _Pending:
         for key, lines in self.lines.items():
             for row in lines:
                 yield _INSERT_LINE, row
-            yield _TRIM_ROOM, (key, key, self.history_size)
+            if key not in self.keep:
+                yield _TRIM_ROOM, (key, key, self.history_size)
+        for key, keep in self.keep.items():
+            yield _TRIM_ROOM, (key, key, keep)
         yield from self.moderation.values()
 
     def describe(self) -> str:
@@ -282,6 +298,10 @@ class IChatStore(Interface):
     def add_line(room: Room, entry: HistoryEntry) -> None:
         """Queues a history line of ``room`` (and the room's row, if it has none yet)."""
 
+    def trim_room(room: Room, keep: int) -> None:
+        """Queues deleting all but the newest ``keep`` history lines of ``room`` (what
+        --history-memory took from it in memory must not come back on a restart)."""
+
     def forget_room(name: str) -> None:
         """Queues deleting the room ``name`` and all its history (an expired room, or one
         forgotten for being empty); a room of that name made later starts afresh."""
@@ -320,6 +340,9 @@ class MemoryStore:
         pass
 
     def add_line(self, room: Room, entry: HistoryEntry) -> None:
+        pass
+
+    def trim_room(self, room: Room, keep: int) -> None:
         pass
 
     def forget_room(self, name: str) -> None:
@@ -510,6 +533,10 @@ class SQLiteStore:
         return key in pending.rooms or (
             key in self._committed_rooms and key not in pending.forgotten
         )
+
+    def trim_room(self, room: Room, keep: int) -> None:
+        self._pending.trim_room(room.key, keep)
+        self._schedule()
 
     def forget_room(self, name: str) -> None:
         key = room_key(name)

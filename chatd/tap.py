@@ -30,6 +30,7 @@ from chatd.echo import (
     EchoFactory,
 )
 from chatd.flood import DEFAULT_FLOOD_BURST, DEFAULT_FLOOD_QUEUE, DEFAULT_FLOOD_RATE
+from chatd.history import DEFAULT_HISTORY_MEMORY
 from chatd.irc.factory import IRCFactory
 from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
@@ -199,6 +200,9 @@ class Options(usage.Options):
          "Rooms one address may create a minute (0: no limit).", non_negative_float],
         ["history", None, DEFAULT_HISTORY,
          "Lines of history kept per room (0: none).", non_negative_int],
+        ["history-memory", None, DEFAULT_HISTORY_MEMORY,
+         "Bytes of history all rooms hold together; past it the room holding the most "
+         "loses its oldest lines (0: no bound).", non_negative_int],
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
         ["motd", None, None, "A text file shown to each client after the greeting."],
@@ -336,6 +340,7 @@ def makeService(options: Options) -> service.MultiService:
         ipv6_prefix=options["ipv6-prefix"],
         client_log=client_log,
         connect_rate=options["connect-rate"],
+        history_memory=options["history-memory"],
     )
     chat.setServiceParent(top)
 
