@@ -1,4 +1,5 @@
 # Quick start: `make run` serves chat on tcp:7777 and echo on tcp/udp 7007; `make test` tests.
+# `make run ARGS="--listen tcp:7000 --no-echo"` passes ARGS to `twistd chatd`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,8 +19,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+ARGS ?=
+
 run: $(VENV)/.installed-run
-	$(BIN)/twistd --pidfile= -n chatd
+	$(BIN)/twistd --pidfile= -n chatd $(ARGS)
 
 # `make test`: lint and every test (docs/testing.md). `make test-fast`: lint and the tests
 # not marked slow, for the edit-test loop.

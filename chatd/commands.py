@@ -23,10 +23,12 @@ from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
 from chatd.rooms import Room
 from chatd.text import parse_whole_number
+from chatd.version import VERSION
 
 if TYPE_CHECKING:
     from chatd.moderation.moderator import Moderator
     from chatd.service import ChatService, User
+    from chatd.stats import ServerStats
 
 HELP_WIDTH = 79  # an 80-column terminal wraps at the 80th column
 _PREFIX = len("*** ")
@@ -97,6 +99,7 @@ class CommandTable:
         self.service = service
         self.moderator = moderator
         self.commands: dict[str, Command] = {c.name: c for c in commands}
+        self.stats: ServerStats | None = None  # for /stats; makeService sets it
 
     def names(self) -> list[str]:
         """Every command name, in help order: what a client completes."""
@@ -145,7 +148,28 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def run_line(
+    table: CommandTable, session: Session, user: User, text: str
+) -> defer.Deferred[Any] | None:
+    """A line a one-room front-end's user typed: a command from the table, or chat for their
+    room (``//text`` says a line that starts with '/')."""
+    if text.startswith("/") and not text.startswith("//"):
+        return table.dispatch(session, user, text)
+    try:
+        table.service.say(user, text[1:] if text.startswith("//") else text)
+    except ChatError as e:
+        session.error(str(e))
+    return None
+
+
 # --- Shown without being asked ---------------------------------------------------------------
+
+
+def greet(table: CommandTable, session: Session, user: User) -> None:
+    """The greeting, then ``welcome``: what a one-room front-end's newcomer sees first."""
+    session.notice(f"Welcome to {table.service.server_name}! You are {user.nick}. "
+                   f"Type /help for a list of commands. (chatd {VERSION})")
+    welcome(table, session)
 
 
 def welcome(table: CommandTable, session: Session) -> None:

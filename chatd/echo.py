@@ -19,6 +19,7 @@ from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
+from chatd.stats import Traffic
 
 # One read is at most ECHO_READ_SIZE bytes, and reading pauses once more than that is unsent,
 # so a peer that sends and never reads makes us hold at most ECHO_MAX_BACKLOG bytes.
@@ -90,6 +91,7 @@ class EchoProtocol(protocol.Protocol):
         self.factory.limits.release(self.counted_address)
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.traffic.bytes_received += len(data)
         self.edge.activity()
         self.edge.write(data)  # echo at once, not on the reactor's next turn
 
@@ -150,6 +152,7 @@ class EchoFactory(protocol.ServerFactory):
         self.output_batch = OutputBatch()  # never active: every echo goes out at once
         self.total_backlog = total_backlog
         self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
+        self.traffic = Traffic()
 
     def stall(self, proto: EchoProtocol) -> bool:
         """Counts ``proto`` as holding a full backlog; False if that would pass the total."""
@@ -215,6 +218,7 @@ class EchoDatagramProtocol(protocol.DatagramProtocol):
         self.total = TokenBucket(total_rate, total_rate, clock.seconds()) if total_rate else None
         self.sources: dict[str, TokenBucket] = {}
         self._pruned_at = float("-inf")
+        self.echoed = 0  # datagrams answered (the dropped ones are counted by rejections)
 
     def startProtocol(self) -> None:
         self.own_ports.add(self.transport.getHost().port)
@@ -235,6 +239,7 @@ class EchoDatagramProtocol(protocol.DatagramProtocol):
             self._dropped("udp echo: total rate reached", host, port)
             return
         self.transport.write(datagram, addr)
+        self.echoed += 1
 
     def _source_allows(self, host: str, now: float) -> bool:
         bucket = self.sources.get(host)

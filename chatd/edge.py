@@ -38,6 +38,7 @@ from chatd.limits import ConnectionLimits
 from chatd.output import ConnectionOutput, OutputBatch, queued_in_transport, unsent_in_kernel
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
+from chatd.stats import Traffic
 
 # A peer may send this many over-long lines (or STRIKE_BYTES of swallowed garbage each) at
 # once, and one more every BAD_INPUT_INTERVAL seconds; past that it is disconnected.
@@ -120,8 +121,10 @@ class Edge:
         batch: OutputBatch,
         release: Callable[[], None] | None = None,
         lines: LineOwner | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.owner = owner
+        self.traffic = traffic  # the front-end's byte counters (chatd/stats.py)
         self.lines = lines  # None for a front-end without lines (echo)
         self.transport = transport
         self.policy = policy
@@ -189,6 +192,11 @@ class Edge:
         guard = self.guard
         if guard is not None and (guard.paused or output.pending_bytes > guard.limit):
             guard.check()
+
+    @property
+    def handed(self) -> int:
+        """Bytes handed to the transport since the connection was made."""
+        return self._handed
 
     def _written(self, size: int) -> None:
         self._handed += size
@@ -284,6 +292,7 @@ class Edge:
             elif isinstance(item, Reply):
                 self.write(item.data)
             else:
+                self.log.count("line too long")
                 lines.line_too_long()
             self._after_line()
 
@@ -384,6 +393,8 @@ class Edge:
         """The transport is gone. Lines already accepted still go out at the flood rate
         (unless the edge cut the peer off); then the owner is told it is over."""
         self._gone = self._silent = True
+        if self.traffic is not None:  # the front-end counts live connections' bytes itself
+            self.traffic.bytes_sent += self._handed
         self._stop_timers()
         if self._close_deadline is not None and self._close_deadline.active():
             self._close_deadline.cancel()

@@ -24,6 +24,7 @@ from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
 from chatd.service import ChatService, EventFormatter
+from chatd.stats import Traffic
 
 
 class Connection(Protocol):
@@ -63,6 +64,7 @@ class FrontEndFactory(protocol.ServerFactory):
         self.limits = limits if limits is not None else self.policy.connection_limits(
             self.clock)
         self.clients: set[Any] = set()  # connected, admitted, not yet lost
+        self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
 
@@ -84,7 +86,7 @@ class FrontEndFactory(protocol.ServerFactory):
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
             self.output_batch, release=lambda: self.limits.release(proto.counted_address),
-            lines=proto,
+            lines=proto, traffic=self.traffic,
         )
         edge.start_send_buffer_guard()
         edge.activity()

@@ -96,6 +96,7 @@ class ConnectionLimits:
         # The key each live IP peer was counted under: a reload may change --ipv6-prefix
         # between its admit and its release, and the release must undo exactly the admit.
         self._counted: dict[object, str] = {}
+        self.refused = {"full": 0, "per-address": 0}  # for the metrics
 
     def reconfigure(
         self, max_total: int, max_per_host: int, ipv6_prefix: int, connect_rate: float = 0.0
@@ -110,10 +111,12 @@ class ConnectionLimits:
     def admit(self, address: object) -> str | None:
         """Counts a new connection from ``address``, or returns why it is refused."""
         if self.max_total and self.total >= self.max_total:
+            self.refused["full"] += 1
             return f"the server is full (the limit is {self.max_total} connections)"
         host = host_of(address)
         key = None if host is None else count_key(host, self.ipv6_prefix)
         if key is not None and self.max_per_host and self.per_host[key] >= self.max_per_host:
+            self.refused["per-address"] += 1
             return (
                 f"too many connections from your address "
                 f"(the limit is {self.max_per_host})"

@@ -6,11 +6,13 @@ hashes already in configuration files::
     scrypt$N$r$p$SALT$KEY      (SALT and KEY in unpadded base64)
 
 Run ``chatd-passwd`` (or ``python -m chatd.passwd``), type the password twice, and paste
-the printed line into the ``[operators]`` table of the configuration file.
+the printed line into the ``[operators]`` table of the configuration file; scripts use
+``chatd-passwd --stdin``, which reads one line and prints only the hash.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import getpass
 import hashlib
@@ -18,6 +20,8 @@ import hmac
 import os
 import sys
 from collections.abc import Sequence
+
+from chatd.version import VERSION
 
 SCHEME = "scrypt"
 # The scrypt paper's interactive-login cost: 16 MiB and some tens of milliseconds.
@@ -76,19 +80,45 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_derive(password, salt, n, r, p, len(key)), key)
 
 
+def _arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatd-passwd",
+        description="Print a password hash for the [operators] table of chatd's "
+        "configuration file (see the README, \"Operators\"). Without --stdin the password "
+        "is read twice from the terminal, without echo.",
+        epilog="example: chatd-passwd --stdin < secret.txt  (prints scrypt$16384$8$1$...)",
+    )
+    parser.add_argument(
+        "--stdin", action="store_true",
+        help="read the password from the first line of standard input, with no prompt "
+        "and no confirmation, and print only the hash (for scripts)",
+    )
+    parser.add_argument("--version", action="version", version=f"chatd-passwd {VERSION}")
+    return parser
+
+
+def _read_stdin_line() -> str:
+    """The first line of standard input without its line ending; the rest is not read."""
+    line = sys.stdin.readline()
+    return line[:-1].removesuffix("\r") if line.endswith("\n") else line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Reads a password twice without echo and prints its hash."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args:
-        print("usage: chatd-passwd   (reads the password from the terminal, prints its hash)",
-              file=sys.stderr)
+    """Reads a password (twice from the terminal, or once with --stdin) and prints its hash."""
+    args = _arguments().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.stdin:
+        password = _read_stdin_line()
+    elif not sys.stdin.isatty():
+        print("chatd-passwd: standard input is not a terminal; use --stdin to read the "
+              "password from it", file=sys.stderr)
         return 2
-    password = getpass.getpass("Operator password: ")
+    else:
+        password = getpass.getpass("Operator password: ")
+        if password and getpass.getpass("Again: ") != password:
+            print("chatd-passwd: the passwords differ", file=sys.stderr)
+            return 1
     if not password:
         print("chatd-passwd: an empty password is not allowed", file=sys.stderr)
-        return 1
-    if getpass.getpass("Again: ") != password:
-        print("chatd-passwd: the passwords differ", file=sys.stderr)
         return 1
     print(hash_password(password))
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -29,16 +29,15 @@ from zope.interface import implementer
 
 from chatd import wire
 from chatd.addresses import describe_peer
-from chatd.commands import welcome
+from chatd.commands import greet, run_line
 from chatd.edge import TOO_LONG, Edge, Reply
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
 from chatd.frontend import FrontEndFactory
-from chatd.history import HistoryEntry
 from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE
-from chatd.rooms import Room
 from chatd.service import ChatService, EventFormatter, User
+from chatd.session import OneRoomSession, Replies
 from chatd.text import decode_line
 
 __all__ = ["DEFAULT_MAX_LINE", "ChatFactory", "ChatProtocol", "RefusedProtocol"]
@@ -47,11 +46,12 @@ _NO_LIMIT = sys.maxsize
 
 
 @implementer(IHalfCloseableProtocol)
-class ChatProtocol(LineReceiver):
-    """One chat connection: a ``ChatClient`` for the service, a ``Session`` for commands,
-    and the ``EdgeOwner`` of its edge."""
+class ChatProtocol(OneRoomSession, LineReceiver):
+    """One chat connection: a ``ChatClient`` for the service, a ``Session`` for commands
+    (both from ``OneRoomSession``), and the ``EdgeOwner`` of its edge."""
 
     delimiter = b"\n"  # the pre-filter turns CRLF and a lone CR into LF
+    replies: ClassVar[Replies] = wire
     factory: ChatFactory
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
@@ -71,10 +71,6 @@ class ChatProtocol(LineReceiver):
         self._quit_reason: str | None = None
         self.user: User | None = None
 
-    @property
-    def service(self) -> ChatService:
-        return self.factory.service
-
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -85,16 +81,13 @@ class ChatProtocol(LineReceiver):
         try:
             self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
+            factory.rejections.event("connection refused: banned", self.edge.peer)
             self.error(str(e))
             self.edge.close()
             return
         self.edge.nick = self.user.nick
         self.service.join(self.user, self.service.default_room)
-        self.notice(
-            f"Welcome to {self.service.server_name}! You are {self.user.nick}. "
-            "Type /help for a list of commands."
-        )
-        welcome(factory.commands, self)
+        greet(factory.commands, self, self.user)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.lost(self, reason)
@@ -115,6 +108,7 @@ class ChatProtocol(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         if data:
+            self.factory.traffic.bytes_received += len(data)
             self.edge.activity()
             held = self._held
             if not isinstance(held, deque):
@@ -198,13 +192,7 @@ class ChatProtocol(LineReceiver):
         user = self.user
         if not text.strip() or user is None:
             return None
-        if text.startswith("/") and not text.startswith("//"):
-            return self.factory.commands.dispatch(self, user, text)
-        try:
-            self.service.say(user, text[1:] if text.startswith("//") else text)
-        except ChatError as e:
-            self.error(str(e))
-        return None
+        return run_line(self.factory.commands, self, user, text)
 
     def line_too_long(self) -> None:
         self.error(f"line too long (the limit is {self.MAX_LENGTH} bytes); it was not sent")
@@ -224,46 +212,6 @@ class ChatProtocol(LineReceiver):
 
     def input_pending(self) -> bool:
         return bool(self._held) or self.delimiter in self._buffer
-
-    def finished(self, reason: str) -> None:
-        if self.user is not None:
-            self.service.disconnect(self.user, self._quit_reason or reason)
-            self.user = None
-
-    # --- Session (for commands) and ChatClient (for the service) ---------------------------
-
-    @property
-    def room(self) -> Room:
-        if self.user is None:
-            raise ChatError("you are not connected")
-        return self.user.room
-
-    def send(self, data: bytes) -> None:
-        self.edge.write(data)
-
-    def notice(self, text: str) -> None:
-        self.edge.write(wire.notice(text, self.service.stamp_for(self.user)))
-
-    def error(self, text: str) -> None:
-        self.edge.write(wire.error(text, self.service.stamp_for(self.user)))
-
-    def history_line(self, entry: HistoryEntry) -> None:
-        self.edge.write(wire.history_line(entry))
-
-    def private_sent(self, nick: str, text: str) -> None:
-        self.edge.write(wire.private_sent(nick, text, self.service.stamp_for(self.user)))
-
-    def quit(self, reason: str) -> None:
-        self._quit_reason = reason
-        self.notice("Goodbye.")
-        self.edge.close()
-
-    def disconnect(self) -> None:
-        self.edge.close()
-
-    def abort(self) -> None:
-        self.edge.abort()
-
 
 class RefusedProtocol(protocol.Protocol):
     """Tells a newcomer over a connection limit why, in one line, and closes."""

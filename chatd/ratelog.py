@@ -63,11 +63,19 @@ class RateLimitedLog:
         self._overall = TokenBucket(overall_rate, overall_burst, clock.seconds())
         self._suppressed: Counter[str] = Counter()  # by address, this window
         self._summary: IDelayedCall | None = None
+        # Every refusal and cut-off by kind, logged or not: the metrics' refusal counts.
+        # Kinds are fixed phrases from the code, so this stays small.
+        self.counts: Counter[str] = Counter()
+
+    def count(self, kind: str) -> None:
+        """Counts an event of ``kind`` that is not worth a log line (an over-long line)."""
+        self.counts[kind] += 1
 
     def event(self, kind: str, peer: str, detail: str = "") -> None:
         """``peer: kind (detail)``: ``peer`` was refused or cut off for reason ``kind``."""
-        self.emit(peer, "{peer}: {kind}{detail}", kind=kind,
-                  detail=f" ({cut(detail)})" if detail else "")
+        self.counts[kind] += 1
+        self.emit(peer, "{peer}: {reason}{details}", event="refusal", reason=kind,
+                  detail=detail, details=f" ({cut(detail)})" if detail else "")
 
     def emit(self, peer: str, format: str, **fields: Any) -> None:
         """Logs ``format`` (a twisted.logger format naming ``{peer}``) about ``peer``, if its
@@ -100,7 +108,7 @@ class RateLimitedLog:
         (top, most), = suppressed.most_common(1)
         self.log.info(
             "{count} more client log lines in the last {window:g} s were not logged "
-            "({most} about {top})",
+            "({most} about {top})", event="log.suppressed",
             count=sum(suppressed.values()), window=self.window, most=most, top=top,
         )
 

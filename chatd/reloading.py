@@ -57,14 +57,15 @@ class Reloader:
         try:
             fresh = dict(self._parse())
         except usage.UsageError as e:
-            self.log.error("Configuration not reloaded, keeping the old one: {why}", why=str(e))
+            self.log.error("Configuration not reloaded, keeping the old one: {reason}",
+                           event="config.reload_failed", reason=str(e))
             return []
         changed = sorted(
             key for key in fresh.keys() | self.current.keys()
             if fresh.get(key) != self.current.get(key)
         )
         if not changed:
-            self.log.info("Configuration reloaded: nothing changed")
+            self.log.info("Configuration reloaded: nothing changed", event="config.unchanged")
             return []
         applied: set[str] = set()
         for target in self.targets:
@@ -76,11 +77,12 @@ class Reloader:
             old, new = _describe(self.current.get(key)), _describe(fresh.get(key))
             if key in applied:
                 self.log.info("Configuration reloaded: {key} changed from {old} to {new}",
-                              key=key, old=old, new=new)
+                              event="config.changed", key=key, old=old, new=new)
                 self.current[key] = fresh[key]
             else:
                 self.log.warn("Configuration: {key} changed from {old} to {new}, but that "
-                              "takes a restart; still using {old}", key=key, old=old, new=new)
+                              "takes a restart; still using {old}", event="config.needs_restart",
+                              key=key, old=old, new=new)
         return [key for key in changed if key in applied]
 
 

@@ -195,6 +195,7 @@ class ChatService(service.Service):
         self.server_name = server_name
         # Which events are ours when a bus hands them back (see chatd/events.py).
         self.origin = uuid.uuid4().hex
+        self.deliveries = 0  # events handed to a recipient (chatd_deliveries_total)
         self.bus: IEventBus = bus if bus is not None else LocalEventBus()
         self.bus.subscribe(self._received)
         # Chat lines held while a read is handled, to fan out as one block (chatd/fanout.py).
@@ -359,7 +360,8 @@ class ChatService(service.Service):
             user.quiet = not self.presence.take(key, self.reactor.seconds())
         self.users[user.key] = user
         self.look_alikes[nick_skeleton(nick)] = user
-        self.client_log.emit(peer, "{nick} connected from {peer}", nick=nick)
+        self.client_log.emit(peer, "{nick} connected from {peer}", event="user.connected",
+                             nick=nick)
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -372,8 +374,8 @@ class ChatService(service.Service):
         """Forgets a connection that has closed, for whatever reason, and says so."""
         if not self.is_connected(user):
             return
-        self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", nick=user.nick,
-                             reason=reason)
+        self.client_log.emit(user.peer, "{nick} ({peer}) left: {reason}", event="user.left",
+                             nick=user.nick, reason=reason)
         for room in list(user.rooms.values()):
             left = Left(room.name, user.nick, reason, quit=True, origin=self.origin,
                         quiet=user.quiet)
@@ -809,6 +811,9 @@ class ChatService(service.Service):
                 clients = plain.setdefault(frontend, [])
                 last = frontend
             clients.append(client)
+        # For the metrics: each event to each recipient, counted once per block.
+        self.deliveries += len(events) * (
+            sum(map(len, plain.values())) + sum(map(len, stamped.values())))
         for frontend, clients in plain.items():
             frontend.broadcast(_render(frontend.formatter, events, None), clients)
         if stamped:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
@@ -197,6 +197,11 @@ class _Pending:
     def __bool__(self) -> bool:
         return bool(self.forgotten or self.rooms or self.lines or self.keep or self.moderation)
 
+    def size(self) -> int:
+        """How many writes wait: rooms to forget, room rows, history lines, bans and mutes."""
+        return (len(self.forgotten) + len(self.rooms) + sum(map(len, self.lines.values()))
+                + len(self.moderation))
+
     def save_room(self, key: str, row: Row) -> None:
         self.rooms[key] = row
 
@@ -324,6 +329,14 @@ class IChatStore(Interface):
     def close() -> defer.Deferred[None]:
         """Writes whatever is queued and closes the store."""
 
+    def backlog() -> StoreBacklog:
+        """How far behind the disk is, read by metrics and /stats."""
+
+
+class StoreBacklog(NamedTuple):
+    pending_writes: int  # queued, being committed, or waiting to be tried again
+    write_errors: int  # failed attempts at a batch, and writes SQLite refused, since start
+
 
 class CannotOpenState(StartupError):
     """The state file cannot be used; the message names it and says why."""
@@ -366,6 +379,9 @@ class MemoryStore:
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def backlog(self) -> StoreBacklog:
+        return StoreBacklog(0, 0)
+
 
 def _room_row(room: Room) -> Row:
     return (room.key, room.name, room.topic, room.topic_by, room.topic_at)
@@ -399,6 +415,8 @@ class SQLiteStore:
         self._committed_rooms: set[str] = set()
         self._failures = 0  # failed attempts at the batch now waiting; 0 when all is well
         self._timer: IDelayedCall | None = None
+        self._in_flight = 0  # writes in the batch being committed
+        self._write_errors = 0
         self._writing: defer.Deferred[None] | None = None
         self._moderation = SavedModeration([], [])
 
@@ -469,7 +487,8 @@ class SQLiteStore:
             self._timer = None
             if self._pending:
                 self.log.error("stopping with {pending} not written to {path}: they are lost",
-                               pending=self._pending.describe(), path=self.path)
+                               event="store.writes_lost", pending=self._pending.describe(),
+                               path=self.path)
                 self._pending = _Pending(self.history_size)
             db, self._db = self._db, None
             if db is not None:
@@ -589,39 +608,49 @@ class SQLiteStore:
         committing = threads.deferToThreadPool(
             self._thread_reactor, self._pool, self._commit, self._db, batch
         )
+        self._in_flight = batch.size()
         writing = committing.addCallbacks(self._committed, self._failed,
                                           callbackArgs=(batch,), errbackArgs=(batch,))
         writing.addBoth(self._written)
         self._writing = defer.Deferred()
         return writing
 
+    def backlog(self) -> StoreBacklog:
+        return StoreBacklog(self._pending.size() + self._in_flight, self._write_errors)
+
     def _committed(self, rejected: list[Rejected], batch: _Pending) -> None:
+        self._in_flight = 0
+        self._write_errors += len(rejected)
         self._committed_rooms.difference_update(batch.forgotten)
         self._committed_rooms.update(batch.rooms)
         for refused in rejected:
             self.log.error("{path} refused a write, which is dropped: {error} ({sql} {params})",
-                           path=self.path, error=refused.error, sql=refused.sql,
-                           params=refused.params)
+                           event="store.write_refused", path=self.path, error=refused.error,
+                           sql=refused.sql, params=refused.params)
         if self._failures:
             self.log.info("writing to {path} again after {failures} failed attempts: "
-                          "saved {saved}", path=self.path, failures=self._failures,
-                          saved=batch.describe())
+                          "saved {saved}", event="store.write_recovered", path=self.path,
+                          failures=self._failures, saved=batch.describe())
             self._failures = 0
 
     def _failed(self, failure: Failure, batch: _Pending) -> None:
         """Keeps the batch, ahead of what came since, and tries it again later."""
+        self._in_flight = 0
+        self._write_errors += 1
         batch.absorb(self._pending)
         self._pending = batch
         self._failures += 1
         if self._failures == 1:  # once per outage: the disk stays full for a while
             if failure.check(sqlite3.Error):
                 self.log.error("cannot write to {path}: {error}; keeping {pending} in memory "
-                               "and trying again (every {retry} s at most)", path=self.path,
+                               "and trying again (every {retry} s at most)",
+                               event="store.write_failed", path=self.path,
                                error=failure.getErrorMessage(), pending=batch.describe(),
                                retry=LAST_RETRY)
             else:
                 self.log.failure("cannot write to {path}; keeping {pending} in memory and "
-                                 "trying again", failure, path=self.path,
+                                 "trying again", failure, event="store.write_failed",
+                                 path=self.path,
                                  pending=batch.describe())
         delay = min(FIRST_RETRY * 2 ** (self._failures - 1), LAST_RETRY)
         self._timer = self._reactor.callLater(delay, self._flush_now)

@@ -6,13 +6,14 @@ Nothing imports the reactor at module level, so loading the plugin never install
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
-from twisted.application import service
+from twisted.application import app, service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IProtocolFactory, IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
@@ -34,6 +35,7 @@ from chatd.history import DEFAULT_HISTORY_MEMORY
 from chatd.irc.factory import IRCFactory
 from chatd.limits import DEFAULT_CONNECT_RATE, DEFAULT_MAX_PER_IP, default_max_clients
 from chatd.listening import Listen, ListeningService
+from chatd.logs import StartupLine
 from chatd.moderation.moderator import DEFAULT_KICK_REJOIN_DELAY, Moderator
 from chatd.moderation.operators import OperatorAuthenticator
 from chatd.policy import DEFAULT_MAX_LINE, Policy
@@ -54,12 +56,17 @@ from chatd.service import (
     DEFAULT_ROOM,
     ChatService,
 )
+from chatd.startup import exit_with_usage_error, report_daemon_start_errors_plainly
+from chatd.stats import ECHO_TCP, ServerStats
 from chatd.store import DEFAULT_STATE, MEMORY_ONLY, open_store, state_file_problem
 from chatd.text import clean_text
+from chatd.version import describe as describe_version
+from chatd.web.origin import InvalidOrigin, Origin, parse_origin
 
 DEFAULT_LISTEN = "tcp:7777"
 DEFAULT_ECHO = "tcp:7007"
 DEFAULT_ECHO_UDP = "udp:7007"
+METRICS_OFF = "none"
 UDP_USAGE = "udp:PORT or udp:PORT:interface=ADDR"
 MAX_DATAGRAM = 65535  # read whole datagrams; Twisted's default of 8192 would truncate them
 
@@ -94,7 +101,7 @@ def non_negative_int(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{text!r} is not a whole number, 0 or more")
+        raise ValueError("not a whole number, 0 or more")
     return value
 
 
@@ -107,17 +114,30 @@ def non_negative_float(text: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"{text!r} is not a number, 0 or more")
+        raise ValueError("not a number, 0 or more")
     return value
 
 
 non_negative_float.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
 
 
+class NamedParameter(usage.CoerceParameter):
+    """Coerces a parameter like Twisted does, but the error names the option and the value
+    (``--max-line '-5': not a whole number, 0 or more``), not only the value."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{parameterName} {value!r}: {e}") from None
+
+
 def ipv6_prefix(text: str) -> int:
     value = non_negative_int(text)
     if not 1 <= value <= 128:
-        raise ValueError(f"{text!r} is not a prefix length from 1 to 128")
+        raise ValueError("not a prefix length from 1 to 128")
     return value
 
 
@@ -126,7 +146,8 @@ ipv6_prefix.coerceDoc = "A prefix length, 1 to 128."  # type: ignore[attr-define
 
 class Options(usage.Options):
     synopsis = (
-        "[--listen ENDPOINT]... [--irc ENDPOINT]... [--echo ENDPOINT]... "
+        "[--listen ENDPOINT]... [--irc ENDPOINT]... [--web ENDPOINT]... "
+        "[--web-origin ORIGIN]... [--echo ENDPOINT]... "
         "[--echo-udp udp:PORT[:interface=ADDR]]... [--no-echo] [--default-room ROOM] "
         "[--history N] [--replay N] [--state PATH|none] [--motd FILE]"
     )
@@ -206,6 +227,9 @@ class Options(usage.Options):
         ["replay", None, DEFAULT_REPLAY,
          "Lines of history shown on joining a room (0: none).", non_negative_int],
         ["motd", None, None, "A text file shown to each client after the greeting."],
+        ["metrics", None, METRICS_OFF,
+         "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+         "tcp:9100:interface=127.0.0.1 ('none': off)."],
         ["topic", None, None,
          "The default room's topic, set at start and again on SIGHUP "
          "[default: keep the saved topic]."],
@@ -213,6 +237,9 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = NamedParameter(self, handler.coerce)
         self["listen"] = []
         self["irc"] = []
         self["echo"] = []
@@ -220,14 +247,28 @@ class Options(usage.Options):
         self["operators"] = {}  # only the configuration file can set these
         self.argv: list[str] = []
         self.chat_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self["web"] = []
+        self["web-origin"] = []
+        self.web_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        self.web_origins: list[Origin] = []
         self.irc_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         self.echo_udp_ports: list[tuple[str, int, str]] = []
+        self.metrics_endpoint: IStreamServerEndpoint | None = None
         self["motd-lines"] = []  # the --motd file's text, read anew on every parse (SIGHUP)
 
     def opt_listen(self, description: str) -> None:
         """Chat endpoint; repeatable [default: tcp:7777]"""
         self["listen"].append(description)
+
+    def opt_web(self, description: str) -> None:
+        """Web page and WebSocket endpoint (tcp:8080, ssl:8443:...); repeatable [default: none]"""
+        self["web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Another page origin (https://HOST[:PORT]) whose pages may use --web's socket;
+        repeatable"""
+        self["web-origin"].append(origin)
 
     def opt_irc(self, description: str) -> None:
         """IRC client endpoint (irssi, WeeChat, HexChat); repeatable [default: none]"""
@@ -241,8 +282,29 @@ class Options(usage.Options):
         """UDP echo, udp:PORT[:interface=ADDR]; repeatable [default: udp:7007]"""
         self["echo-udp"].append(description)
 
+    def opt_version(self) -> None:
+        """Print chatd's version (with Twisted's and Python's) and exit."""
+        print(describe_version())
+        sys.exit(0)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Applies the --config file first, then the command line, which therefore wins."""
+        """Applies the --config file first, then the command line, which therefore wins.
+
+        On twistd's command line a usage error is one line and a pointer to ``--help``
+        (twistd itself would print its whole usage first); elsewhere it is raised.
+        """
+        parent = getattr(self, "parent", None)
+        twistd_options = parent if isinstance(parent, app.ServerOptions) else None
+        if twistd_options is not None:
+            report_daemon_start_errors_plainly(twistd_options)
+        try:
+            self._parse(options)
+        except usage.UsageError as e:
+            if twistd_options is None:
+                raise
+            exit_with_usage_error(str(e))
+
+    def _parse(self, options: Sequence[str] | None) -> None:
         self.argv = list(sys.argv[1:] if options is None else options)
         path, given = config.scan_command_line(self, self.argv)
         applied = config.apply_file(self, path, skip=given) if path is not None else set()
@@ -259,9 +321,18 @@ class Options(usage.Options):
             self["echo"] = self["echo"] or [DEFAULT_ECHO]
             self["echo-udp"] = self["echo-udp"] or [DEFAULT_ECHO_UDP]
         self.chat_endpoints = [(d, _stream_endpoint("--listen", d)) for d in self["listen"]]
+        if self["web"] and importlib.util.find_spec("autobahn") is None:
+            raise usage.UsageError("--web needs autobahn: pip install 'chatd[web]'")
+        self.web_endpoints = [(d, _stream_endpoint("--web", d)) for d in self["web"]]
+        try:
+            self.web_origins = [parse_origin(o) for o in self["web-origin"]]
+        except InvalidOrigin as e:
+            raise usage.UsageError(f"--web-origin: {e}") from None
         self.irc_endpoints = [(d, _stream_endpoint("--irc", d)) for d in self["irc"]]
         self.echo_endpoints = [(d, _stream_endpoint("--echo", d)) for d in self["echo"]]
         self.echo_udp_ports = [(d, *parse_udp(d)) for d in self["echo-udp"]]
+        if self["metrics"] != METRICS_OFF:
+            self.metrics_endpoint = _stream_endpoint("--metrics", self["metrics"])
         try:
             self["default-room"] = normalize_room(self["default-room"])
         except InvalidRoomName as e:
@@ -321,6 +392,7 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     top = service.MultiService()
+    StartupLine().setServiceParent(top)
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
     # Every log line a client can cause goes through this one rate limit.
     client_log = RateLimitedLog(reactor, ipv6_prefix=options["ipv6-prefix"])
@@ -363,9 +435,22 @@ def makeService(options: Options) -> service.MultiService:
     policy.subscribe(chat_factory.policy_changed)
     for description, endpoint in options.chat_endpoints:
         _listener(description, endpoint, chat_factory).setServiceParent(top)
+    if options.web_endpoints:
+        from chatd.web.frontend import build_web  # needs autobahn: only when asked for
+
+        site, sockets = build_web(chat, policy.chat, commands, options.web_origins,
+                                  rejections, reactor)
+        policy.subscribe(sockets.policy_changed)
+        for description, endpoint in options.web_endpoints:
+            _listener(description, endpoint, site).setServiceParent(top)
 
     echo_factory = EchoFactory(policy.echo, rejections=rejections)
     policy.subscribe(echo_factory.policy_changed)
+    # The numbers behind /stats and --metrics; read when asked for.
+    stats = ServerStats(chat, reactor, {"line": chat_factory, ECHO_TCP: echo_factory},
+                        rejections, authenticator)
+    stats.setServiceParent(top)
+    commands.stats = stats
     for description, endpoint in options.echo_endpoints:
         _listener(description, endpoint, echo_factory).setServiceParent(top)
 
@@ -380,6 +465,7 @@ def makeService(options: Options) -> service.MultiService:
             rejections=rejections,
             own_ports=own_udp_ports,
         )
+        stats.echo_udp.append(echo_udp)
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
         ListeningService(description, udp_listen).setServiceParent(top)
 
@@ -388,8 +474,15 @@ def makeService(options: Options) -> service.MultiService:
         irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
                                  limits=chat_factory.limits)
         policy.subscribe(irc_factory.policy_changed)
+        stats.frontends["irc"] = irc_factory
         for description, endpoint in options.irc_endpoints:
             _listener(description, endpoint, irc_factory).setServiceParent(top)
+
+    if options.metrics_endpoint is not None:
+        from chatd.metrics import MetricsService  # prometheus_client only when asked for
+
+        MetricsService(options["metrics"], options.metrics_endpoint, stats, reactor
+                       ).setServiceParent(top)
 
     reloadable: list[Reconfigurable] = [chat, policy, authenticator, moderator]
     ReloadOnHangup(reactor, Reloader(lambda: _reparse(options), options, reloadable)

@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from chatd.protocol import ChatProtocol
+from chatd.version import VERSION
 from tests.support import MemoryChat, take_lines
 
 Client = tuple[ChatProtocol, StringTransport]
@@ -233,7 +234,8 @@ def test_motd_after_greeting_then_lobby_history() -> None:
     a.dataReceived(b"earlier\n")
     _, tb = chat.connect()
     assert take_lines(tb) == [
-        "*** Welcome to chatd! You are guest2. Type /help for a list of commands.",
+        "*** Welcome to chatd! You are guest2. Type /help for a list of commands. "
+        f"(chatd {VERSION})",
         "*** | Be nice.",
         "*** | ",
         "*** | alice has joined #x",

@@ -7,6 +7,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
 from chatd.service import SHUTDOWN_NOTICE
+from chatd.version import VERSION
 from tests.support import MemoryChat, take_lines
 
 
@@ -18,7 +19,8 @@ def chat() -> MemoryChat:
 def test_greeting_names_server_nick_and_help(chat: MemoryChat) -> None:
     _, t = chat.connect()
     assert take_lines(t) == [
-        "*** Welcome to chatd! You are guest1. Type /help for a list of commands."
+        "*** Welcome to chatd! You are guest1. Type /help for a list of commands. "
+        f"(chatd {VERSION})"
     ]
 
 

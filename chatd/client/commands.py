@@ -33,6 +33,7 @@ SERVER_COMMANDS: tuple[str, ...] = (
     "/kick",
     "/mute",
     "/rename",
+    "/stats",
     "/unban",
     "/unmute",
     "/wall",

@@ -189,6 +189,7 @@ class IRCProtocol(irc.IRC):
     def dataReceived(self, data: bytes) -> None:
         """Splits lines once per read (linear in the read's size) and offers each to the
         edge's flood gate. CRLF or LF ends a line (mIRC and friends send LF alone)."""
+        self.factory.traffic.bytes_received += len(data)
         self.edge.activity()
         self._heard_at = self.factory.clock.seconds()
         self._pinged = False
@@ -398,6 +399,7 @@ class IRCProtocol(irc.IRC):
         try:
             user = self.service.register(self, self.peer, nick)
         except ChatError as e:  # refused (banned): say why, then goodbye
+            self.factory.rejections.event("connection refused: banned", self.peer)
             self.close_link(str(e))
             return
         if self._registration_timer is not None and self._registration_timer.active():

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from chatd.commands import CommandList, CommandTable, Session
 from chatd.errors import ChatError
 from chatd.moderation.rules import looks_like_duration, parse_duration
+from chatd.stats import stats_lines
 
 if TYPE_CHECKING:
     from chatd.moderation.moderator import Moderator
@@ -72,6 +73,15 @@ def _unban(table: CommandTable, session: Session, user: User, args: str) -> None
     if rest:
         raise ChatError("usage: /unban ADDRESS|CIDR")
     session.notice(_moderator(table).unban(user, what))
+
+
+@command("stats", "/stats", "(operators) uptime, connections, messages/s, memory, store")
+def _stats(table: CommandTable, session: Session, user: User, args: str) -> None:
+    _moderator(table).require_operator(user)
+    if table.stats is None:
+        raise ChatError("this server keeps no statistics")
+    for line in stats_lines(table.stats.snapshot()):
+        session.notice(line)
 
 
 @command("bans", "/bans", "(operators) list bans: who, when, why, until when")

@@ -144,6 +144,10 @@ class Moderator(service.Service):
 
         return self.authenticator.login(address, name, password).addCallbacks(granted, refused)
 
+    def require_operator(self, user: User) -> str:
+        """The operator name of ``user``, or ChatError telling them they are not one."""
+        return self._operator(user)
+
     @staticmethod
     def _operator(user: User) -> str:
         if user.operator is None:

@@ -76,6 +76,7 @@ class OperatorAuthenticator:
         self._run = run
         self._verify = verify
         self._failures: dict[str, _Failures] = {}
+        self.failed_logins = 0  # since start, for the metrics
         self._busy: set[str] = set()
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
@@ -123,9 +124,10 @@ class OperatorAuthenticator:
     def _decide(self, matched: bool, address: str, name: str, known: bool) -> str:
         if matched and known:
             self._failures.pop(address, None)
-            audit.info("operator {operator} logged in from {address}", operator=name,
-                       address=address)
+            audit.info("operator {operator} logged in from {address}", event="oper.login",
+                       operator=name, address=address)
             return name
+        self.failed_logins += 1
         record = self._failures.setdefault(address, _Failures(0, 0.0))
         record.count += 1
         record.last = self.clock.seconds()

@@ -241,4 +241,6 @@ class RecentKicks:
 def audit_action(operator: str, action: str, **fields: Any) -> None:
     """One audit line: who did what, with the details as structured fields."""
     details = "".join(f" {k}={{{k}}}" for k in fields)
-    audit.info("operator {operator} " + action + details, operator=operator, **fields)
+    # The event name is the action itself ("oper.kicked", "oper.sent_a_wall"): stable, greppable.
+    audit.info("operator {operator} " + action + details, event="oper." + action.replace(" ", "_"),
+               operator=operator, **fields)
