@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from chatd.listening import ListeningService
 from chatd.policy import EdgePolicy
@@ -21,7 +28,61 @@ from chatd.protocol import ChatFactory, ChatProtocol
 from chatd.service import ChatService
 from chatd.tap import Options, makeService
 
-WAIT_SECONDS = 10.0
+WAIT_SECONDS = 10.0  # every wait on the network has a deadline; this is the usual one
+T = TypeVar("T")
+
+
+def within(
+    d: defer.Deferred[T], what: str | Callable[[], str], seconds: float = WAIT_SECONDS
+) -> defer.Deferred[T]:
+    """``d``'s result, or an AssertionError naming ``what`` if it has none after ``seconds``.
+
+    Every Deferred a test waits for goes through this (or ``LineClient.wait_for``): a
+    regression must fail the test with a message, not hang it until CI's limit.
+    ``d`` itself is left alone (its result is passed on, not consumed). ``what`` may be a
+    callable, to describe the state at the deadline rather than at the call.
+    """
+    result: defer.Deferred[T] = defer.Deferred()
+
+    def expired() -> None:
+        said = what() if callable(what) else what
+        result.errback(AssertionError(f"{said}: not within {seconds:g} s"))
+
+    timer = reactor.callLater(seconds, expired)  # type: ignore[attr-defined]
+
+    def passed_on(outcome: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+        return outcome
+
+    d.addBoth(passed_on)
+    return result
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    """Lets the reactor run for ``seconds`` (only to let time pass, never to wait for an
+    outcome: for that, poll a condition with ``until``)."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def until(
+    check: Callable[[], Any], what: str | Callable[[], str], seconds: float = WAIT_SECONDS,
+    every: float = 0.005,
+) -> Any:
+    """Polls ``check()`` while the reactor runs until it is truthy, and returns that; fails
+    naming ``what`` (or what it returns, if callable) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (outcome := check()):
+        if time.monotonic() > deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"{said}: not within {seconds:g} s")
+        yield sleep(every)
+    return outcome
 
 
 # --- Unit level: protocols over StringTransport -------------------------------------------
@@ -106,7 +167,8 @@ class RunningDaemon:
         return chat
 
     def stop(self) -> defer.Deferred[Any]:
-        return defer.maybeDeferred(self.top.stopService)
+        """Stops every service; fails if that takes longer than the shutdown's own bound."""
+        return within(defer.maybeDeferred(self.top.stopService), "the daemon stopped", 15)
 
 
 LOCAL = "interface=127.0.0.1"
@@ -149,6 +211,10 @@ class LineClient(protocol.Protocol):
     def send(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def wait_closed(self, seconds: float = WAIT_SECONDS) -> defer.Deferred[None]:
+        """Fires once the server has closed the connection; fails after ``seconds``."""
+        return within(self.closed, lambda: f"connection still open; lines: {self.lines}", seconds)
+
     def wait_for(self, pattern: str) -> defer.Deferred[str]:
         """Fires with the first not-yet-consumed line matching ``pattern`` (re.search).
 
@@ -182,53 +248,213 @@ class LineClient(protocol.Protocol):
 def connect_client(port: int, greeting: bool = True) -> Any:
     """A LineClient connected to 127.0.0.1:port, after its greeting when ``greeting``."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    client = yield endpoints.connectProtocol(endpoint, LineClient())
+    client = yield within(endpoints.connectProtocol(endpoint, LineClient()),
+                          f"a connection to 127.0.0.1:{port}")
     if greeting:
         yield client.wait_for(r"^\*\*\* Welcome")
     return client
 
 
-def make_certificate(directory: Any, hostname: str = "localhost") -> tuple[str, str]:
-    """Writes a fresh self-signed key and certificate for ``hostname``; returns their paths."""
-    import datetime
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1/localhost signed by it.
 
+    Returns (ca.pem, server-cert.pem, server-key.pem): clients trust ca.pem.
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chatd test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
     )
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
-    key_path.write_bytes(
+    ca_pem = directory / "ca.pem"
+    cert_pem = directory / "server-cert.pem"
+    key_pem = directory / "server-key.pem"
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
+            serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         )
     )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(key_path), str(cert_path)
+    return ca_pem, cert_pem, key_pem
+
+
+# --- A real daemon in another process: ``twistd -n chatd`` -----------------------------------
+
+VENV_TWISTD = Path(sys.executable).parent / "twistd"
+_STARTED = re.compile(r"\] (.+?) starting on (\d+)$", re.MULTILINE)
+
+
+class Twistd:
+    """``twistd -n ARGV...`` in a subprocess, its output (stdout and stderr) in ``log``.
+
+    Listen on port 0 and read the bound ports from the log with ``wait_listening``: a port
+    picked beforehand (bind, close, hand the number over) races every other process on
+    the machine for it. ``restart`` starts the same command again.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        executable: Path = VENV_TWISTD,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.executable = executable
+        self.env = env
+        self.log = cwd / "twistd.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this run's output starts in the log
+
+    def start(self) -> Twistd:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(self.executable), "--pidfile=", "-n", *self.argv],
+                cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+            )
+        return self
+
+    def output(self) -> str:
+        """What this run (since the last start) has logged so far."""
+        with self.log.open("rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, needle: str, seconds: float = WAIT_SECONDS) -> str:
+        """This run's output, once it contains ``needle``; fails if the daemon exits first."""
+        deadline = time.monotonic() + seconds
+        while True:
+            text = self.output()
+            if needle in text:
+                return text
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"twistd exited before {needle!r}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not logged within {seconds:g} s:\n{text}")
+            time.sleep(0.02)
+
+    def wait_listening(self, count: int = 1, seconds: float = 20.0) -> list[int]:
+        """The first ``count`` ports bound, in the order they started listening (the order
+        of the options: --listen, then --echo, then --echo-udp)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            text = self.output()
+            ports = [int(port) for _, port in _STARTED.findall(text)]
+            if len(ports) >= count:
+                return ports[:count]
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"twistd exited before listening:\n{text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not listening within {seconds:g} s:\n{text}")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        """The first port it listens on (--listen: the chat)."""
+        return self.wait_listening(1)[0]
+
+    def send_signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, seconds: float = 15.0) -> str:
+        """Sends ``sig``, waits for the exit (killing after ``seconds``); returns the output."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"twistd ignored signal {sig} for {seconds:g} s:\n"
+                                     f"{self.output()}") from None
+        return self.output()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> Twistd:
+        self.stop()
+        return self.start()
+
+
+def run_twistd(
+    argv: Sequence[str], cwd: Path, executable: Path = VENV_TWISTD, seconds: float = 30.0,
+    **popen_args: Any,
+) -> subprocess.CompletedProcess[str]:
+    """``twistd -n ARGV...`` expected to exit by itself (a refused start): its outcome."""
+    return subprocess.run(
+        [str(executable), "--pidfile=", "-n", *argv], cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=seconds, **popen_args,
+    )
 
 
 # --- Blocking sockets, for tests that drive a daemon in another process -------------------
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. It races every other process on the machine
+    between this close and the daemon's bind: start daemons through ``Twistd`` on port 0
+    instead. Kept only for the tests (logs, metrics, web browser) not yet moved over."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -246,6 +472,16 @@ def read_until(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> byt
             raise AssertionError(f"closed before {needle!r}; got {data!r}")
         data += chunk
     return data
+
+
+def waiting_datagrams(sock: socket.socket) -> list[tuple[bytes, Any]]:
+    """Every datagram waiting on the non-blocking ``sock`` now, with its source address."""
+    got = []
+    try:
+        while True:
+            got.append(sock.recvfrom(65536))
+    except BlockingIOError:
+        return got
 
 
 def connect(port: int) -> socket.socket:

@@ -8,17 +8,17 @@ import socket
 import subprocess
 import time
 import venv
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import connect, free_port, read_until
+from tests.support import Twistd, connect, read_until, run_twistd
 
-Popen = subprocess.Popen[bytes]
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
-
+LOCAL = "interface=127.0.0.1"
+# The first test here pays for a fresh venv (pip install from the tree): allow for it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
@@ -34,26 +34,29 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def chat_echo_and_udp(daemon: Twistd) -> None:
+    """One chat line between two users, one TCP echo and one UDP echo, over loopback."""
+    chat, echo_port, udp_port = daemon.wait_listening(3)
+    alice = connect(chat)
+    read_until(alice, b"Type /help")
+    bob = connect(chat)
+    read_until(bob, b"Type /help")
+    read_until(alice, b"guest2 has joined")
+    alice.sendall(b"/nick alice\nhello bob\n")
+    assert b"<alice> hello bob\r\n" in read_until(bob, b"hello bob\r\n")
+    for sock in (alice, bob):
+        sock.close()
 
+    echo = connect(echo_port)
+    echo.sendall(b"\x00\xffecho me")
+    assert read_until(echo, b"echo me") == b"\x00\xffecho me"
+    echo.close()
 
-@pytest.fixture
-def twistd(installed: Path, tmp_path: Path) -> Iterator[tuple[Popen, dict[str, int]]]:
-    ports = {"chat": free_port(), "echo": free_port(), "udp": free_port()}
-    process = subprocess.Popen(
-        [
-            str(installed / "bin" / "twistd"), "--pidfile=", "-n", "chatd",
-            "--listen", f"tcp:{ports['chat']}:interface=127.0.0.1",
-            "--echo", f"tcp:{ports['echo']}:interface=127.0.0.1",
-            "--echo-udp", f"udp:{ports['udp']}:interface=127.0.0.1",
-        ],
-        cwd=tmp_path,  # not the source tree: the installed copy must be what runs
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    yield process, ports
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(5)
+    udp.sendto(b"datagram", ("127.0.0.1", udp_port))
+    assert udp.recvfrom(100)[0] == b"datagram"
+    udp.close()
 
 
 def test_twistd_help_lists_chatd(installed: Path, tmp_path: Path) -> None:
@@ -73,39 +76,31 @@ def test_installed_copy_is_not_the_source_tree(installed: Path, tmp_path: Path) 
 
 
 def test_chat_echo_and_sigterm_goodbye(
-    twistd: tuple[Popen, dict[str, int]],
+    installed: Path, twistd: Callable[..., Twistd],
 ) -> None:
-    process, ports = twistd
-    alice = connect(ports["chat"])
+    # Run from tmp_path, not the source tree: the installed copy must be what runs.
+    daemon = twistd(
+        "chatd", "--state", "none", "--listen", f"tcp:0:{LOCAL}", "--echo", f"tcp:0:{LOCAL}",
+        "--echo-udp", f"udp:0:{LOCAL}", executable=installed / "bin" / "twistd",
+    )
+    chat_echo_and_udp(daemon)
+    alice = connect(daemon.port)
     read_until(alice, b"Type /help")
-    bob = connect(ports["chat"])
+    bob = connect(daemon.port)
     read_until(bob, b"Type /help")
-    read_until(alice, b"guest2 has joined")
-    alice.sendall(b"/nick alice\nhello bob\n")
-    assert b"<alice> hello bob\r\n" in read_until(bob, b"hello bob\r\n")
-
-    echo = connect(ports["echo"])
-    echo.sendall(b"\x00\xffecho me")
-    assert read_until(echo, b"echo me") == b"\x00\xffecho me"
-    echo.close()
-
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.settimeout(5)
-    udp.sendto(b"datagram", ("127.0.0.1", ports["udp"]))
-    assert udp.recvfrom(100)[0] == b"datagram"
-    udp.close()
 
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    daemon.send_signal(signal.SIGTERM)
     for client in (alice, bob):
         read_until(client, b"*** Server is shutting down. Goodbye.\r\n")
         client.settimeout(5)
         while client.recv(4096):
             pass  # the server closes the connection
     # twistd ends by re-raising the signal it stopped for, as systemd expects of a clean stop.
-    assert process.wait(timeout=10) in (0, -signal.SIGTERM)
+    assert daemon.process is not None
+    assert daemon.process.wait(timeout=10) in (0, -signal.SIGTERM)
     assert time.monotonic() - started < 5
-    log = process.stdout.read().decode() if process.stdout else ""
+    log = daemon.output()
     assert "Traceback" not in log, log
 
 
@@ -114,49 +109,42 @@ def test_port_in_use_exits_non_zero_naming_the_endpoint(installed: Path, tmp_pat
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [str(installed / "bin" / "twistd"), "--pidfile=", "-n", "chatd", "--no-echo",
-             "--listen", f"tcp:{port}:interface=127.0.0.1"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        result = run_twistd(
+            ["chatd", "--no-echo", "--state", "none", "--listen", f"tcp:{port}:{LOCAL}"],
+            tmp_path, installed / "bin" / "twistd",
         )
     assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = result.stdout
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in output
     assert "Traceback" not in output
 
 
 def test_malformed_option_is_a_usage_error(installed: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(installed / "bin" / "twistd"), "-n", "chatd", "--echo-udp", "udp:seven"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
-    )
+    result = run_twistd(["chatd", "--echo-udp", "udp:seven"], tmp_path,
+                        installed / "bin" / "twistd")
     assert result.returncode != 0
-    assert "--echo-udp 'udp:seven': expected udp:PORT" in result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "--echo-udp 'udp:seven': expected udp:PORT" in result.stdout
+    assert "Traceback" not in result.stdout
 
 
-def test_tac_runs_with_the_same_code(installed: Path) -> None:
-    """twistd -ny chatd.tac from the repository root (the defaults may be busy here, so
-    only check it gets as far as listening or a clean bind error, never a traceback)."""
-    env = dict(os.environ, PYTHONPATH="")
-    process = subprocess.Popen(
-        [str(installed / "bin" / "twistd"), "--pidfile=", "-ny", "chatd.tac"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+def test_tac_serves_with_the_same_code(
+    installed: Path, twistd: Callable[..., Twistd], tmp_path: Path
+) -> None:
+    """twistd -ny chatd.tac, the source tree's tac on the installed code, serves chat and
+    echo: on free loopback ports from the file CHATD_CONFIG names, with its state file in
+    a temporary directory, never the repository's."""
+    config = tmp_path / "chatd.toml"
+    config.write_text(
+        f'listen = ["tcp:0:{LOCAL}"]\necho = ["tcp:0:{LOCAL}"]\n'
+        f'echo-udp = ["udp:0:{LOCAL}"]\nstate = "{tmp_path / "tac.sqlite3"}"\n'
     )
-    output = b""
-    try:
-        deadline = time.monotonic() + 20
-        assert process.stdout is not None
-        os.set_blocking(process.stdout.fileno(), False)
-        while time.monotonic() < deadline:
-            output += process.stdout.read() or b""
-            if b"starting on 7777" in output or process.poll() is not None:
-                break
-            time.sleep(0.1)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
-        output += process.stdout.read() or b"" if process.stdout else b""
-    text = output.decode()
-    assert "Traceback" not in text, text
-    assert "starting on 7777" in text or "cannot listen on tcp:7777" in text, text
+    repository_state = ROOT / "chatd.sqlite3"
+    existed = repository_state.exists()
+    env = dict(os.environ, PYTHONPATH="", CHATD_CONFIG=str(config))
+    daemon = twistd("-y", str(ROOT / "chatd.tac"), executable=installed / "bin" / "twistd",
+                    env=env)
+    chat_echo_and_udp(daemon)
+    log = daemon.stop()
+    assert "Traceback" not in log, log
+    assert (tmp_path / "tac.sqlite3").exists()
+    assert repository_state.exists() == existed

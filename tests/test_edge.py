@@ -54,6 +54,60 @@ def test_guard_cuts_off_within_the_grace_even_if_nothing_more_is_written() -> No
     assert overruns == [5.0]
 
 
+class MeasuredGuard:
+    """A guard whose backlog function answers differently when asked for an exact figure
+    (the kernel's share, re-read) than from its cache, as the edge's does."""
+
+    def __init__(self, limit: int = 100, grace: float = 5) -> None:
+        self.clock = Clock()
+        self.exact, self.cached = 0, 0
+        self.overruns: list[float] = []
+        self.drained = 0
+        self.guard = SendBufferGuard(
+            self.clock, limit, grace, lambda: self.overruns.append(self.clock.seconds()),
+            backlog=lambda exact: self.exact if exact else self.cached,
+            on_drained=self._drained,
+        )
+
+    def _drained(self) -> None:
+        self.drained += 1
+
+    def fall_behind(self, backlog: int = 150) -> None:
+        self.exact = self.cached = backlog
+        self.guard.pauseProducing()  # decides on the exact figure: the grace timer starts
+        assert self.clock.getDelayedCalls()
+
+
+def test_resume_forgives_on_the_exact_backlog_even_at_the_limit() -> None:
+    m = MeasuredGuard(limit=100)
+    m.fall_behind()
+    m.exact = 100  # drained to the limit; the cached figure still says 150
+    m.guard.resumeProducing()
+    assert m.drained == 1
+    assert not m.clock.getDelayedCalls()  # forgiven: no grace timer left
+
+
+def test_the_grace_ends_on_the_exact_backlog() -> None:
+    m = MeasuredGuard(limit=100, grace=5)
+    m.fall_behind()
+    m.exact = 100  # at the limit when the grace ends (the cache is stale): not cut off
+    m.clock.advance(5)
+    assert m.overruns == []
+    m.guard.resumeProducing()
+    m.fall_behind(101)  # one byte over: cut off when this grace ends
+    m.clock.advance(5)
+    assert m.overruns == [10.0]
+
+
+def test_a_stopped_guard_ignores_a_late_resume() -> None:
+    m = MeasuredGuard()
+    m.fall_behind()
+    m.guard.stop()  # the connection is closing
+    m.exact = 0
+    m.guard.resumeProducing()
+    assert m.drained == 0 and not m.clock.getDelayedCalls()
+
+
 # --- FloodGate: order on a fake clock ------------------------------------------------------
 
 
@@ -249,7 +303,10 @@ def test_a_reload_reaches_live_connections() -> None:
     chat.factory.policy_changed()
     take_lines(ta)
     policy.reconfigure(options("--max-line", "10", "--idle-timeout", "30", "--flood-rate",
-                               "1", "--flood-burst", "1", "--flood-queue", "1"))
+                               "1", "--flood-burst", "1", "--flood-queue", "1",
+                               "--send-buffer", "5000", "--send-grace", "2"))
+    guard = a.edge.guard
+    assert guard is not None and (guard.limit, guard.grace) == (5000, 2.0)
     a.dataReceived(b"x" * 11 + b"\n")
     assert take_lines(ta) == [
         "*** Error: line too long (the limit is 10 bytes); it was not sent"
@@ -257,8 +314,13 @@ def test_a_reload_reaches_live_connections() -> None:
     chat.clock.advance(2)
     a.dataReceived(b"/who\n/who\n/who\n")
     assert take_lines(ta)[-1].startswith("*** Error: you are sending faster than 1 lines")
-    chat.clock.advance(30)
-    assert take_lines(ta)[-1] == "*** Idle for 30 seconds; disconnecting."
+    chat.clock.advance(20)
+    # A second reload shortens the running idle timer: it counts from the reload.
+    policy.reconfigure(options("--idle-timeout", "15"))
+    chat.clock.advance(14.9)
+    assert not ta.disconnecting
+    chat.clock.advance(0.1)
+    assert take_lines(ta)[-1] == "*** Idle for 15 seconds; disconnecting."
     assert ta.disconnecting
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import selectors
 import socket
 import sqlite3
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from chatd.events import Said
 from chatd.history import LINE_OVERHEAD, HistoryBudget, HistoryEntry, RoomHistory, line_cost
 from chatd.service import ChatService
 from chatd.store import MemoryStore, SQLiteStore
-from tests.support import connect, free_port, read_until
+from tests.support import Twistd, connect, read_until
 from tests.test_room_limits import make, person
 
 TEXT = "x" * 1000
@@ -257,34 +257,33 @@ def fill_rooms(port: int, prefix: str, connections: int, rooms: int, lines: int,
 
 
 @pytest.mark.slow
-def test_filling_many_rooms_over_loopback_keeps_rss_near_the_bound(tmp_path: Path) -> None:
+def test_filling_many_rooms_over_loopback_keeps_rss_near_the_bound(
+    twistd: Callable[..., Twistd],
+) -> None:
     """100 rooms of 100 lines of 4,000 bytes from ten connections: 43 MB of history
     without the bound. With --history-memory 4 MiB the daemon grows by about that."""
     bound = 4 * 1024 * 1024
-    port = free_port()
-    with (tmp_path / "twistd.log").open("wb") as log:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "twistd"), "--pidfile=", "-n", "chatd",
-             "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-echo", "--state", "none",
-             "--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0",
-             "--room-rate", "0", "--max-rooms", "0", "--history-memory", str(bound)],
-            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        )
+    daemon = twistd(
+        "chatd", "--listen", "tcp:0:interface=127.0.0.1", "--no-echo", "--state", "none",
+        "--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0",
+        "--room-rate", "0", "--max-rooms", "0", "--history-memory", str(bound),
+    )
+    port = daemon.port
+    assert daemon.process is not None
     try:
         deadline = time.monotonic() + 60
         # Warm up with the bound's worth of lines, so what is measured is the attack.
         fill_rooms(port, "warm", 2, 5, 100, deadline)
-        before = rss_bytes(daemon.pid)
+        before = rss_bytes(daemon.process.pid)
         fill_rooms(port, "f", 10, 10, 100, deadline)
-        grown = rss_bytes(daemon.pid) - before
+        grown = rss_bytes(daemon.process.pid) - before
         watcher = connect(port)
         read_until(watcher, b"commands.")
         watcher.sendall(b"/join #f0_0\n/history\n")
         reply = read_until(watcher, b"*** End of history.").decode()
         watcher.close()
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=15)
+        daemon.stop()
     print(f"RSS grew by {grown / 2**20:.1f} MiB while 43 MB of history was written")
     assert grown < bound + 4 * 1024 * 1024
     # What a user sees: a flooded room keeps its newest lines, about its share of the
@@ -294,14 +293,16 @@ def test_filling_many_rooms_over_loopback_keeps_rss_near_the_bound(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_sighup_lowers_the_bound_and_the_oldest_lines_go(tmp_path: Path) -> None:
-    from tests.test_reload_e2e import Daemon, config_text, wait_for_log
+def test_sighup_lowers_the_bound_and_the_oldest_lines_go(
+    tmp_path: Path, twistd: Callable[..., Twistd]
+) -> None:
+    from tests.test_reload_e2e import Daemon, config_text
 
-    daemon = Daemon(tmp_path)
+    daemon = Daemon(tmp_path, twistd)
 
     def settings(bound: int) -> str:
         extra = f"history-memory = {bound}\nflood-rate = 0.0\n"
-        return config_text(daemon.port, daemon.state, "chatd", 4096, extra=extra)
+        return config_text(daemon.state, "chatd", 4096, extra=extra)
 
     cost = LINE_OVERHEAD + sys.getsizeof("n" * 3999 + "0")
     daemon.write(settings(0))
@@ -314,7 +315,7 @@ def test_sighup_lowers_the_bound_and_the_oldest_lines_go(tmp_path: Path) -> None
         assert b"(last 10 lines)" in read_until(alice, b"*** End of history.")
         daemon.write(settings(4 * cost))
         daemon.hangup()
-        wait_for_log(daemon.log, f"history-memory changed from 0 to {4 * cost}")
+        daemon.wait_for_log(f"history-memory changed from 0 to {4 * cost}")
         alice.sendall(b"/history\n")
         reply = read_until(alice, b"*** End of history.")
         assert b"(last 4 lines)" in reply
@@ -326,4 +327,4 @@ def test_sighup_lowers_the_bound_and_the_oldest_lines_go(tmp_path: Path) -> None
     # The state file forgot them too: a restart brings back the same four.
     with sqlite3.connect(daemon.state) as db:
         assert db.execute("SELECT count(*) FROM history").fetchone() == (4,)
-    assert "Traceback" not in daemon.log.read_text()
+    assert "Traceback" not in daemon.log()

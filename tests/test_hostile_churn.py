@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,9 @@ from tests.support import (
     LineClient,
     RunningDaemon,
     connect,
-    free_port,
     local_args,
     read_until,
 )
-
-TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
 def client_from(port: int, source: str) -> defer.Deferred[LineClient]:
@@ -105,7 +102,7 @@ def test_300_connect_and_quit_with_a_4_kb_reason_write_a_bounded_log(
             client = yield client_from(daemon.chat_port, "127.0.0.3")
             yield client.wait_for(r"^\*\*\* Welcome")
             client.send(f"/quit {n} {reason}\n".encode())
-            yield client.closed
+            yield client.wait_closed()
         written = log_bytes[0] - before
         # Unlimited, this was 300 x (connect + 4 KB leave) = 1.2 MB.
         assert written < 12_000, written
@@ -134,7 +131,7 @@ def test_a_connection_storm_from_one_address_is_held_to_its_rate(
             else:
                 assert "too many new connections from your address" in first
                 refused += 1
-            yield client.closed
+            yield client.wait_closed()
         elapsed = time.monotonic() - started
         # Bursts of 2 x 10, then 10 a second.
         assert admitted <= 20 + 10 * elapsed + 2, (admitted, elapsed)
@@ -186,24 +183,6 @@ ATTACK = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def twistd(tmp_path: Path) -> Iterator[int]:
-    """A ``twistd -n chatd`` of its own (so the attack's cost is not the test's own); its
-    port. The per-address limits are off: the 40 connections come from one address."""
-    port = free_port()
-    process = subprocess.Popen(
-        [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "none",
-         "--max-per-ip", "0", "--connect-rate", "0",
-         "--listen", f"tcp:{port}:interface=127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield port
-    finally:
-        process.kill()
-        process.wait()
-
-
 def round_trips(sender: Any, receiver: Any, count: int, tag: str) -> list[float]:
     times = []
     for n in range(count):
@@ -216,16 +195,18 @@ def round_trips(sender: Any, receiver: Any, count: int, tag: str) -> list[float]
 
 
 @pytest.mark.slow
-def test_40_unterminated_subnegotiations_leave_others_a_quick_round_trip(twistd: int) -> None:
-    sender = connect(twistd)
+def test_40_unterminated_subnegotiations_leave_others_a_quick_round_trip(
+    chatd_port: int,  # a daemon of its own, so the attack's cost is not the test's own
+) -> None:
+    sender = connect(chatd_port)
     read_until(sender, b"*** Welcome")  # alone, so the receiver's join is still to come
-    receiver = connect(twistd)
+    receiver = connect(chatd_port)
     try:
         read_until(receiver, b"*** Welcome")
         read_until(sender, b"has joined")
         unloaded = statistics.median(round_trips(sender, receiver, 10, "calm"))
         attack = subprocess.Popen(
-            [sys.executable, "-c", ATTACK, str(twistd), "40", "8"],
+            [sys.executable, "-c", ATTACK, str(chatd_port), "40", "8"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         try:

@@ -12,9 +12,20 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, protocol, reactor, ssl
 
+from chatd import echo
 from chatd.echo import EchoDatagramProtocol
 from chatd.listening import CannotListen
-from tests.support import LineClient, RunningDaemon, connect_client, local_args, make_certificate
+from tests.support import (
+    LineClient,
+    RunningDaemon,
+    connect_client,
+    local_args,
+    make_certificates,
+    sleep,
+    until,
+    waiting_datagrams,
+    within,
+)
 
 
 @pytest.fixture
@@ -56,7 +67,7 @@ def test_three_clients_with_lf_crlf_and_cr(daemon: RunningDaemon) -> Any:
     )
     assert not any("hello from nc" in line for line in lf.lines)  # no echo to the sender
     cr.send(b"/quit see you\r")
-    yield cr.closed
+    yield cr.wait_closed()
     assert (yield lf.wait_for("has left")) == "*** raw_user has left #lobby (see you)"
     crlf.transport.loseConnection()
     assert (yield lf.wait_for("has left")) == "*** telnet_user has left #lobby (connection lost)"
@@ -97,7 +108,7 @@ def test_tcp_echo_of_one_mebibyte_of_random_bytes(daemon: RunningDaemon) -> Any:
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.echo_port)
     collector = yield endpoints.connectProtocol(endpoint, Collector(len(payload)))
     collector.transport.write(payload)
-    echoed = yield collector.done
+    echoed = yield within(collector.done, lambda: f"1 MiB echoed; {len(collector.received)} bytes")
     assert echoed == payload
     collector.transport.loseConnection()
 
@@ -112,24 +123,17 @@ def test_udp_echo(daemon: RunningDaemon) -> Any:
     for datagram in sent:
         sock.sendto(datagram, ("127.0.0.1", port))
     received = []
-    for _ in range(200):
-        yield deferLater(0.01)
-        try:
-            while True:
-                received.append(sock.recvfrom(2048))
-        except BlockingIOError:
-            pass
-        if len(received) == len(sent):
-            break
-    sock.close()
+
+    def read() -> bool:
+        received.extend(waiting_datagrams(sock))
+        return len(received) >= len(sent)
+
+    try:
+        yield until(read, lambda: f"{len(sent)} datagrams echoed; got {len(received)}")
+    finally:
+        sock.close()
     assert [data for data, _ in received] == sent
     assert all(addr == ("127.0.0.1", port) for _, addr in received)
-
-
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class RecordingUDPTransport:
@@ -155,48 +159,46 @@ def test_udp_loop_guard_answers_ordinary_ports() -> None:
     assert echo.transport.sent == [(b"ping", ("127.0.0.1", 40000))]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="binding source port 7 needs root")
 @pytest_twisted.inlineCallbacks
-def test_udp_loop_guard_over_the_wire(daemon: RunningDaemon) -> Any:
-    """A datagram from port 7 (another echo service) is not answered; others are."""
+def test_udp_loop_guard_over_the_wire(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """A datagram from a refused source port (another echo service's) gets no answer;
+    one from an ordinary port does, over real sockets. Binding port 7 needs root, so the
+    refusing socket binds any free port and the guard's list gains that port."""
     port = daemon.udp_port
     from_echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    from_echo.bind(("127.0.0.2", 7))
+    from_echo.bind(("127.0.0.1", 0))
     from_echo.setblocking(False)
+    monkeypatch.setattr(echo, "LOOP_PORTS", echo.LOOP_PORTS | {from_echo.getsockname()[1]})
     control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     control.bind(("127.0.0.1", 0))
     control.setblocking(False)
-    from_echo.sendto(b"loop?", ("127.0.0.1", port))
-    control.sendto(b"control", ("127.0.0.1", port))
-    got_control = None
-    for _ in range(200):
-        yield deferLater(0.01)
-        try:
-            got_control = control.recv(100)
-            break
-        except BlockingIOError:
-            pass
-    yield deferLater(0.05)
     try:
-        looped = from_echo.recv(100)
-    except BlockingIOError:
-        looped = None
-    from_echo.close()
-    control.close()
-    assert got_control == b"control"
-    assert looped is None
+        from_echo.sendto(b"loop?", ("127.0.0.1", port))
+        control.sendto(b"control", ("127.0.0.1", port))
+        # The guard sees datagrams in the order they arrive: once the later control
+        # datagram is answered, the earlier one was dropped, or its answer is on its way.
+        answer = yield until(lambda: waiting_datagrams(control), "the control datagram echoed")
+        yield sleep(0.05)
+        looped = waiting_datagrams(from_echo)
+    finally:
+        from_echo.close()
+        control.close()
+    assert [data for data, _ in answer] == [b"control"]
+    assert looped == []
 
 
 @pytest_twisted.inlineCallbacks
 def test_tls_chat(tmp_path: Path) -> Any:
-    key, cert = make_certificate(tmp_path)
+    ca, cert, key = make_certificates(tmp_path)
     running = RunningDaemon(
         ["--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}", "--no-echo",
          "--state", "none"]
     )
     try:
         port = running.chat_port
-        trust = ssl.Certificate.loadPEM(Path(cert).read_bytes())
+        trust = ssl.Certificate.loadPEM(ca.read_bytes())
         options = ssl.optionsForClientTLS("localhost", trustRoot=trust)
         clients = []
         for _ in range(2):

@@ -22,7 +22,7 @@ from tests.support import (
     RunningDaemon,
     connect_client,
     local_args,
-    make_certificate,
+    make_certificates,
 )
 
 Event = tuple[str, ...]
@@ -101,7 +101,7 @@ class RecordingIRCClient(irc.IRCClient):
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
-    key, cert = make_certificate(tmp_path)
+    _ca, cert, key = make_certificates(tmp_path)
     running = RunningDaemon(local_args(
         "--irc", f"tcp:0:{LOCAL}",
         "--irc", f"ssl:0:privateKey={key}:certKey={cert}:{LOCAL}",

@@ -64,8 +64,25 @@ def test_per_host_limit_and_release() -> None:
     )
     assert limits.admit(peer("10.0.0.2")) is None  # another address is not affected
     limits.release(peer(port=1))
-    assert limits.admit(peer(port=4)) is None
-    assert limits.total == 3
+    assert limits.admit(peer(port=4)) is None  # the released slot, and only that one
+    assert limits.admit(peer(port=5)) is not None
+    assert limits.total == 3 and limits.per_host["10.0.0.1"] == 2
+
+
+def test_reconfigured_bounds_apply_to_the_next_newcomer() -> None:
+    from twisted.internet.address import IPv6Address
+
+    limits = ConnectionLimits(max_total=1, max_per_host=1, ipv6_prefix=128)
+    assert limits.admit(IPv6Address("TCP", "2001:db8::1", 1)) is None
+    assert limits.admit(IPv6Address("TCP", "2001:db8::2", 1)) is not None  # full
+    limits.reconfigure(max_total=4, max_per_host=1, ipv6_prefix=64)
+    # A /64 is one address now: its second newcomer is refused, though the server has room.
+    assert limits.admit(IPv6Address("TCP", "2001:db8::2", 2)) is None
+    assert limits.admit(IPv6Address("TCP", "2001:db8::3", 1)) == (
+        "too many connections from your address (the limit is 1)")
+    assert limits.admit(peer("10.0.0.9")) is None
+    limits.reconfigure(max_total=3, max_per_host=0, ipv6_prefix=64)
+    assert limits.admit(peer("10.0.0.10")) == "the server is full (the limit is 3 connections)"
 
 
 def test_total_limit() -> None:
@@ -163,6 +180,17 @@ def test_persistent_flooding_is_reported_and_the_gate_stops() -> None:
             h.gate.offer(b"spam")
     assert h.overflows == 1 and h.persistent == 1
     assert not h.gate.queue and not h.clock.getDelayedCalls()
+
+
+def test_flooding_is_persistent_after_ten_seconds_whatever_the_clock_says() -> None:
+    h = GateHarness(rate=1, burst=1, queue=1)
+    h.clock.advance(1000)  # an episode that starts late: only its own length counts
+    for second in range(11):
+        h.clock.advance(1 if second else 0)
+        for _ in range(5):
+            h.gate.offer(b"spam")
+        # Dropping for 10 s (from t=1000 to t=1010) is persistent; 9 s is not yet.
+        assert h.persistent == (1 if second == 10 else 0), second
 
 
 def test_zero_queue_drops_everything_over_the_rate() -> None:
@@ -309,7 +337,8 @@ def test_flood_in_the_protocol_queues_then_drops_with_one_notice(logged: list[st
     assert notice.startswith("*** Error: you are sending faster than 10 lines a second")
     chat.clock.pump([0.1] * 5)
     assert take_lines(tb) == [f"<guest1> line {i}" for i in range(2, 5)]
-    assert sum("flooding: lines dropped" in line for line in logged) == 1
+    assert [line for line in logged if "flooding" in line] == [
+        "127.0.0.1:40001: flooding: lines dropped (guest1; 3 lines queued)"]
 
 
 def test_persistent_flood_disconnects(logged: list[str]) -> None:
@@ -323,7 +352,7 @@ def test_persistent_flood_disconnects(logged: list[str]) -> None:
     assert take_lines(ta)[-1] == "*** Error: disconnected for flooding"
     a.connectionLost(Failure(ConnectionDone()))
     assert take_lines(tb)[-1] == "*** guest1 has left #lobby (flooding)"
-    assert any("127.0.0.1" in line and "disconnected for flooding" in line for line in logged)
+    assert "127.0.0.1:40001: disconnected for flooding (guest1)" in logged
 
 
 def test_quit_waiting_in_the_flood_queue_still_works() -> None:
@@ -390,7 +419,7 @@ def test_idle_timeout_says_why_and_closes(logged: list[str]) -> None:
     assert ta.disconnecting
     a.connectionLost(Failure(ConnectionDone()))
     assert take_lines(tb) == ["*** guest1 has left #lobby (idle timeout)"]
-    assert any("disconnected: idle" in line for line in logged)
+    assert "127.0.0.1:40001: disconnected: idle (guest1; 30 s)" in logged
 
 
 def test_idle_timeout_off_by_default() -> None:

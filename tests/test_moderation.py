@@ -3,7 +3,9 @@ what the target and the room see, bans by nick and address, expiry, and persiste
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from chatd import addresses
 from chatd.errors import ChatError
@@ -210,10 +213,21 @@ def test_repeated_failures_from_an_address_are_slowed_down(chat: ModeratedChat) 
 
 def test_throttle_doubles_and_is_forgotten(chat: ModeratedChat) -> None:
     auth = chat.authenticator
+    delays = []
     for _ in range(FREE_FAILURES + 2):
-        d = auth.login("203.0.113.9", "root", "wrong")
-        chat.clock.advance(auth.delay_for("203.0.113.9"))
-        d.addErrback(lambda f: None)
+        delay = auth.delay_for("203.0.113.9")
+        delays.append(delay)
+        outcomes: list[Any] = []
+        auth.login("203.0.113.9", "root", "wrong").addBoth(outcomes.append)
+        if delay:
+            chat.clock.advance(delay - 0.01)
+            assert outcomes == []  # still held back
+        chat.clock.advance(0.01)
+        # Each attempt is answered once its delay is over, and it is a plain failed login.
+        [outcome] = outcomes
+        assert isinstance(outcome, Failure) and outcome.check(ChatError), outcome
+        assert str(outcome.value) == LOGIN_FAILED
+    assert delays == [0.0] * FREE_FAILURES + [BASE_DELAY, BASE_DELAY * 2]
     assert auth.delay_for("203.0.113.9") == BASE_DELAY * 4
     chat.clock.advance(16 * 60)
     assert auth.delay_for("203.0.113.9") == 0
@@ -484,8 +498,9 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
 
     path = str(tmp_path / "state.sqlite3")
 
-    def restarted() -> ModeratedChat:
+    def restarted(at: float = 0) -> ModeratedChat:
         chat = ModeratedChat(SQLiteStore(path, reactor, history_size=10))
+        chat.clock.advance(at)
         chat.service.startService()
         chat.moderator.startService()
         return chat
@@ -505,10 +520,17 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     first.join("192.0.2.77")
     say(op, "/mute guest2")
     say(op, "/rename guest2 Renamed")  # the mute follows, and so does the store
+    first.join("192.0.2.78")
+    say(op, "/mute guest3 30m")
+    [banned] = first.moderator.bans.current()
     yield stopped(first)
 
     second = restarted()
-    assert [str(b.network) for b in second.moderator.bans.current()] == ["203.0.113.0/24"]
+    [restored] = second.moderator.bans.current()
+    assert str(restored.network) == "203.0.113.0/24"
+    assert (restored.reason, restored.by, restored.created, restored.expires) == (
+        banned.reason, banned.by, banned.created, banned.expires)
+    assert restored.reason == "persistent trouble"
     assert second.join_raw("203.0.113.1")[1].disconnecting
     quiet, tq = second.join("192.0.2.77")  # guest1: another person, maybe
     say(quiet, "/nick Renamed")
@@ -529,6 +551,14 @@ def test_bans_and_mutes_survive_a_restart(tmp_path: Path) -> Any:
     third.clock.advance(3600)
     assert not third.join_raw("203.0.113.1")[1].disconnecting
     yield stopped(third)
+
+    # Started after both have expired: they are not taken in, and they leave the file.
+    fourth = restarted(at=3601)
+    assert not fourth.moderator.bans.current()
+    yield stopped(fourth)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM bans").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM mutes").fetchone() == (1,)  # the lasting one
 
 
 # --- A shared address (NAT, a LAN party, 127.0.0.1): a rule hits its target only ---------
@@ -816,7 +846,7 @@ def test_an_ipv6_peer_is_logged_in_brackets_and_its_address_read_back() -> Any:
         assert f"guest1 connected from [::1]:{port}" in logged
         assert daemon.chat.find_user("guest1").host == "::1"  # what bans and kicks use
         client.transport.loseConnection()
-        yield client.closed
+        yield client.wait_closed()
     finally:
         globalLogPublisher.removeObserver(observe)
         yield daemon.stop()
@@ -853,3 +883,11 @@ def test_ban_and_kick_by_nick_cover_an_ipv6_users_block(chat: ModeratedChat) -> 
     say(op, "/ban exact")
     assert take_lines(top)[-1] == "*** Banned 2001:db8:0:3::1/128 (permanent)."
     assert exact.disconnecting
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.2, "1s"), (1, "1s"), (59.4, "59s"), (60, "1m"), (61, "1m1s"), (3600, "1h"),
+    (3 * 3600 + 59, "3h59s"), (86400 + 3600 + 61, "1d1h"), (2 * 86400 + 60, "2d1m"),
+])
+def test_durations_show_at_most_two_units(seconds: float, shown: str) -> None:
+    assert moderation.format_duration(seconds) == shown

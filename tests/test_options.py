@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import resource
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.application import service
 from twisted.internet import endpoints
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
@@ -112,17 +114,39 @@ def test_plugin_is_found_without_importing_the_reactor() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
-def test_tac_builds_the_same_service_as_the_plugin() -> None:
-    from pathlib import Path
+def service_shape(top: Any) -> list[tuple[str, str | None, str | None]]:
+    """Every service in the tree: its type, name and (for listeners) endpoint, in order."""
+    shape = []
+    for child in top:
+        shape.append((type(child).__name__, child.name, getattr(child, "description", None)))
+        if isinstance(child, service.MultiService):
+            shape.extend(service_shape(child))
+    return shape
 
-    from twisted.application import service
 
-    tac = Path(__file__).parent.parent / "chatd.tac"
-    application = service.loadApplication(str(tac), "python")
-    top = next(iter(service.IServiceCollection(application)))
-    assert [s.description for s in top if isinstance(s, ListeningService)] == [
-        "tcp:7777", "tcp:7007", "udp:7007"
-    ]
+@pytest.mark.parametrize("with_config", [False, True])
+def test_tac_builds_the_same_service_as_the_plugin(
+    with_config: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chatd.tac and ``twistd chatd`` (the plugin's ServiceMaker) agree on every option
+    and build the same tree of services, on the defaults and on a configuration file."""
+    import runpy
+
+    from twisted.plugins.chatd_plugin import chatd as plugin
+
+    args: list[str] = []
+    monkeypatch.delenv("CHATD_CONFIG", raising=False)
+    if with_config:
+        config = tmp_path / "chatd.toml"
+        config.write_text('listen = ["tcp:1", "tcp:2"]\nmax-line = 77\nstate = "none"\n')
+        monkeypatch.setenv("CHATD_CONFIG", str(config))
+        args = ["--config", str(config)]
+    tac = runpy.run_path(str(Path(__file__).parent.parent / "chatd.tac"))
+    options = plugin.options()
+    options.parseOptions(args)
+    assert dict(tac["options"]) == dict(options)
+    [tac_top] = list(service.IServiceCollection(tac["application"]))
+    assert service_shape(tac_top) == service_shape(plugin.makeService(options))
 
 
 def test_room_and_state_defaults() -> None:

@@ -13,7 +13,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.testing import StringTransport
 
 from chatd.output import ConnectionOutput, OutputBatch, write_now
-from tests.support import MemoryChat, take_lines
+from tests.support import MemoryChat, take_lines, within
 
 
 class RecordingTransport(StringTransport):
@@ -102,7 +102,7 @@ def tcp_pair() -> Any:
     yield endpoints.connectProtocol(
         endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), sink
     )
-    transport = yield server_side
+    transport = yield within(server_side, "the loopback connection accepted")
     return port, transport, sink
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.support import connect, read_until
-from tests.test_hostile_churn import twistd  # noqa: F401  (a fixture)
 
 DEADLINE = 10.0
 
@@ -56,14 +55,14 @@ def tmux(tmp_path: Path) -> Iterator[list[Tmux]]:
 
 
 def test_telnet_shows_what_others_say_after_ctrl_c(
-    twistd: int, tmux: list[Tmux], tmp_path: Path  # noqa: F811
+    chatd_port: int, tmux: list[Tmux], tmp_path: Path
 ) -> None:
     for program in ("telnet", "tmux"):
         assert shutil.which(program), f"{program} is not installed (.ci/run installs it)"
-    other = connect(twistd)  # once the daemon listens
+    other = connect(chatd_port)
     try:
         read_until(other, b"*** Welcome")
-        session = Tmux(tmp_path / "tmux.sock", f"telnet 127.0.0.1 {twistd}")
+        session = Tmux(tmp_path / "tmux.sock", f"telnet 127.0.0.1 {chatd_port}")
         tmux.append(session)
         session.wait_for("*** Welcome")
         session.keys("hello from telnet", "Enter")

@@ -342,14 +342,14 @@ def test_an_open_socket_outlives_the_http_idle_timeout_and_idle_http_does_not(
 def test_over_tls_the_page_origin_is_https_and_the_socket_is_wss(tmp_path: Any) -> Any:
     from twisted.internet import ssl
 
-    from tests.support import make_certificate
+    from tests.support import make_certificates
 
-    key, cert = make_certificate(tmp_path)
+    ca, cert, key = make_certificates(tmp_path)
     running = RunningDaemon(local_args(
         "--web", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"))
     try:
         port = web_port(running)
-        with open(cert, "rb") as f:
+        with open(ca, "rb") as f:  # the private CA that signed the server's certificate
             authority = ssl.Certificate.loadPEM(f.read())
         tls = ssl.optionsForClientTLS("localhost", trustRoot=authority)
         secure = yield connect_web(port, f"https://localhost:{port}", tls)

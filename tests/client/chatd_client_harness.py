@@ -5,12 +5,9 @@ The server is the real daemon, run by twistd from the same environment as the te
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,7 +15,8 @@ import time
 from pathlib import Path
 
 from chatd.passwd import hash_password
-from tests.support import free_port
+from tests.support import Twistd
+from tests.support import make_certificates as make_certificates  # for conftest.py
 
 HERE = Path(__file__).parent
 
@@ -36,17 +34,19 @@ OPERATOR_PASSWORD = "opsecret"
 
 
 class ChatServer:
-    """The real daemon, ``twistd -n chatd``, in a subprocess on 127.0.0.1.
+    """The real daemon, ``twistd -n chatd``, in a subprocess on 127.0.0.1 (tests.support's
+    Twistd, the suite's one way to run it).
 
-    ``restart`` keeps the port, so a client can reconnect to the same address.
-    With ``operators``, its configuration file lets ``/oper admin opsecret`` in.
+    The first start listens on a free port; ``restart`` keeps that port, so a client can
+    reconnect to the same address. With ``operators``, its configuration file lets
+    ``/oper admin opsecret`` in.
     """
 
     def __init__(self, tls: tuple[Path, Path] | None = None, operators: bool = False) -> None:
         self.tls = tls
-        self.port = free_port()
-        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
         self.workdir = Path(tempfile.mkdtemp(prefix="chatd-client-e2e-"))
+        self.daemon: Twistd | None = None
         self.config: Path | None = None
         if operators:
             self.config = self.workdir / "chatd.toml"
@@ -55,40 +55,26 @@ class ChatServer:
             )
 
     def command(self) -> list[str]:
-        twistd = str(Path(sys.executable).parent / "twistd")
         if self.tls:
             cert, key = self.tls
             listen = f"ssl:{self.port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
         else:
             listen = f"tcp:{self.port}:interface=127.0.0.1"
         config = ["--config", str(self.config)] if self.config else []
-        return [
-            twistd, "--pidfile=", f"--logfile={self.log}", "-n",
-            "chatd", *config, "--no-echo", "--listen", listen,
-        ]
+        return ["chatd", *config, "--no-echo", "--listen", listen]
 
     @property
     def log(self) -> Path:
-        return self.workdir / "chatd.log"
+        return self.workdir / "twistd.log"
 
     def start(self) -> None:
-        self.log.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(self.command(), cwd=self.workdir)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            text = self.log.read_text() if self.log.exists() else ""
-            if f"starting on {self.port}" in text:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"chatd did not start:\n{text}")
+        self.daemon = Twistd(self.command(), self.workdir).start()
+        self.port = self.daemon.port
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
 
     def restart(self) -> None:
         self.stop()
@@ -171,84 +157,6 @@ class StandInServer:
         self.closing.set()
         self.thread.join(timeout=10)
         self.sock.close()
-
-
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for 127.0.0.1/localhost signed by it.
-
-    Returns (ca.pem, server-cert.pem, server-key.pem).
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chatd test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = directory / "ca.pem"
-    cert_pem = directory / "server-cert.pem"
-    key_pem = directory / "server-key.pem"
-    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_pem, cert_pem, key_pem
 
 
 def client_env() -> dict[str, str]:

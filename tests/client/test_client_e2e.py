@@ -22,6 +22,8 @@ from chatd_client_harness import (
     client_env,
 )
 
+pytestmark = pytest.mark.slow  # real twistd, real terminals: `make test-fast` leaves them out
+
 TIMEOUT = 10
 
 
