@@ -13,7 +13,7 @@ from chatd.cluster.address import RedisAddress, parse_redis_url
 from chatd.cluster.link import RedisLink
 from tests import redis_support
 from tests.redis_support import RedisServer, sleep, start_redis, until
-from tests.support import make_certificate
+from tests.support import make_certificates
 
 redis_server = redis_support.redis_server
 
@@ -94,13 +94,13 @@ def test_a_wrong_password_is_said_once_and_retried(tmp_path: Path) -> Any:
 
 
 def tls_redis(directory: Path) -> tuple[RedisServer, str]:
-    """A Redis serving TLS with a fresh self-signed certificate for localhost; and that
-    certificate, the one CA a client must trust."""
-    key, cert = make_certificate(directory, "localhost")
+    """A Redis serving TLS with a certificate for localhost from a fresh private CA; and
+    that CA's certificate, the one a client must trust."""
+    ca, cert, key = (str(path) for path in make_certificates(directory))
     server = start_redis(directory, extra=(
-        "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+        "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
         "--tls-auth-clients", "no"))
-    return server, cert
+    return server, ca
 
 
 @pytest_twisted.inlineCallbacks
@@ -122,7 +122,7 @@ def test_tls_refuses_a_server_another_ca_signed(tmp_path: Path) -> Any:
     server, _ = tls_redis(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    stranger_ca = make_certificate(other, "localhost")[1]
+    stranger_ca = make_certificates(other)[0]
     seen = Recorder()
     link = seen.link(parse_redis_url(
         f"rediss://localhost:{server.tls_port}?ca={stranger_ca}"))
