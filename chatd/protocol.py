@@ -197,13 +197,6 @@ class ChatProtocol(OneRoomSession, LineReceiver):
     def line_too_long(self) -> None:
         self.error(f"line too long (the limit is {self.MAX_LENGTH} bytes); it was not sent")
 
-    def tell_error(self, text: str) -> None:
-        self.error(text)
-
-    def timed_out(self) -> None:
-        self.notice(f"Idle for {self.factory.policy.idle_timeout:g} seconds; disconnecting.")
-        self.edge.close()
-
     def pause_input(self) -> None:
         self.pauseProducing()
 

@@ -77,6 +77,14 @@ class OneRoomSession:
     def abort(self) -> None:
         self.edge.abort()
 
+    def tell_error(self, text: str) -> None:
+        """The edge refuses something of this connection's: said as an error line."""
+        self.error(text)
+
+    def timed_out(self) -> None:
+        self.notice(f"Idle for {self.factory.policy.idle_timeout:g} seconds; disconnecting.")
+        self.edge.close()
+
     def finished(self, reason: str) -> None:
         """The edge says the connection is over: the user leaves the chat."""
         if self.user is not None:

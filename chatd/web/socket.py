@@ -229,13 +229,6 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
         self.error(f"message too long (the limit is {self.factory.policy.max_line} bytes); "
                    "it was not sent")
 
-    def tell_error(self, text: str) -> None:
-        self.error(text)
-
-    def timed_out(self) -> None:
-        self.notice(f"Idle for {self.factory.policy.idle_timeout:g} seconds; disconnecting.")
-        self.edge.close()
-
     def pause_input(self) -> None:
         self.transport.pauseProducing()
 
