@@ -117,30 +117,39 @@ async def chatter(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
         writer.close()
 
 
+async def never_read(source: str, port: int, request: bytes, stats: Stats,
+                     stop: asyncio.Event) -> None:
+    """One connection with a 4 KiB receive buffer that sends ``request`` and never reads,
+    until chatd cuts it off (counted) or the soak ends."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        stats.connections += 1
+        if request:
+            sock.send(request)
+        while not stop.is_set():
+            await asyncio.sleep(1)
+            # Peek without consuming: an RST shows up as an error.
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                stats.cut_off += 1
+                break
+    except OSError:
+        stats.cut_off += 1
+    finally:
+        sock.close()
+
+
 async def stalled_reader(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
     """Connects and never reads; gets cut off, comes back."""
     while not stop.is_set():
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.bind((f"127.0.1.{n}", 0))
-        sock.setblocking(False)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            stats.connections += 1
-            while not stop.is_set():
-                await asyncio.sleep(1)
-                # Peek without consuming: an RST shows up as an error.
-                try:
-                    sock.recv(1, socket.MSG_PEEK)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    stats.cut_off += 1
-                    break
-        except OSError:
-            stats.cut_off += 1
-        finally:
-            sock.close()
+        await never_read(f"127.0.1.{n}", port, b"", stats, stop)
 
 
 async def flooder(n: int, port: int, stats: Stats, stop: asyncio.Event) -> None:
@@ -266,27 +275,7 @@ async def echo_abuse(echo_port: int, udp_port: int, stop: asyncio.Event) -> None
 async def history_hog(port: int, stats: Stats, stop: asyncio.Event) -> None:
     """Item 1: a 4 KiB receive buffer, 49 /history of the talkative lobby, never reads."""
     while not stop.is_set():
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.bind(("127.0.7.1", 0))
-        sock.setblocking(False)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            stats.connections += 1
-            sock.send(b"/history 100\n" * 49)
-            while not stop.is_set():
-                await asyncio.sleep(1)
-                try:
-                    sock.recv(1, socket.MSG_PEEK)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    stats.cut_off += 1
-                    break
-        except OSError:
-            stats.cut_off += 1
-        finally:
-            sock.close()
+        await never_read("127.0.7.1", port, b"/history 100\n" * 49, stats, stop)
         await asyncio.sleep(0.5)
 
 
