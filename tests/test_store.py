@@ -83,6 +83,12 @@ class Disk:
         return Connection
 
 
+def store_on_disk(path: Path) -> tuple[Disk, SQLiteStore]:
+    """A store of 10 history lines per room at ``path``, on a ``Disk`` that can fail."""
+    disk = Disk()
+    return disk, SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+
+
 class ClockedReactor:
     """Time from a ``task.Clock`` the test advances; threads from the real reactor, so the
     store's timers are the test's to fire while its commits still run in the worker."""
@@ -199,8 +205,7 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     tmp_path: Path, store_log: list[str]
 ) -> Any:
     path = tmp_path / "state.sqlite3"
-    disk = Disk()
-    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    disk, store = store_on_disk(path)
     store.open()
     store.save_ban(ban("192.0.2.1", "spam"))
     yield store.flush()
@@ -231,8 +236,7 @@ def test_a_failed_commit_loses_nothing_and_is_written_after_recovery(
     from tests.test_service import FakeClient
 
     path = tmp_path / "state.sqlite3"
-    disk = Disk()
-    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    disk, store = store_on_disk(path)
     chat = ChatService(reactor, store=store, history_size=10)
     chat.startService()
     alice = chat.connect(FakeClient(), "test")
@@ -304,8 +308,7 @@ def test_an_io_error_on_one_statement_keeps_the_whole_batch(
     tmp_path: Path, store_log: list[str]
 ) -> Any:
     path = tmp_path / "state.sqlite3"
-    disk = Disk()
-    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    disk, store = store_on_disk(path)
     store.open()
     disk.failing_statement = "INSERT INTO history"  # the transaction stays open after it
     store.add_line(Room("#dev", 10), HistoryEntry(0, Said("#dev", "alice", "kept")))
@@ -357,8 +360,7 @@ def test_what_the_disk_never_took_is_logged_as_lost_at_close(
     tmp_path: Path, store_log: list[str]
 ) -> Any:
     path = tmp_path / "state.sqlite3"
-    disk = Disk()
-    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    disk, store = store_on_disk(path)
     store.open()
     disk.full = True
     store.save_room(Room("#dev", 10))
@@ -411,8 +413,7 @@ def test_a_room_forgotten_while_its_row_commits_gets_its_row_back_with_a_new_lin
     tmp_path: Path, store_log: list[str]
 ) -> Any:
     path = tmp_path / "state.sqlite3"
-    disk = Disk()
-    store = SQLiteStore(str(path), reactor, 10, connection_class=disk.connection_class())
+    disk, store = store_on_disk(path)
     store.open()
     disk.open.clear()
     store.save_room(Room("#dev", 10))
