@@ -22,14 +22,16 @@ from chatd.text import nick_key, nick_skeleton
 class RemoteUser:
     """Someone connected to another chatd process of the cluster."""
 
-    __slots__ = ("__weakref__", "away", "key", "nick", "rooms", "skeleton")
+    __slots__ = ("__weakref__", "away", "key", "nick", "rooms", "skeleton", "where")
 
-    def __init__(self, nick: str) -> None:
+    def __init__(self, nick: str, where: str = "") -> None:
         self.nick = nick
         self.key = nick_key(nick)
         self.skeleton = nick_skeleton(nick)
         self.away: str | None = None  # the reason, while away
         self.rooms = 0  # in how many of this process's rooms they are
+        # Where they connect from (``Joined.where``), for an operator's ban or kick by nick.
+        self.where = where
 
 
 class RemoteUsers:
@@ -51,12 +53,13 @@ class RemoteUsers:
         """The remote user whose nick looks like ``nick`` (the same one included)."""
         return self.by_skeleton.get(nick_skeleton(nick))
 
-    def joined(self, nick: str) -> None:
+    def joined(self, nick: str, where: str = "") -> None:
         """``nick`` is now listed in one more room."""
         user = self.by_key.get(nick_key(nick))
         if user is None:
-            user = self.by_key[nick_key(nick)] = RemoteUser(nick)
+            user = self.by_key[nick_key(nick)] = RemoteUser(nick, where)
             self.by_skeleton[user.skeleton] = user
+        user.where = where or user.where
         user.rooms += 1
 
     def left(self, nick: str) -> None:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -43,9 +44,12 @@ from chatd.cluster.state import (
 from chatd.events import (
     Acted,
     AwayChanged,
+    Banned,
     Event,
     Joined,
+    Kicked,
     Left,
+    Muted,
     Renamed,
     Said,
     TopicChanged,
@@ -166,6 +170,13 @@ class ClusterMember(service.Service):
     def _event(self, event: Event) -> None:
         """Our own events, as they are published: nicks to claim and to release. (The
         other processes' users are the chat service's to know: chatd/remote.py.)"""
+        if isinstance(event, Kicked):  # whoever kicked them, our user may be gone
+            self.clock.callLater(0, self._release_departed)
+            return
+        if isinstance(event, Renamed) and (event.origin == self.origin or event.forced):
+            if nick_key(event.new) in self.chat.users:  # an operator elsewhere renamed ours
+                self._claim(event.new, event.old)
+            return
         if event.origin != self.origin:
             return
         if isinstance(event, Joined):
@@ -173,8 +184,6 @@ class ClusterMember(service.Service):
                 self._claim(event.nick, None)
         elif isinstance(event, Left):
             self.clock.callLater(0, self._release_departed)
-        elif isinstance(event, Renamed):
-            self._claim(event.new, event.old)
 
     # --- Heartbeats ------------------------------------------------------------------------
 
@@ -229,6 +238,7 @@ class ClusterMember(service.Service):
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)
+                self._take_in_rules(snapshot)
                 if self.bus.release(snapshot.seq):
                     break
                 snapshot = yield state.snapshot()  # a flood overran what is held
@@ -264,9 +274,9 @@ class ClusterMember(service.Service):
         if user.away is not None:
             yield self.bus.push(AwayChanged(nick, user.away, origin=self.origin))
         for room in list(user.rooms.values()):
-            joined = Joined(room.name, nick, origin=self.origin)
+            joined = Joined(room.name, nick, origin=self.origin, where=self.chat.where(user))
             yield self.bus.state.apply(codec.encode(joined), self.origin, "join-again", room.key,
-                                       room.name, user.key, nick)
+                                       room.name, user.key, nick, joined.where)
 
     def _take_in(self, snapshot: Snapshot) -> None:
         """The cluster's rooms, members, topics and histories, as this process's copy.
@@ -295,6 +305,50 @@ class ClusterMember(service.Service):
             room = self.chat.rooms[key]
             self.bus.push(TopicChanged(room.name, by, text, at, origin=self.origin)
                           ).addErrback(lambda _: None)
+
+
+    def _take_in_rules(self, snapshot: Snapshot) -> None:
+        """The cluster's bans, mutes and kick delays, and where its users connect from.
+
+        A ban or mute in force here that the cluster lacks (set while Redis was away) is
+        put to the cluster; a ban lifted elsewhere meanwhile holds here until lifted again."""
+        for key, where in snapshot.where.items():
+            remote = self.chat.remote.by_key.get(key)
+            if remote is not None:
+                remote.where = where
+        rules = self.chat.rules
+        if rules is None:
+            return
+        ours = {_rule_name(event) for event in rules.in_force()}
+        theirs = set()
+        for data in snapshot.rules:
+            try:
+                event = codec.decode(data)
+            except codec.UndecodableEvent:
+                continue
+            if isinstance(event, Banned | Muted):
+                theirs.add(_rule_name(event))
+                rules.apply(event)
+                if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
+                    rules.deliver(event)
+        for event in rules.in_force():
+            if _rule_name(event) not in theirs:
+                self.bus.push(event).addErrback(lambda _: None)
+        for field, until in snapshot.kicks.items():
+            where, _, key = field.partition(" ")
+            rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
+
+
+def _rule_name(event: Banned | Muted) -> str:
+    return f"ban {event.network}" if isinstance(event, Banned) else f"mute {event.key}"
+
+
+def _seconds(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _history(lines: Iterable[bytes]) -> Iterable[HistoryEntry]:

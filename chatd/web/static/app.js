@@ -178,6 +178,17 @@ const handlers = {
     }
     addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (${m.reason})`]);
   },
+  kicked(m) {
+    if (!m.room) {  // this connection was kicked; the server closes it next
+      addLine("announcement", m.at, [`*** You have been kicked by ${m.by}: ${m.reason}`]);
+      return;
+    }
+    if (m.room === me.room) {
+      members.delete(m.nick.toLowerCase());
+      renderMembers();
+    }
+    addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (kicked by ${m.by}: ${m.reason})`]);
+  },
   renamed(m) {
     const old = members.get(m.old.toLowerCase());
     if (old) {
