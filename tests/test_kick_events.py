@@ -24,7 +24,7 @@ from chatd.wire import LINE_FORMATTER
 from tests.support import take_lines
 from tests.test_irc_protocol import MemoryIRC, send
 from tests.test_moderation import ModeratedChat, say
-from tests.test_moderation import audit_log as audit_log  # noqa: F401  (a fixture)
+from tests.test_moderation import audit_log as audit_log  # a fixture
 
 KICK = Kicked("bob", "alice", "spam", "#dev #lobby")
 
@@ -98,8 +98,8 @@ def test_a_kick_is_one_event_and_the_user_leaves_every_room(irc: MemoryIRC) -> N
 
 
 def test_the_irc_kick_command_is_the_moderators_kick(irc: MemoryIRC, audit_log: Any) -> None:
-    alice, alice_t = oper(irc, "alice")
-    bob, bob_t = irc.irc_user("bob")
+    alice, _ = oper(irc, "alice")
+    bob, _ = irc.irc_user("bob")
     send(bob, "JOIN #lobby")
     send(alice, "JOIN #lobby")
     send(alice, "KICK #lobby bob :go")
@@ -112,8 +112,8 @@ def test_the_irc_kick_command_is_the_moderators_kick(irc: MemoryIRC, audit_log: 
 
 def test_line_users_see_what_they_saw_before(irc: MemoryIRC) -> None:
     alice, alice_t = oper(irc, "alice")
-    bob, bob_t = irc.line_user("bob")
-    carol, carol_t = irc.line_user("carol")
+    _, bob_t = irc.line_user("bob")
+    _, carol_t = irc.line_user("carol")
     send(alice, "JOIN #lobby")
     take_lines(alice_t), take_lines(bob_t), take_lines(carol_t)
     send(alice, "KICK #lobby bob :spam")

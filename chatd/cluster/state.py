@@ -184,11 +184,11 @@ local function apply_one(P, payload, kind, origin, a)
       forget_if_empty(P, rk)
     end
     redis.call('DEL', P..'in:'..nk)
-    prune(P, 'kicks', itself)
     if untl > 0 then redis.call('HSET', P..'kicks', where..' '..nk, a[3]) end
+    prune(P, 'kicks', itself)
   elseif kind == 'ban' or kind == 'mute' then
-    prune(P, kind..'s', expires)
     redis.call('HSET', P..kind..'s', a[1], payload)
+    prune(P, kind..'s', expires)
   elseif kind == 'unban' or kind == 'unmute' then
     redis.call('HDEL', P..string.sub(kind, 3)..'s', a[1])
   elseif kind == 'away' then
