@@ -153,7 +153,7 @@ def test_a_mute_on_one_process_silences_a_user_of_another(
     assert not any("can anyone hear me" in line for line in op.lines + carol.lines)
 
 
-def test_a_process_started_later_enforces_the_bans_and_mutes_in_force(
+def test_a_process_started_later_enforces_the_bans_mutes_and_kicks_in_force(
         chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
     a = start(chatd_processes, redis_server, tmp_path, "a")
     op = operator(a.port)
@@ -165,8 +165,16 @@ def test_a_process_started_later_enforces_the_bans_and_mutes_in_force(
     op.say("/mute carla")
     carla.expect(r"carla has been muted by opal")
     carla.close()
+    dave = Chatter(a.port, source="127.0.0.3").rename("dave")
+    op.say("/kick dave")
+    closed(dave)
     c = start(chatd_processes, redis_server, tmp_path, "c")
     assert first_line(c.port).startswith("*** Error: you are banned from this server: raid")
+    # The kick is in the cluster's copy: dave is gone, and kept out for the delay.
+    late_dave = Chatter(c.port, source="127.0.0.3")
+    late_dave.who_until(lambda reply: "opal" in reply and "dave" not in reply, seconds=1)
+    late_dave.say("/nick dave")
+    late_dave.expect(r"Error: you were kicked from this server")
     late = operator(c.port, "otto")
     late.say("/mutes")
     late.expect(r"^\*\*\* carla by root on .* \(permanent\)$")
