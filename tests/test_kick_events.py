@@ -17,13 +17,14 @@ from twisted.internet.testing import StringTransport
 
 from chatd.errors import ChatError, Refused
 from chatd.events import Event, Joined, Kicked, Left, LocalEventBus
+from chatd.irc.factory import IRCFactory
 from chatd.irc.render import IRCFormatter
 from chatd.text import nick_key
 from chatd.web.json_wire import JSON_FORMATTER
 from chatd.wire import LINE_FORMATTER
 from tests.support import take_lines
 from tests.test_irc_protocol import MemoryIRC, send
-from tests.test_moderation import ModeratedChat, say
+from tests.test_moderation import PASSWORD, ModeratedChat, say
 from tests.test_moderation import audit_log as audit_log  # a fixture
 
 KICK = Kicked("bob", "alice", "spam", "#dev #lobby")
@@ -239,3 +240,15 @@ def test_a_joined_event_carries_where_the_user_connects_from(pair: Pair) -> None
 def test_the_operator_is_spared_by_a_ban_of_their_own_address(pair: Pair) -> None:
     say(pair.op, "/ban 192.0.2.0/24 all of them")
     assert not pair.op_t.disconnecting
+
+
+def test_an_irc_kick_of_a_member_on_another_process(pair: Pair) -> None:
+    irc = IRCFactory(pair.a.service, pair.a.policy, commands=pair.a.factory.commands)
+    alice, alice_t = pair.a.connect_to(irc)
+    send(alice, "NICK alice", "USER alice 0 * :Alice", f"OPER root {PASSWORD}",
+         "JOIN #lobby")
+    take_lines(alice_t), take_lines(pair.bob_t)
+    send(alice, "KICK #lobby bob :spam")
+    assert take_lines(alice_t) == [":alice!alice@chatd KICK #lobby bob :spam"]
+    assert take_lines(pair.bob_t) == ["*** You have been kicked by alice: spam"]
+    assert pair.bob_t.disconnecting
