@@ -306,7 +306,6 @@ class ClusterMember(service.Service):
             self.bus.push(TopicChanged(room.name, by, text, at, origin=self.origin)
                           ).addErrback(lambda _: None)
 
-
     def _take_in_rules(self, snapshot: Snapshot) -> None:
         """The cluster's bans, mutes and kick delays, and where its users connect from.
 
