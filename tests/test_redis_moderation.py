@@ -181,3 +181,19 @@ def test_a_process_started_later_enforces_the_bans_mutes_and_kicks_in_force(
     carla = Chatter(c.port).rename("carla")
     carla.say("hello")
     carla.expect(r"Error: you are muted; your line was not sent")
+
+
+def test_rules_set_while_redis_was_away_reach_the_cluster_when_it_is_back(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
+    op = operator(a.port)
+    redis_server.stop()
+    a.wait_for_log("is unreachable")
+    op.say("/ban 127.0.0.2 set while apart")
+    op.expect(r"^\*\*\* Banned 127\.0\.0\.2/32 \(permanent\)\.$")
+    assert first_line(a.port).startswith("*** Error: you are banned")
+    assert first_line(b.port).startswith("*** Welcome")  # b could not know yet
+    redis_server.start()
+    b.wait_for_log("rejoining the cluster", seconds=15)
+    eventually(lambda: first_line(b.port).startswith("*** Error: you are banned"),
+               "b refuses the ban set on a while Redis was away", seconds=15)
