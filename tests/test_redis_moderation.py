@@ -197,3 +197,40 @@ def test_rules_set_while_redis_was_away_reach_the_cluster_when_it_is_back(
     b.wait_for_log("rejoining the cluster", seconds=15)
     eventually(lambda: first_line(b.port).startswith("*** Error: you are banned"),
                "b refuses the ban set on a while Redis was away", seconds=15)
+
+
+def test_a_forced_rename_on_one_process_renames_a_user_of_another(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
+    op = operator(a.port)
+    bob = Chatter(b.port, source=USER).rename("bob")
+    op.who_until(lambda reply: "bob" in reply)
+    op.say("/rename bob robert")
+    op.expect(r"^\*\*\* bob is now known as robert$")
+    bob.expect(r"^\*\*\* bob is now known as robert$")
+    bob.expect(r"^\*\*\* opal has renamed you to robert$")
+    bob.say("still me")
+    op.expect(r"^<robert> still me$")
+    # The new nick is claimed in the cluster (by robert's process), and the old one is free.
+    taker = Chatter(a.port)
+    taker.say("/nick robert")
+    taker.expect(r'nickname "robert" is already taken')
+    eventually(lambda: b'"n":"robert"' in redis_get(redis_server, "chatd:nicks", "robert")
+               and redis_get(redis_server, "chatd:nicks", "bob") == b"$-1",
+               "robert claimed and bob released in Redis")
+    taker.rename("bob")
+
+
+def redis_get(server: RedisServer, key: str, field: str) -> bytes:
+    """HGET KEY FIELD's raw reply (``$-1`` when there is none)."""
+    words = ["HGET", key, field]
+    request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        reply = b""
+        while reply.count(b"\r\n") < (1 if reply.startswith(b"$-1") else 2):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.split(b"\r\n")[1] if not reply.startswith(b"$-1") else b"$-1"
