@@ -47,6 +47,16 @@ root = "{CHEAP_HASH}"
     return daemon
 
 
+def op_on_a_and_bob_on_b(started: list[ChatdProcess], server: RedisServer, tmp_path: Path
+                         ) -> tuple[ChatdProcess, ChatdProcess, Chatter, Chatter]:
+    """Processes a and b; operator opal on a sees bob (from USER) on b."""
+    a, b = (start(started, server, tmp_path, name) for name in ("a", "b"))
+    op = operator(a.port)
+    bob = Chatter(b.port, source=USER).rename("bob")
+    op.who_until(lambda reply: "bob" in reply)
+    return a, b, op, bob
+
+
 def operator(port: int, nick: str = "opal") -> Chatter:
     op = Chatter(port).rename(nick)
     op.say(f"/oper root {PASSWORD}")
@@ -90,11 +100,9 @@ def eventually(check: object, what: str, seconds: float = 10.0) -> None:
 
 def test_a_kick_on_one_process_removes_a_user_of_another(
         chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
-    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
-    op = operator(a.port)
-    bob = Chatter(b.port, source=USER).rename("bob")
+    a, b, op, bob = op_on_a_and_bob_on_b(chatd_processes, redis_server, tmp_path)
     carol = Chatter(b.port).rename("carol")
-    op.who_until(lambda reply: "bob" in reply and "carol" in reply)
+    op.who_until(lambda reply: "carol" in reply)
     op.say("/kick bob spamming")
     bob.expect(r"^\*\*\* You have been kicked by opal: spamming$")
     closed(bob)
@@ -113,10 +121,7 @@ def test_a_kick_on_one_process_removes_a_user_of_another(
 
 def test_a_ban_on_one_process_cuts_off_and_refuses_everywhere_until_unbanned(
         chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
-    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
-    op = operator(a.port)
-    bob = Chatter(b.port, source=USER).rename("bob")
-    op.who_until(lambda reply: "bob" in reply)
+    a, b, op, bob = op_on_a_and_bob_on_b(chatd_processes, redis_server, tmp_path)
     op.say("/ban bob 1h spam")
     op.expect(r"^\*\*\* Banned 127\.0\.0\.2/32 \(until ")
     bob.expect(r"^\*\*\* You have been banned by opal for 1h: spam$")
@@ -136,11 +141,9 @@ def test_a_ban_on_one_process_cuts_off_and_refuses_everywhere_until_unbanned(
 
 def test_a_mute_on_one_process_silences_a_user_of_another(
         chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
-    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
-    op = operator(a.port)
-    bob = Chatter(b.port, source=USER).rename("bob")
+    _, b, op, bob = op_on_a_and_bob_on_b(chatd_processes, redis_server, tmp_path)
     carol = Chatter(b.port).rename("carol")
-    op.who_until(lambda reply: "bob" in reply and "carol" in reply)
+    op.who_until(lambda reply: "carol" in reply)
     op.say("/mute bob 10m")
     carol.expect(r"^\*\*\* bob has been muted by opal for 10m$")
     bob.say("can anyone hear me")
@@ -201,10 +204,7 @@ def test_rules_set_while_redis_was_away_reach_the_cluster_when_it_is_back(
 
 def test_a_forced_rename_on_one_process_renames_a_user_of_another(
         chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
-    a, b = (start(chatd_processes, redis_server, tmp_path, name) for name in ("a", "b"))
-    op = operator(a.port)
-    bob = Chatter(b.port, source=USER).rename("bob")
-    op.who_until(lambda reply: "bob" in reply)
+    a, _, op, bob = op_on_a_and_bob_on_b(chatd_processes, redis_server, tmp_path)
     op.say("/rename bob robert")
     op.expect(r"^\*\*\* bob is now known as robert$")
     bob.expect(r"^\*\*\* bob is now known as robert$")
