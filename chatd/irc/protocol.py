@@ -664,8 +664,13 @@ class IRCProtocol(irc.IRC):
                           for _, nick in sorted(room.remote_members.items())]
         else:
             found = self.service.users.get(nick_key(mask))
+            elsewhere = self.service.remote.get(mask) if found is None else None
             if found is not None:
                 lines.append(self._who_line("*", found))
+            elif elsewhere is not None:  # another chatd process's user, in a room or not
+                lines.append(n.who_reply(server, self.target, "*", elsewhere.nick, server,
+                                         elsewhere.nick, elsewhere.away is not None, False,
+                                         elsewhere.nick))
         self.send_messages([*lines, n.end_of_who(server, self.target, mask)])
 
     def _who_line(self, channel: str, who: User) -> Message:
@@ -678,6 +683,17 @@ class IRCProtocol(irc.IRC):
             return
         nick = params[-1].split(",")[0]  # WHOIS [server] nick
         who = self.service.users.get(nick_key(nick))
+        elsewhere = self.service.remote.get(nick) if who is None else None
+        if elsewhere is not None:
+            # Another chatd process's user: the rooms of theirs this process knows; how
+            # long they have been idle is their process's to know.
+            self.send_messages(n.whois(
+                self.server, self.target, elsewhere.nick, elsewhere.nick, self.server,
+                elsewhere.nick, [room.name for room in self.service.rooms_by_name()
+                                 if elsewhere.key in room.remote_members],
+                elsewhere.away, False, None, None,
+            ))
+            return
         if who is None:
             self.reply(n.ERR_NOSUCHNICK, nick[:NICK_MAX_LENGTH * 2] or "*",
                        "No such nick/channel")
