@@ -37,6 +37,7 @@ from chatd.irc.message import (
     serialize,
 )
 from chatd.irc.render import VERSION
+from chatd.remote import RemoteUser
 from chatd.rooms import ROOM_NAME_MAX, InvalidRoomName, Room, normalize_room, room_key
 from chatd.service import ChatService, User
 from chatd.text import NICK_MAX_LENGTH, InvalidNickname, nick_key, normalize_nick
@@ -594,7 +595,8 @@ class IRCProtocol(irc.IRC):
     def _to_nick(self, target: str, text: str, notice: bool) -> None:
         user = self.user
         assert user is not None
-        recipient = self.service.users.get(nick_key(target))
+        # Connected here, or to another chatd process of the cluster (--redis).
+        recipient = self.service.users.get(nick_key(target)) or self.service.remote.get(target)
         if recipient is None:
             if not notice:
                 self.reply(n.ERR_NOSUCHNICK, target[:NICK_MAX_LENGTH * 2], "No such nick/channel")
@@ -618,7 +620,7 @@ class IRCProtocol(irc.IRC):
         if recipient.away is not None and not notice:
             self.reply(n.RPL_AWAY, recipient.nick, recipient.away)
 
-    def _answer_ctcp(self, recipient: User, query: str, args: str) -> None:
+    def _answer_ctcp(self, recipient: User | RemoteUser, query: str, args: str) -> None:
         """chatd answers CTCP queries for everyone: line users' clients cannot, and IRC
         clients would only tell one user another's client and version."""
         answers: dict[str, Callable[[], str]] = {
