@@ -5,17 +5,23 @@
   (it was cut off longer than ``PROCESS_TTL``), it rejoins.
 - **Nicks.** The chat service refuses a nick another process's user holds, or one that
   looks like it (chatd/remote.py). Each local user's nick is also claimed in Redis,
-  atomically; if two processes gave out the same nick in the same instant, the one whose
+  atomically, when they register (the ``Connected`` event: in a room or not), and
+  released when they go (``Disconnected``); if two processes gave out the same nick in the
+  same instant, the one whose
   claim lost renames its user to a fresh guest nick and says why. Guest numbers come from
   blocks reserved in Redis, so guests of different processes do not clash. Nicks of users
   who have gone are released.
 - **Rejoining.** When the link comes up (at start, and after every outage), the process
-  holds incoming events, claims its users' nicks and announces them in their rooms again
-  (only where the cluster had lost them), reads a snapshot of the cluster's rooms,
-  topics, histories and members, applies it, and hands on the held events newer than it.
+  holds incoming events, claims its users' nicks and announces them again (``Connected``
+  where the cluster had lost the claim, ``Joined`` where it had lost them in a room),
+  appends what they said while cut off to the cluster's history (``_backfill``: each line
+  once, however often this runs), offers its topics (Redis keeps the later of two), reads
+  a snapshot of the cluster's rooms, topics, histories, members and registered users,
+  applies it, and hands on the held events newer than it.
 - **Outages.** When Redis goes away, the process says so once in the log and to its
   operators, forgets the other processes' users (it cannot reach them) and goes on serving
-  its own users locally. Nothing raises into the reactor.
+  its own users locally, keeping their chat lines for the cluster (chatd/cluster/backlog.py,
+  bounded like history). Nothing raises into the reactor.
 """
 
 from __future__ import annotations

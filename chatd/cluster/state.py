@@ -28,6 +28,11 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
                          backlog appended to history (chatd/cluster/backlog.py); expires a
                          day after it was last set
 
+A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
+rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
+event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
+which Redis takes only if newer than its own, before it reads the snapshot.
+
 Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
 one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
 "ok" and one refusal. Folding and skeletons are computed in Python (chatd/text.py), the
@@ -37,8 +42,9 @@ Presence is kept alive by heartbeats: every ``HEARTBEAT`` seconds each process s
 score in ``procs`` to Redis's own clock (so the processes' clocks need not agree), and reaps
 every process whose score is older than ``PROCESS_TTL``: its users leave their rooms (a
 ``Left`` event each, with the dead process as origin, so everyone applies it), and their
-nicks are freed. A process that was reaped while it was cut off from Redis finds its score
-gone at its next heartbeat and announces its users again.
+nicks are freed (a ``Disconnected`` each: a user in no room is known to every process from
+registration, chatd/remote.py). A process that was reaped while it was cut off from Redis
+finds its score gone at its next heartbeat and announces its users again.
 
 Scripts build key names from the prefix, so this works with one Redis (or a primary with
 replicas), not with Redis Cluster's sharding.
