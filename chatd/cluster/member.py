@@ -7,10 +7,9 @@
   looks like it (chatd/remote.py). Each local user's nick is also claimed in Redis,
   atomically, when they register (the ``Connected`` event: in a room or not), and
   released when they go (``Disconnected``); if two processes gave out the same nick in the
-  same instant, the one whose
-  claim lost renames its user to a fresh guest nick and says why. Guest numbers come from
-  blocks reserved in Redis, so guests of different processes do not clash. Nicks of users
-  who have gone are released.
+  same instant, the one whose claim lost renames its user to a fresh guest nick and says
+  why. Guest numbers come from blocks reserved in Redis, so guests of different processes
+  do not clash.
 - **Rejoining.** When the link comes up (at start, and after every outage), the process
   holds incoming events, claims its users' nicks and announces them again (``Connected``
   where the cluster had lost the claim, ``Joined`` where it had lost them in a room),
