@@ -27,8 +27,11 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
     Banned,
     ChatLine,
+    Connected,
+    Disconnected,
     Event,
     IEventBus,
     Joined,
@@ -363,6 +366,15 @@ class ChatService(service.Service):
             room.topic, room.topic_by, room.topic_at = event.topic, event.nick, event.at
             self.store.save_room(room)
             room.persisted = True
+        elif isinstance(event, Connected | Disconnected):
+            # Another process's user came or went (ours are self.users, from register).
+            if event.origin != self.origin:
+                if isinstance(event, Connected):
+                    self.remote.connected(event.nick, event.where)
+                else:
+                    self.remote.disconnected(event.nick)
+        elif isinstance(event, Backfilled):
+            self._record(self._room(event.room), event.line)
 
     def _leave(self, room: Room, user: User | None, nick: str) -> None:
         """``nick`` (our ``user``, or another process's when None) is no longer in ``room``."""
@@ -416,6 +428,7 @@ class ChatService(service.Service):
         self.look_alikes[nick_skeleton(nick)] = user
         self.client_log.emit(peer, "{nick} connected from {peer}", event="user.connected",
                              nick=nick)
+        self.publish(Connected(nick, self.origin, where=self.where(user)))
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -441,6 +454,11 @@ class ChatService(service.Service):
         del self.users[user.key]
         if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
             del self.look_alikes[skeleton]
+        gone = Disconnected(user.nick, self.origin)
+        if self._shutting_down:
+            self._apply(gone)
+        else:
+            self.publish(gone)
         drained = self._drained
         if self._shutting_down and not self.users and drained is not None and not drained.called:
             drained.callback(None)
@@ -907,8 +925,8 @@ class ChatService(service.Service):
             members = rooms[0].members if len(rooms) == 1 else set().union(
                 *(r.members for r in rooms))
             self._send((event,), members)
-        elif isinstance(event, AwayChanged):
-            pass  # shown to nobody: /msg tells the sender
+        elif isinstance(event, AwayChanged | Connected | Disconnected | Backfilled):
+            pass  # shown to nobody: /msg tells the sender; a RoomNotice tells of backfills
         else:
             self._send((event,), self.users.values())
 

@@ -16,7 +16,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from chatd.errors import ChatError, Refused
-from chatd.events import Event, Joined, Kicked, Left, LocalEventBus
+from chatd.events import Connected, Disconnected, Event, Joined, Kicked, LocalEventBus
 from chatd.irc.factory import IRCFactory
 from chatd.irc.render import IRCFormatter
 from chatd.text import nick_key
@@ -84,8 +84,9 @@ def test_a_kick_is_one_event_and_the_user_leaves_every_room(irc: MemoryIRC) -> N
     take_lines(alice_t), take_lines(bob_t), take_lines(carol_t)
     del published[:]
     send(alice, "KICK #lobby bob :spam")
-    assert published == [Kicked("bob", "alice", "spam", "#dev #lobby", "127.0.0.1", 30.0)]
-    assert not any(isinstance(e, Left) for e in published)
+    # One kick, then (its delivery closing bob's connection) bob is gone; no Left.
+    assert sorted(published, key=lambda e: isinstance(e, Disconnected)) == [
+        Kicked("bob", "alice", "spam", "#dev #lobby", "127.0.0.1", 30.0), Disconnected("bob")]
     for room in irc.service.rooms.values():
         assert "bob" not in {u.nick for u in room.members}
     assert nick_key("bob") not in irc.service.users
@@ -231,9 +232,15 @@ def test_a_forced_rename_reaches_another_process(pair: Pair) -> None:
     assert pair.a.moderator.mutes.match(nick_key("robert")) is not None
 
 
-def test_a_joined_event_carries_where_the_user_connects_from(pair: Pair) -> None:
+def test_connected_and_joined_carry_where_the_user_connects_from(pair: Pair) -> None:
     remote = pair.a.service.remote.get("bob")
     assert remote is not None and remote.where == "198.51.100.7"
+    # Another process's user in no room (an IRC user who joined nothing), and one known
+    # from a join alone (a snapshot's member, say).
+    pair.a.service._received(Connected("dan", "elsewhere", where="203.0.113.9"))
+    pair.a.service._received(Joined("#x", "erin", "elsewhere", where="203.0.113.10"))
+    assert [pair.a.service.remote.by_key[nick].where for nick in ("dan", "erin")] == [
+        "203.0.113.9", "203.0.113.10"]
     assert Joined("#a", "bob", where="1.2.3.4") == Joined("#a", "bob")  # never compared
 
 

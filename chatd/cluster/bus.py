@@ -37,6 +37,7 @@ from chatd.events import (
     Acted,
     AwayChanged,
     Banned,
+    Connected,
     Event,
     EventHandler,
     IEventBus,
@@ -89,6 +90,8 @@ def script_arguments(event: Event, history_size: int) -> tuple[str, Arguments]:
         return "rename", (nick_key(event.old), nick_key(event.new), event.new)
     if isinstance(event, AwayChanged):
         return "away", (nick_key(event.nick), event.reason)
+    if isinstance(event, Connected):
+        return "connected", (nick_key(event.nick), event.where)
     if isinstance(event, Kicked):
         return "kick", (nick_key(event.nick), event.where, repr(float(event.until)))
     if isinstance(event, Banned | Unbanned):

@@ -16,7 +16,10 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
     Banned,
+    Connected,
+    Disconnected,
     Event,
     Joined,
     Kicked,
@@ -70,6 +73,13 @@ def describe(event: Event) -> dict[str, Any]:
         case AwayChanged(nick=nick, reason=reason):
             # The service delivers it to nobody (it only changes state); shaped all the same.
             return {"type": "away", "nick": nick, "reason": reason}
+        case Connected(nick=nick):  # delivered to nobody, like AwayChanged
+            return {"type": "connected", "nick": nick}
+        case Disconnected(nick=nick):
+            return {"type": "disconnected", "nick": nick}
+        case Backfilled(room=room, nick=nick, text=text, action=action):
+            return {"type": "backfilled", "room": room, "nick": nick, "text": text,
+                    "action": action}
         # Moderation rules: delivered to nobody either (chatd/moderation/moderator.py).
         case Banned(network=network):
             return {"type": "banned", "network": network}
