@@ -268,3 +268,19 @@ def test_where_a_registered_user_connects_from_is_kept_for_their_holder_only(
     assert (yield b.state.snapshot()).where == {"zed": "192.0.2.5"}
     yield a.state.release(a.origin, "zed")
     assert (yield b.state.snapshot()).where == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backlog_part_for_a_room_nobody_is_in_now_is_not_kept(
+        two: tuple[Process, Process]) -> Any:
+    """Lines said while cut off in a room that has since emptied (no topic): the room is
+    forgotten with its history, as everywhere else, not kept in Redis for good."""
+    a, _ = two
+    lines = [Said(f"#gone{n}", "mallory", "x" * 100, at=100.0) for n in range(3)]
+    part = [(line.room, line.room, codec.encode(line),
+             codec.encode(Backfilled(line.room, line.nick, line.text, line.at)))
+            for line in lines]
+    yield a.state.apply(b"{}", "A", "topic", "#gone2", "#gone2", "kept", "root", 5.0)
+    assert (yield a.state.backfill(a.origin, 1, 4, part)) == 3
+    rooms = {room.key: len(room.history) for room in (yield a.state.snapshot()).rooms}
+    assert rooms == {"#gone2": 1}
