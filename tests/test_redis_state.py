@@ -171,6 +171,8 @@ def test_a_silent_process_is_reaped_its_users_leave_and_nicks_are_freed(
 def test_a_backlog_part_is_appended_once_in_order_and_trimmed(
         two: tuple[Process, Process]) -> Any:
     a, b = two
+    yield a.state.apply(codec.encode(Joined("#dev", "alice")), "A", "join", "#dev", "#dev",
+                        "alice", "alice", "")
     yield a.state.apply(codec.encode(Said("#dev", "bob", "before")), "B", "line", "#dev",
                         "#dev", 4)
     lines = [Said("#dev", "alice", f"apart {n}", at=100.0 + n) for n in range(4)]
@@ -184,8 +186,9 @@ def test_a_backlog_part_is_appended_once_in_order_and_trimmed(
     (room,) = snapshot.rooms
     history = [codec.decode(line) for line in room.history]
     assert history == lines and [line.at for line in history] == [100.0, 101.0, 102.0, 103.0]
-    yield until(lambda: len(b.received) == 5, lambda: f"b hears the line and 4: {b.received}")
-    backfilled = [event for _, event in b.events()[1:]]
+    yield until(lambda: len(b.received) == 6,
+                lambda: f"b hears the join, the line and 4: {b.received}")
+    backfilled = [event for _, event in b.events()[2:]]
     assert backfilled == [Backfilled("#dev", "alice", line.text, line.at) for line in lines]
     # The next part, and another process's first: each its own count.
     assert (yield a.state.backfill(a.origin, 2, 4, part[:1])) == 1

@@ -13,8 +13,8 @@
 - **Rejoining.** When the link comes up (at start, and after every outage), the process
   holds incoming events, claims its users' nicks and announces them again (``Connected``
   where the cluster had lost the claim, ``Joined`` where it had lost them in a room),
-  appends what they said while cut off to the cluster's history (``_backfill``: each line
-  once, however often this runs), offers its topics (Redis keeps the later of two), reads
+  offers its topics (Redis keeps the later of two), appends what they said while cut off
+  to the cluster's history (``_backfill``: each line once, however often this runs), reads
   a snapshot of the cluster's rooms, topics, histories, members and registered users,
   applies it, and hands on the held events newer than it.
 - **Outages.** When Redis goes away, the process says so once in the log and to its
@@ -251,9 +251,10 @@ class ClusterMember(service.Service):
             for user in list(self.chat.users.values()):
                 yield self._announce(user)
             # What was said and set here while cut off goes to the cluster before its
-            # state is read: the snapshot then has it, as the other processes do.
-            yield self._backfill()
+            # state is read: the snapshot then has it, as the other processes do. Topics
+            # first: a room kept for its topic keeps the lines backfilled into it.
             yield self._offer_topics()
+            yield self._backfill()
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)

@@ -33,10 +33,11 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P mutes              hash: nk -> the encoded ``Muted`` event in force
     P kicks              hash: "WHERE NK" -> until when a kicked nick may not come back
 
-A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
-rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
-event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
-which Redis takes only if newer than its own, before it reads the snapshot.
+A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py). When it
+rejoins, it offers its topics with ``topic-if-newer``, which Redis takes only if newer
+than its own, then appends the lines to history with BACKFILL, which publishes each as a
+``Backfilled`` event (history only, not live chat) and forgets a room nobody is in now
+that has no topic, before it reads the snapshot.
 
 Bans, mutes and kick delays that have run out are pruned (by Redis's clock) when the next
 one is set; every process also drops them from its own copy at their time.
@@ -289,6 +290,9 @@ return 1
 # publish. The lines a process said while it was cut off from Redis, appended to their
 # rooms' history in one go; ``backfilled:ORIGIN`` keeps the number of the last part taken
 # in, so a part sent again (its answer was lost with the connection) is not appended twice.
+# A room nobody is in now and without a topic is then forgotten with its history, by the
+# rule of a leave (the rejoining process has announced its users, and offered its topics,
+# first), so what anyone said in rooms they made and left while cut off does not pile up.
 # It outlives the process by a day (BACKFILL_MARK_TTL), so a process reaped while its answer
 # was lost does not append it twice either. Returns how many lines were added (0: this
 # part was in already).
@@ -308,6 +312,8 @@ for i = 5, #ARGV, 4 do
   end
   publish(P, origin, ARGV[i + 3])
 end
+-- A room emptied since (nobody in it, no topic) goes with its history, as on a leave.
+for i = 5, #ARGV, 4 do forget_if_empty(P, ARGV[i]) end
 return (#ARGV - 4) / 4
 """
 
