@@ -16,7 +16,8 @@ import pytest
 
 from chatd.passwd import hash_password
 from tests import redis_support
-from tests.redis_support import ChatdProcess, Chatter, RedisServer
+from tests.redis_support import ChatdProcess, Chatter, RedisServer, command
+from tests.test_redis_outage import cut_off, let_back
 
 redis_server = redis_support.redis_server
 chatd_processes = redis_support.chatd_processes
@@ -28,7 +29,7 @@ USER = "127.0.0.2"  # where the moderated users connect from
 
 
 def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
-          name: str) -> ChatdProcess:
+          name: str, url: str = "") -> ChatdProcess:
     directory = tmp_path / name
     directory.mkdir()
     config = directory / "chatd.toml"
@@ -36,7 +37,7 @@ def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
 listen = ["tcp:0:interface=127.0.0.1"]
 no-echo = true
 server-name = "{name}"
-redis = "{server.url}"
+redis = "{url or server.url}"
 kick-rejoin-delay = 60.0
 [operators]
 root = "{CHEAP_HASH}"
@@ -234,3 +235,55 @@ def redis_get(server: RedisServer, key: str, field: str) -> bytes:
                 break
             reply += chunk
     return reply.split(b"\r\n")[1] if not reply.startswith(b"$-1") else b"$-1"
+
+
+def apart(server: RedisServer, tmp_path: Path, started: list[ChatdProcess]
+          ) -> tuple[ChatdProcess, ChatdProcess]:
+    """Processes a, which can be cut off alone (it logs in as the Redis user chatd-a), and b."""
+    command(server.port, "ACL", "SETUSER", "chatd-a", "on", ">secret", "~*", "&*", "+@all")
+    a = start(started, server, tmp_path, "a",
+              url=f"redis://chatd-a:secret@127.0.0.1:{server.port}/0")
+    return a, start(started, server, tmp_path, "b")
+
+
+def test_a_ban_lifted_while_a_process_was_cut_off_is_not_put_back_by_it(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    opal, otto = operator(a.port), operator(b.port, "otto")
+    opal.say("/ban 192.0.2.0/24 raid")
+    opal.expect(r"Banned 192\.0\.2\.0/24")
+    deadline = time.monotonic() + 10
+    while True:  # b takes the ban in
+        otto.say("/bans")
+        if "by root" in otto.expect(r"^\*\*\* (No bans|192\.0\.2\.0/24 by root)"):
+            break
+        assert time.monotonic() < deadline, otto.lines
+        time.sleep(0.1)
+    cut_off(redis_server, "chatd-a", a, 1)
+    otto.say("/unban 192.0.2.0/24")
+    otto.expect(r"^\*\*\* Unbanned 192\.0\.2\.0/24\.$")
+    let_back(redis_server, "chatd-a", a, 1)
+    opal.say("back")  # published after whatever a put to the cluster on rejoining
+    otto.expect(r"^<opal> back$")
+    otto.say("/bans")
+    otto.expect(r"^\*\*\* No bans are in force\.$")
+    assert redis_get(redis_server, "chatd:bans", "192.0.2.0/24") == b"$-1"
+
+
+def test_a_ban_by_nick_made_while_cut_off_spares_the_others_at_the_address_everywhere(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    opal = operator(a.port)
+    bob = Chatter(a.port, source=USER).rename("bob")
+    bea = Chatter(b.port, source=USER).rename("bea")  # same address, another process
+    cut_off(redis_server, "chatd-a", a, 1)
+    opal.say("/ban bob spam")
+    opal.expect(r"^\*\*\* Banned 127\.0\.0\.2/32")
+    closed(bob)
+    let_back(redis_server, "chatd-a", a, 1)
+    eventually(lambda: first_line(b.port).startswith("*** Error: you are banned"),
+               "b refuses the ban set on a while Redis was away", seconds=15)
+    bea.say("/who")
+    bea.expect(r"^\*\*\* Users in #lobby")
+    assert not [line for line in bea.lines if "banned" in line], bea.lines
+    assert "Traceback" not in a.output() + b.output()
