@@ -61,8 +61,11 @@ from chatd.events import (
     Muted,
     Renamed,
     RoomNotice,
+    RuleEvent,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.history import HistoryEntry
 from chatd.rooms import room_key
@@ -128,6 +131,9 @@ class ClusterMember(service.Service):
         self.guests = chat.guest_numbers = GuestNumbers(bus.state, lambda: bool(bus.link.up))
         # Lines said here while Redis is away, for the cluster's history when it is back.
         self.backlog = OutageBacklog(chat.history_size, chat.history_budget)
+        # Bans and mutes set or lifted here while Redis is away, as made (the operator and
+        # the nick with them), the latest per rule: given to the cluster when it is back.
+        self.unshared_rules: dict[str, RuleEvent] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -194,6 +200,9 @@ class ClusterMember(service.Service):
         if isinstance(event, Said | Acted):
             if not self.bus.link.up:  # the bus did not send it: kept for when Redis is back
                 self.backlog.record(event)
+        elif isinstance(event, Banned | Unbanned | Muted | Unmuted):
+            if not self.bus.link.up:
+                self.unshared_rules[_rule_name(event)] = event
         elif isinstance(event, Connected):
             if nick_key(event.nick) not in self.claimed:
                 self._claim(event.nick, None)
@@ -255,6 +264,7 @@ class ClusterMember(service.Service):
             # first: a room kept for its topic keeps the lines backfilled into it.
             yield self._offer_topics()
             yield self._backfill()
+            yield self._share_rules()
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)
@@ -334,6 +344,16 @@ class ClusterMember(service.Service):
             [(codec.encode(topic), self.origin, "topic-if-newer",
               script_arguments(topic, self.chat.history_size)[1]) for topic in topics])
 
+    @defer.inlineCallbacks
+    def _share_rules(self) -> Any:
+        """Gives the cluster the bans and mutes set or lifted here while cut off, as they
+        were made (the same events: a ban by nick still spares the others at its address,
+        and its operator, on every process)."""
+        for name, event in list(self.unshared_rules.items()):
+            yield self.bus.push(event)
+            if self.unshared_rules.get(name) is event:
+                del self.unshared_rules[name]
+
     def _take_in(self, snapshot: Snapshot) -> None:
         """The cluster's rooms, members, topics, histories and registered users, as this
         process's copy."""
@@ -354,8 +374,9 @@ class ClusterMember(service.Service):
     def _take_in_rules(self, snapshot: Snapshot) -> None:
         """The cluster's bans, mutes and kick delays, and where its users connect from.
 
-        A ban or mute in force here that the cluster lacks (set while Redis was away) is
-        put to the cluster; a ban lifted elsewhere meanwhile holds here until lifted again."""
+        The ones set here while Redis was away are in it already (``_share_rules``); a
+        ban or mute in force here that the cluster lacks was lifted elsewhere meanwhile (or
+        Redis lost it): it holds here until lifted again, and is not put back."""
         for key, where in snapshot.where.items():
             remote = self.chat.remote.by_key.get(key)
             if remote is not None:
@@ -364,20 +385,15 @@ class ClusterMember(service.Service):
         if rules is None:
             return
         ours = {_rule_name(event) for event in rules.in_force()}
-        theirs = set()
         for data in snapshot.rules:
             try:
                 event = codec.decode(data)
             except codec.UndecodableEvent:
                 continue
             if isinstance(event, Banned | Muted):
-                theirs.add(_rule_name(event))
                 rules.apply(event)
                 if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
                     rules.deliver(event)
-        for event in rules.in_force():
-            if _rule_name(event) not in theirs:
-                self.bus.push(event).addErrback(lambda _: None)
         for field, until in snapshot.kicks.items():
             where, _, key = field.partition(" ")
             rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
@@ -388,8 +404,11 @@ def _backfilled(line: ChatLine) -> Backfilled:
                       line.origin)
 
 
-def _rule_name(event: Banned | Muted) -> str:
-    return f"ban {event.network}" if isinstance(event, Banned) else f"mute {event.key}"
+def _rule_name(event: RuleEvent) -> str:
+    """What a rule event sets or lifts: a ban of a network, or a mute of a nick_key."""
+    if isinstance(event, Banned | Unbanned):
+        return f"ban {event.network}"
+    return f"mute {event.key}"
 
 
 def _seconds(text: str) -> float:
