@@ -98,7 +98,7 @@ def test_at_most_max_rooms_rooms_the_newest_kept() -> None:
     for n in range(100):
         backlog.record(line(f"#r{n}", n))
     assert backlog.rooms == 5 and len(backlog) == 5
-    assert budget.used == 5 * line_cost(line("#r", 0))
+    assert budget.used == sum(line_cost(line(f"#r{n}", n)) for n in range(95, 100))
     part = backlog.next_part(100)
     assert part is not None and [each.room for each in part[1]] == [
         f"#r{n}" for n in range(95, 100)]

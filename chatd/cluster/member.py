@@ -130,7 +130,8 @@ class ClusterMember(service.Service):
         bus.on_down = self._down
         self.guests = chat.guest_numbers = GuestNumbers(bus.state, lambda: bool(bus.link.up))
         # Lines said here while Redis is away, for the cluster's history when it is back.
-        self.backlog = OutageBacklog(chat.history_size, chat.history_budget)
+        self.backlog = OutageBacklog(chat.history_size, chat.history_budget,
+                                     lambda: chat.max_rooms)
         # Bans and mutes set or lifted here while Redis is away, as made (the operator and
         # the nick with them), the latest per rule: given to the cluster when it is back.
         self.unshared_rules: dict[str, RuleEvent] = {}
