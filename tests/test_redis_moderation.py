@@ -8,6 +8,7 @@ of the user's address never touches the operator.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from chatd.passwd import hash_password
 from tests import redis_support
+from tests.irssi import Irssi
 from tests.redis_support import ChatdProcess, Chatter, RedisServer, command
 from tests.test_redis_outage import cut_off, let_back
 
@@ -29,7 +31,7 @@ USER = "127.0.0.2"  # where the moderated users connect from
 
 
 def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
-          name: str, url: str = "") -> ChatdProcess:
+          name: str, url: str = "", extra: str = "") -> ChatdProcess:
     directory = tmp_path / name
     directory.mkdir()
     config = directory / "chatd.toml"
@@ -39,6 +41,7 @@ no-echo = true
 server-name = "{name}"
 redis = "{url or server.url}"
 kick-rejoin-delay = 60.0
+{extra}
 [operators]
 root = "{CHEAP_HASH}"
 """)
@@ -286,4 +289,36 @@ def test_a_ban_by_nick_made_while_cut_off_spares_the_others_at_the_address_every
     bea.say("/who")
     bea.expect(r"^\*\*\* Users in #lobby")
     assert not [line for line in bea.lines if "banned" in line], bea.lines
+    assert "Traceback" not in a.output() + b.output()
+
+
+def shows(irssi: Irssi, pattern: str, seconds: float = 20.0) -> None:
+    """Waits until irssi's screen shows ``pattern``."""
+    deadline = time.monotonic() + seconds
+    while not re.search(pattern, irssi.screen()):
+        assert time.monotonic() < deadline, f"irssi never showed {pattern!r}:\n{irssi.screen()}"
+        time.sleep(0.1)
+
+
+def test_irssi_sees_kicks_made_on_another_process_as_kicks(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a = start(chatd_processes, redis_server, tmp_path, "a")
+    b = start(chatd_processes, redis_server, tmp_path, "b",
+              extra='irc = ["tcp:0:interface=127.0.0.1"]')
+    ivy = Irssi(tmp_path / "irssi", b.port_of("IRCFactory"), "ivy")
+    try:
+        shows(ivy, r"Welcome to the b IRC network")
+        ivy.type("/join #lobby")
+        shows(ivy, r"ivy \S+ has joined #lobby")
+        opal = operator(a.port)
+        dave = Chatter(a.port, source=USER).rename("dave")
+        opal.who_until(lambda reply: "ivy" in reply and "dave" in reply)
+        opal.say("/kick dave spam")
+        closed(dave)
+        shows(ivy, r"dave was kicked from #lobby by opal \[spam\]")
+        opal.say("/kick ivy bye")
+        opal.expect(r"^\*\*\* ivy has left #lobby \(kicked by opal: bye\)$")
+        shows(ivy, r"ivy was kicked from #lobby by opal \[bye\]")  # irssi says so of itself too
+    finally:
+        ivy.close()
     assert "Traceback" not in a.output() + b.output()
