@@ -322,3 +322,19 @@ def test_irssi_sees_kicks_made_on_another_process_as_kicks(
     finally:
         ivy.close()
     assert "Traceback" not in a.output() + b.output()
+
+
+def test_a_user_kicked_while_their_process_was_cut_off_is_kicked_when_it_is_back(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    bob = Chatter(a.port, source=USER).rename("bob")
+    opal = operator(b.port)
+    opal.who_until(lambda reply: "bob" in reply)
+    cut_off(redis_server, "chatd-a", a, 1)
+    opal.say("/kick bob spam")  # b does not know yet that a is gone
+    opal.expect(r"^\*\*\* bob has left #lobby \(kicked by opal: spam\)$")
+    let_back(redis_server, "chatd-a", a, 1)
+    bob.expect(r"^\*\*\* You have been kicked")
+    closed(bob)
+    opal.who_until(lambda reply: "bob" not in reply)
+    assert "Traceback" not in a.output() + b.output()
