@@ -334,7 +334,8 @@ def test_a_user_kicked_while_their_process_was_cut_off_is_kicked_when_it_is_back
     opal.say("/kick bob spam")  # b does not know yet that a is gone
     opal.expect(r"^\*\*\* bob has left #lobby \(kicked by opal: spam\)$")
     let_back(redis_server, "chatd-a", a, 1)
-    bob.expect(r"^\*\*\* You have been kicked")
+    bob.expect(r"^\*\*\* You have been kicked by an operator while this server was cut off from "
+               r"the cluster$")
     closed(bob)
     opal.who_until(lambda reply: "bob" not in reply)
     assert "Traceback" not in a.output() + b.output()

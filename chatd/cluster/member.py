@@ -375,7 +375,8 @@ class ClusterMember(service.Service):
     def _take_in_rules(self, snapshot: Snapshot) -> None:
         """The cluster's bans, mutes and kick delays, and where its users connect from.
 
-        The ones set here while Redis was away are in it already (``_share_rules``); a
+        A user of ours kicked elsewhere while we were cut off is disconnected now. The
+        bans and mutes set here while Redis was away are in it already (``_share_rules``); a
         ban or mute in force here that the cluster lacks was lifted elsewhere meanwhile (or
         Redis lost it): it holds here until lifted again, and is not put back."""
         for key, where in snapshot.where.items():
@@ -395,9 +396,17 @@ class ClusterMember(service.Service):
                 rules.apply(event)
                 if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
                     rules.deliver(event)
+        now = self.clock.seconds()
         for field, until in snapshot.kicks.items():
             where, _, key = field.partition(" ")
-            rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
+            kick = Kicked(key, "", "", where=where, until=_seconds(until))
+            rules.apply(kick)
+            # Ours, kicked by an operator elsewhere while we were cut off (the kick never
+            # reached us): out now, as they would be refused if they came back.
+            user = self.chat.users.get(key)
+            if user is not None and kick.until > now and self.chat.where(user) == where:
+                self.chat.remove(user, "kicked by an operator while this server was cut off "
+                                       "from the cluster")
 
 
 def _backfilled(line: ChatLine) -> Backfilled:
