@@ -207,6 +207,29 @@ def test_private_messages_cross_both_ways(chat: MemoryIRC) -> None:
                                    ":chatd 401 alice nobody :No such nick/channel"]
 
 
+def test_a_private_action_stays_an_action_on_every_front_end(chat: MemoryIRC) -> None:
+    bob, bob_t = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    _carol, carol_t = chat.irc_user("carol")
+    send(alice, "PRIVMSG bob :\x01ACTION waves \x02hi\x02\x01")
+    assert take_lines(bob_t) == ["*alice* * alice waves hi"]
+    send(alice, "PRIVMSG carol :\x01ACTION winks\x01")
+    assert take_lines(carol_t) == [":alice!alice@chatd PRIVMSG carol :\x01ACTION winks\x01"]
+    send(alice, "PRIVMSG carol :* alice winks")  # plain text that looks like one stays text
+    assert take_lines(carol_t) == [":alice!alice@chatd PRIVMSG carol :* alice winks"]
+    # A long one is split like any text, every piece an action.
+    send(alice, "PRIVMSG carol :\x01ACTION " + "dances " * 69 + "\x01")
+    pieces = take_lines(carol_t)
+    assert len(pieces) == 2
+    for piece in pieces:
+        assert piece.startswith(":alice!alice@chatd PRIVMSG carol :\x01ACTION dances")
+        assert piece.endswith("\x01")
+    # A reply goes back as a plain private message.
+    send(bob, "/reply hello")
+    assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :hello"]
+    assert take_lines(bob_t) == ["-> *alice* hello"]
+
+
 def test_messages_to_rooms_one_is_not_in(chat: MemoryIRC) -> None:
     alice, alice_t = chat.irc_user("alice")
     send(alice, "PRIVMSG #lobby :hi", "NOTICE #lobby :hi", "PRIVMSG", "PRIVMSG #lobby")

@@ -607,10 +607,8 @@ class IRCProtocol(irc.IRC):
         words = clean_irc_text(request[1] if request is not None else text)
         if not words.strip():
             return
-        if request is not None:
-            words = f"* {user.nick} {words}"  # a private /me: chatd has no private action
         try:
-            self.service.private_message(user, recipient.nick, words)
+            self.service.private_message(user, recipient.nick, words, request is not None)
         except ChatError as e:
             if not notice:
                 self.server_notice(str(e))
