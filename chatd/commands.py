@@ -21,7 +21,7 @@ from twisted.internet import defer
 
 from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
-from chatd.rooms import Room
+from chatd.rooms import ROOM_NAME_MAX, Room, room_key
 from chatd.text import parse_whole_number
 from chatd.version import VERSION
 
@@ -278,20 +278,31 @@ def _who(table: CommandTable, session: Session, user: User, args: str) -> None:
     session.notice(f"Users in {room.name} ({len(names)}): {', '.join(names)}")
 
 
-@command("history", "/history [N]", "show the last N lines of your room (default: all kept)")
+@command("history", "/history [#ROOM] [N]",
+         "show the last N lines of your room, or of #ROOM, one of yours (default: all kept)")
 def _history(table: CommandTable, session: Session, user: User, args: str) -> None:
     kept = table.service.history_size
     if not kept:
         raise ChatError("this server keeps no history")
-    count = parse_whole_number(args) if args else kept
+    named, _, rest = args.partition(" ") if args.startswith("#") else ("", "", args)
+    rest = rest.strip()
+    count = parse_whole_number(rest) if rest else kept
     if count is None or not 1 <= count <= kept:
-        raise ChatError(f"usage: /history [N], N a whole number from 1 to {kept}")
-    room = session.room
+        raise ChatError(f"usage: /history [#ROOM] [N], N a whole number from 1 to {kept}")
+    room = _own_room(user, named) if named else session.room
     entries = table.service.history(room, count)
     if entries:
         _show_history(session, room, entries)
     else:
         session.notice(f"No history in {room.name} yet")
+
+
+def _own_room(user: User, name: str) -> Room:
+    """One of the user's rooms, named: an IRC user in several says which one it means."""
+    room = user.rooms.get(room_key(name))
+    if room is None:
+        raise ChatError(f"you are not in {name[:ROOM_NAME_MAX + 1]}")
+    return room
 
 
 # --- Other people ------------------------------------------------------------------------------

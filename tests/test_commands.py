@@ -74,13 +74,18 @@ ERROR_CASES = [
     (b"/msg alice hi\n", "you cannot message yourself"),
     (b"/reply hi\n", "nobody has sent you a private message yet"),
     (b"/reply\n", "usage: /reply TEXT"),
-    (b"/history 0\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history lots\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history -3\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history 5\n", "usage: /history [N], N a whole number from 1 to 4"),  # more than kept
-    ("/history ²\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
-    ("/history ٣\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history " + b"9" * 4000 + b"\n", "usage: /history [N], N a whole number from 1 to 4"),
+    (b"/history 0\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history lots\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history -3\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    # more than kept
+    (b"/history 5\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    ("/history ²\n".encode(), "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    ("/history ٣\n".encode(), "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history " + b"9" * 4000 + b"\n",
+     "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history #lobby 0\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history #dev\n", "you are not in #dev"),
+    (b"/history #" + b"x" * 4000 + b" 1\n", "you are not in #" + "x" * 32),
     (b"/back\n", "you are not marked as away"),
     (b"/ignore alice\n", "you cannot ignore yourself"),
     (b"/ignore nobody\n", 'no such user "nobody"'),
@@ -182,6 +187,9 @@ def test_history_command(chat: MemoryChat) -> None:
     assert lines[:3] == ["*** History of #lobby (last 1 line):", f"{stamp}<alice> line 5",
                          "*** End of history."]
     assert lines[3] == "*** History of #lobby (last 4 lines):"
+    b.dataReceived(b"/history #LOBBY  1\n")  # a room of your own named: the same
+    assert take_lines(tb)[:2] == ["*** History of #lobby (last 1 line):",
+                                  f"{stamp}<alice> line 5"]
 
 
 def test_no_history_kept() -> None:

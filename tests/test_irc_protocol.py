@@ -456,6 +456,41 @@ def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> N
     ]
 
 
+def test_a_chatd_command_on_your_room_names_the_room_when_you_are_in_several(
+    chat: MemoryIRC,
+) -> None:
+    bob, bob_t = chat.line_user("bob")
+    send(bob, "in the lobby", "/join #dev", "in dev")
+    alice, alice_t = chat.irc_user("alice")
+    send(alice, "HISTORY 1")
+    assert take_lines(alice_t) == [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are not in any room; /join one"]
+    send(alice, "JOIN #lobby")
+    take_lines(alice_t)
+    send(alice, "HISTORY 1")  # one room: no doubt which
+    assert take_lines(alice_t)[1].endswith("<bob> in the lobby")
+    send(alice, "JOIN #dev")  # #dev, joined last, is no longer taken for granted
+    take_lines(alice_t)
+    send(alice, "HISTORY 1", "PRIVMSG chatd :history")
+    assert take_lines(alice_t) == 2 * [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are in 2 rooms (#dev, #lobby): name the "
+        "room first, e.g. #dev"]
+    send(alice, "HISTORY #LOBBY 1")
+    lines = take_lines(alice_t)
+    assert lines[0] == ":chatd!chatd@chatd NOTICE alice :History of #lobby (last 1 line):"
+    assert lines[1].endswith("<bob> in the lobby")
+    send(alice, "PRIVMSG chatd :history #dev")
+    lines = take_lines(alice_t)
+    assert lines[0] == ":chatd!chatd@chatd NOTICE alice :History of #dev (last 1 line):"
+    assert lines[1].endswith("<bob> in dev")
+    send(alice, "HISTORY #nowhere 1", "HISTORY #dev many")
+    assert take_lines(alice_t) == [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are not in #nowhere",
+        ":chatd!chatd@chatd NOTICE alice :Error: usage: /history [#ROOM] [N], N a whole "
+        "number from 1 to 100"]
+    assert take_lines(bob_t)  # bob saw alice come
+
+
 # --- Liveness and limits -------------------------------------------------------------------------
 
 

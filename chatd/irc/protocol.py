@@ -101,9 +101,16 @@ class CommandSession:
 
     @property
     def room(self) -> Room:
-        if self.connection.user is None:
+        """The user's one room. An IRC client shows no "current" room, so a user in several
+        names the room as the command's first word (``HISTORY #dev 20``), else is told to."""
+        user = self.connection.user
+        if user is None:
             raise ChatError("you are not registered")
-        return self.connection.user.room
+        if len(user.rooms) > 1:
+            names = [room.name for room in user.rooms_by_name()]
+            raise ChatError(f"you are in {len(names)} rooms ({', '.join(names)}): name the "
+                            f"room first, e.g. {names[0]}")
+        return user.room
 
     def notice(self, text: str) -> None:
         self.connection.service_notice(text)
