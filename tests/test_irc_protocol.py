@@ -437,6 +437,28 @@ def test_oper_then_kick(chat: MemoryIRC) -> None:
     assert take_lines(alice_t) == [":bob!bob@chatd QUIT :kicked by alice: spam"]
 
 
+def test_an_operators_mass_message_to_dollar_star_is_a_wall(chat: MemoryIRC) -> None:
+    _bob, bob_t = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    _carol, carol_t = chat.irc_user("carol")  # in no room: a wall reaches her all the same
+    send(alice, "PRIVMSG $* :hello all", "NOTICE $* :hello all")
+    assert take_lines(alice_t) == [
+        ":chatd 481 alice :Permission Denied- You're not an IRC operator"]
+    send(alice, f"OPER root {PASSWORD}")
+    take_lines(alice_t)
+    send(alice, "PRIVMSG $* :\x02maintenance\x02 at noon")
+    assert take_lines(bob_t) == ["*** [wall from alice] maintenance at noon"]
+    assert take_lines(carol_t) == [":chatd NOTICE * :[wall from alice] maintenance at noon"]
+    send(alice, "NOTICE $CHATD :again")  # the server's own name is the other mask
+    assert take_lines(bob_t) == ["*** [wall from alice] again"]
+    send(alice, "PRIVMSG $*.example.org :x", "NOTICE $elsewhere :x", "PRIVMSG $* :\x02 \x02")
+    assert take_lines(alice_t) == [
+        ":chatd NOTICE * :[wall from alice] maintenance at noon",
+        ":chatd NOTICE * :[wall from alice] again",
+        ":chatd 415 alice $*.example.org :Bad Server/host mask"]
+    assert take_lines(bob_t) == []
+
+
 def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> None:
     bob, _ = chat.line_user("bob")
     send(bob, "an old line")

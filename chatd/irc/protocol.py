@@ -567,6 +567,8 @@ class IRCProtocol(irc.IRC):
         for target in params[0].split(",")[:MAX_TARGETS]:
             if target.startswith("#"):
                 self._to_room(target, params[1], notice)
+            elif target.startswith("$"):
+                self._to_everyone(target, params[1], notice)
             elif nick_key(target) == nick_key(SERVICE_NICK):
                 if not notice:
                     self._run_command(params[1].removeprefix("/"))
@@ -597,6 +599,24 @@ class IRCProtocol(irc.IRC):
             if not notice:
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room.name, str(e))
             return
+
+    def _to_everyone(self, target: str, text: str, notice: bool) -> None:
+        """``PRIVMSG $*`` (or ``$SERVER``): an IRC operator's message to every user of the
+        server, which is chatd's ``/wall``; chatd is one server, so no other mask matches."""
+        user = self.user
+        moderator = self.factory.commands.moderator
+        assert user is not None
+        if moderator is None or user.operator is None:
+            if not notice:
+                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+            return
+        if target[1:].lower() not in ("*", self.server.lower()):
+            if not notice:
+                self.reply(n.ERR_BADMASK, target[:ROOM_NAME_MAX * 2], "Bad Server/host mask")
+            return
+        words = clean_irc_text(text)
+        if words.strip():
+            moderator.wall(user, words)
 
     def _to_nick(self, target: str, text: str, notice: bool) -> None:
         user = self.user
