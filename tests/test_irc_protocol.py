@@ -7,6 +7,7 @@ import re
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from chatd.irc.factory import IRCFactory
@@ -17,6 +18,7 @@ from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
+from tests.test_fanout import CountingTransport
 
 PASSWORD = "hunter2"
 
@@ -228,6 +230,36 @@ def test_a_private_action_stays_an_action_on_every_front_end(chat: MemoryIRC) ->
     send(bob, "/reply hello")
     assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :hello"]
     assert take_lines(bob_t) == ["-> *alice* hello"]
+
+
+def test_an_irc_read_of_many_lines_fans_out_as_one_block() -> None:
+    """A PRIVMSG run in one read is held and delivered as one block (chatd/fanout.py), as a
+    line user's paste is: one pick of recipients and one write each, not one per line."""
+    chat = MemoryIRC(flood_rate=0)
+    peer = IPv4Address("TCP", "127.0.0.1", 41000)
+    bob = chat.factory.buildProtocol(peer)
+    bob_t = CountingTransport(peerAddress=peer)
+    bob.makeConnection(bob_t)
+    send(bob, "/nick bob")
+    carol, carol_t = chat.irc_user("carol")
+    alice, _ = chat.irc_user("alice")
+    send(alice, "JOIN #lobby")
+    send(carol, "JOIN #lobby")
+    take_lines(bob_t)
+    take_lines(carol_t)
+    broadcasts = []
+    real = chat.irc.broadcast
+    chat.irc.broadcast = lambda data, clients: (broadcasts.append(data), real(data, clients))
+    bob_t.writes = 0
+    send(alice, *(f"PRIVMSG #lobby :line {i}" for i in range(50)),
+         "PRIVMSG #lobby :\x01ACTION waves\x01", "PRIVMSG bob :psst")
+    assert bob_t.writes == 2  # the run of 51 lines, then the private message
+    assert take_lines(bob_t) == [*(f"<alice> line {i}" for i in range(50)), "* alice waves",
+                                 "*alice* psst"]
+    assert len(broadcasts) == 1  # carol's copy rendered once for the whole run
+    assert take_lines(carol_t) == [
+        *(f":alice!alice@chatd PRIVMSG #lobby :line {i}" for i in range(50)),
+        ":alice!alice@chatd PRIVMSG #lobby :\x01ACTION waves\x01"]
 
 
 def test_messages_to_rooms_one_is_not_in(chat: MemoryIRC) -> None:
