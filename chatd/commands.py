@@ -317,6 +317,16 @@ def _msg(table: CommandTable, session: Session, user: User, args: str) -> None:
     _sent(session, table.service.private_message(user, nick, text), text)
 
 
+@command("describe", "/describe NICK ACTION", "a private /me: NICK alone sees * you ACTION")
+def _describe(table: CommandTable, session: Session, user: User, args: str) -> None:
+    nick, _, action = args.partition(" ")
+    action = action.strip()
+    if not nick or not action:
+        raise ChatError("usage: /describe NICK ACTION")
+    target = table.service.private_message(user, nick, action, action=True)
+    _sent(session, target, f"* {user.nick} {action}")
+
+
 @command("reply", "/reply TEXT", "send TEXT to the last person who sent you a private message")
 def _reply(table: CommandTable, session: Session, user: User, args: str) -> None:
     text = require(args, "/reply TEXT")

@@ -5,7 +5,7 @@ Shapes (documented in the README so people and scripts can tell them apart):
 - ``<nick> text``        chat from another user in your room
 - ``* nick action``      a /me action
 - ``*nick* text``        a private message to you
-- ``*nick* * nick action``  a private /me to you (from an IRC user)
+- ``*nick* * nick action``  a private /me to you (/describe, or an IRC user's)
 - ``-> *nick* text``     the confirmation of a private message you sent
 - ``*** text``           a server notice
 - ``*** Error: text``    an error, sent only to the one who caused it

@@ -73,6 +73,10 @@ ERROR_CASES = [
     (b"/msg nobody hi\n", 'no such user "nobody"'),
     (b"/msg alice hi\n", "you cannot message yourself"),
     (b"/reply hi\n", "nobody has sent you a private message yet"),
+    (b"/describe\n", "usage: /describe NICK ACTION"),
+    (b"/describe bob  \n", "usage: /describe NICK ACTION"),
+    (b"/describe nobody waves\n", 'no such user "nobody"'),
+    (b"/describe alice waves\n", "you cannot message yourself"),
     (b"/reply\n", "usage: /reply TEXT"),
     (b"/history 0\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
     (b"/history lots\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
@@ -165,6 +169,18 @@ def test_msg_reply_and_away_reason(chat: MemoryChat) -> None:
     assert take_lines(tb) == ["-> *alice* yes, briefly"]
     assert take_lines(ta) == ["*bob* yes, briefly"]
     assert take_lines(tc) == []
+
+
+def test_describe_is_a_private_action(chat: MemoryChat) -> None:
+    (a, ta), (b, tb), (_, tc) = people(chat, "alice", "bob", "carol")
+    b.dataReceived(b"/away in a meeting\n")
+    take_lines(tb)
+    a.dataReceived(b"/describe BOB  waves from afar\n")
+    assert take_lines(ta) == ["-> *bob* * alice waves from afar", "*** bob is away: in a meeting"]
+    assert take_lines(tb) == ["*alice* * alice waves from afar"]
+    assert take_lines(tc) == []
+    b.dataReceived(b"/reply hello\n")  # the sender is whom /reply answers, as after a /msg
+    assert take_lines(ta) == ["*bob* hello"]
 
 
 def test_history_command(chat: MemoryChat) -> None:

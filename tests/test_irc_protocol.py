@@ -230,6 +230,9 @@ def test_a_private_action_stays_an_action_on_every_front_end(chat: MemoryIRC) ->
     send(bob, "/reply hello")
     assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :hello"]
     assert take_lines(bob_t) == ["-> *alice* hello"]
+    send(bob, "/describe alice nods")  # a line user's private action, as IRC shows one
+    assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :\x01ACTION nods\x01"]
+    assert take_lines(bob_t) == ["-> *alice* * bob nods"]
 
 
 def test_an_irc_read_of_many_lines_fans_out_as_one_block() -> None:
