@@ -308,21 +308,23 @@ def _own_room(user: User, name: str) -> Room:
 # --- Other people ------------------------------------------------------------------------------
 
 
-@command("msg", "/msg NICK TEXT", "send TEXT to NICK only")
-def _msg(table: CommandTable, session: Session, user: User, args: str) -> None:
+def _nick_and_text(args: str, usage: str) -> tuple[str, str]:
     nick, _, text = args.partition(" ")
     text = text.strip()
     if not nick or not text:
-        raise ChatError("usage: /msg NICK TEXT")
+        raise ChatError(f"usage: {usage}")
+    return nick, text
+
+
+@command("msg", "/msg NICK TEXT", "send TEXT to NICK only")
+def _msg(table: CommandTable, session: Session, user: User, args: str) -> None:
+    nick, text = _nick_and_text(args, "/msg NICK TEXT")
     _sent(session, table.service.private_message(user, nick, text), text)
 
 
 @command("describe", "/describe NICK ACTION", "a private /me: NICK alone sees * you ACTION")
 def _describe(table: CommandTable, session: Session, user: User, args: str) -> None:
-    nick, _, action = args.partition(" ")
-    action = action.strip()
-    if not nick or not action:
-        raise ChatError("usage: /describe NICK ACTION")
+    nick, action = _nick_and_text(args, "/describe NICK ACTION")
     target = table.service.private_message(user, nick, action, action=True)
     _sent(session, target, f"* {user.nick} {action}")
 

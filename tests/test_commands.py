@@ -169,18 +169,13 @@ def test_msg_reply_and_away_reason(chat: MemoryChat) -> None:
     assert take_lines(tb) == ["-> *alice* yes, briefly"]
     assert take_lines(ta) == ["*bob* yes, briefly"]
     assert take_lines(tc) == []
-
-
-def test_describe_is_a_private_action(chat: MemoryChat) -> None:
-    (a, ta), (b, tb), (_, tc) = people(chat, "alice", "bob", "carol")
-    b.dataReceived(b"/away in a meeting\n")
-    take_lines(tb)
+    # /describe: a private /me, in the private frame; /reply answers it as it does /msg.
     a.dataReceived(b"/describe BOB  waves from afar\n")
     assert take_lines(ta) == ["-> *bob* * alice waves from afar", "*** bob is away: in a meeting"]
     assert take_lines(tb) == ["*alice* * alice waves from afar"]
-    assert take_lines(tc) == []
-    b.dataReceived(b"/reply hello\n")  # the sender is whom /reply answers, as after a /msg
+    b.dataReceived(b"/reply hello\n")
     assert take_lines(ta) == ["*bob* hello"]
+    assert take_lines(tc) == []
 
 
 def test_history_command(chat: MemoryChat) -> None:
