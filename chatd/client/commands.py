@@ -33,6 +33,7 @@ SERVER_COMMANDS: tuple[str, ...] = (
     "/bans",
     "/kick",
     "/mute",
+    "/mutes",
     "/rename",
     "/stats",
     "/unban",
