@@ -85,8 +85,7 @@ class FrontEndFactory(protocol.ServerFactory):
         until ``lost``. ``proto`` is its edge's owner (and line owner)."""
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
-            self.output_batch, release=lambda: self.limits.release(proto.counted_address),
-            lines=proto, traffic=self.traffic,
+            self.output_batch, lines=proto, traffic=self.traffic,
         )
         edge.start_send_buffer_guard()
         edge.activity()
@@ -94,7 +93,9 @@ class FrontEndFactory(protocol.ServerFactory):
         return edge
 
     def lost(self, proto: Connection, reason: Failure) -> None:
+        # The admission count is released here, once, rather than by a closure per edge.
         self.clients.discard(proto)
+        self.limits.release(proto.counted_address)
         proto.edge.connection_lost(reason)
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:

@@ -27,9 +27,8 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import tcp
 
@@ -117,43 +116,53 @@ class OutputBatch:
         self._dirty.append(output)
 
 
+class WriteCounter(Protocol):
+    """Told the size of every write handed to the transport (the edge, chatd/edge.py)."""
+
+    def wrote(self, size: int) -> None: ...
+
+
 class ConnectionOutput:
     """One connection's outgoing bytes; ``pending_bytes`` counts what the batch holds.
 
-    ``written`` (the edge's send-buffer guard) is told the size of every write handed to
-    the transport, after the transport took it.
+    ``counter`` (the edge, for its send-buffer guard) is told the size of every write
+    handed to the transport, after the transport took it. The list of pending bytes is
+    made when a batch first holds some: an idle connection does without it.
     """
 
-    __slots__ = ("_batch", "_pending", "_written", "pending_bytes", "transport")
+    __slots__ = ("_batch", "_counter", "_pending", "pending_bytes", "transport")
 
     def __init__(
-        self, transport: Any, batch: OutputBatch, written: Callable[[int], None] | None = None
+        self, transport: Any, batch: OutputBatch, counter: WriteCounter | None = None
     ) -> None:
         self.transport = transport
         self._batch = batch
-        self._pending: list[bytes] = []
-        self._written = written
+        self._pending: list[bytes] | None = None
+        self._counter = counter
         self.pending_bytes = 0
 
     def send(self, data: bytes) -> None:
         if not self._batch._depth:
             write_now(self.transport, data)
-            if self._written is not None:
-                self._written(len(data))
+            if self._counter is not None:
+                self._counter.wrote(len(data))
             return
-        if not self._pending:
+        pending = self._pending
+        if pending is None:
             self._batch.mark_dirty(self)
-        self._pending.append(data)
+            self._pending = [data]
+        else:
+            pending.append(data)
         self.pending_bytes += len(data)
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, None
         if pending:
             size, self.pending_bytes = self.pending_bytes, 0
             write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
-            if self._written is not None:
-                self._written(size)
+            if self._counter is not None:
+                self._counter.wrote(size)
 
     def discard(self) -> None:
         """Forgets what the batch holds (the connection was cut off)."""
-        self._pending, self.pending_bytes = [], 0
+        self._pending, self.pending_bytes = None, 0

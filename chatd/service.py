@@ -10,6 +10,7 @@ per front-end and handed, as the same bytes, to that front-end's ``broadcast``.
 from __future__ import annotations
 
 import itertools
+import sys
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -119,12 +120,15 @@ class User:
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
         self.nick = nick
-        self.key = nick_key(nick)
+        key = nick_key(nick)
+        self.key = nick if key == nick else key  # one string, not two, for most nicks
         # The rooms the user is in, by room_key, in the order joined.
         self.rooms: dict[str, Room] = {}
         self.peer = peer
         # The IP address, parsed once: mute checks read it on every line a user says.
-        self.host = peer_host(peer)
+        host = peer_host(peer)
+        # Interned: users from one address share the string (issue 16: memory per user).
+        self.host = None if host is None else sys.intern(host)
         self.away: str | None = None  # the reason, while away
         # Ignoring follows the person through renames and ends when they disconnect.
         # A WeakSet from the first /ignore on: one costs about 700 bytes, and the hot path's
