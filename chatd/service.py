@@ -10,7 +10,6 @@ per front-end and handed, as the same bytes, to that front-end's ``broadcast``.
 from __future__ import annotations
 
 import itertools
-import sys
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -126,9 +125,7 @@ class User:
         self.rooms: dict[str, Room] = {}
         self.peer = peer
         # The IP address, parsed once: mute checks read it on every line a user says.
-        host = peer_host(peer)
-        # Interned: users from one address share the string (issue 16: memory per user).
-        self.host = None if host is None else sys.intern(host)
+        self.host = peer_host(peer)
         self.away: str | None = None  # the reason, while away
         # Ignoring follows the person through renames and ends when they disconnect.
         # A WeakSet from the first /ignore on: one costs about 700 bytes, and the hot path's
