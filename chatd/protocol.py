@@ -93,8 +93,10 @@ class ChatProtocol(OneRoomSession, LineReceiver):
             self.edge.close()
             return
         self.edge.nick = self.user.nick
-        self.service.join(self.user, self.service.default_room)
-        greet(factory.commands, self, self.user)
+        # The greeting (and the join notice the newcomer gets) as one write, not one a line.
+        with factory.output_batch:
+            self.service.join(self.user, self.service.default_room)
+            greet(factory.commands, self, self.user)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.lost(self, reason)
