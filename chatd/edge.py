@@ -34,6 +34,7 @@ from chatd.addresses import describe_peer
 from chatd.backpressure import DEFAULT_SEND_GRACE, SendBufferGuard
 from chatd.bucket import TokenBucket
 from chatd.flood import FloodGate
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.output import ConnectionOutput, OutputBatch, queued_in_transport, unsent_in_kernel
 from chatd.policy import EdgePolicy
@@ -159,7 +160,10 @@ class Edge:
         release: Callable[[], None] | None = None,
         lines: LineOwner | None = None,
         traffic: Traffic | None = None,
+        idle: IdleTimers | None = None,
     ) -> None:
+        """``idle``: the front-end's idle timers, shared by its connections (chatd/idle.py);
+        without, the edge has its own."""
         self.owner = owner
         self.traffic = traffic  # the front-end's byte counters (chatd/stats.py)
         self.lines = lines  # None for a front-end without lines (echo)
@@ -179,7 +183,7 @@ class Edge:
         self._input_over = False  # the peer half-closed: close once its lines are done
         self._holds: set[object] | frozenset[object] = _NO_HOLDS  # a set from the first hold
         self._close_deadline: IDelayedCall | None = None
-        self._idle: IDelayedCall | None = None
+        self._idle = idle if idle is not None else IdleTimers(clock)
         self._bad_input: TokenBucket | None = None  # from the first strike
         self._garbage = 0  # swallowed bytes not yet counted as a strike
         self._handed = 0  # bytes handed to the transport, ever
@@ -229,9 +233,7 @@ class Edge:
             self._gate.configure(policy.flood_rate, policy.flood_burst, policy.flood_queue)
         if self.guard is not None:
             self.guard.limit, self.guard.grace = policy.send_buffer, policy.send_grace
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-            self._idle = None
+        self._idle.forget(self)  # the timeout counts from the reload, whatever it was
         self.activity()
 
     # --- Output ----------------------------------------------------------------------------
@@ -279,10 +281,7 @@ class Edge:
         timeout = self.policy.idle_timeout
         if not timeout or self._gone:
             return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(timeout)
-        else:
-            self._idle = self.clock.callLater(timeout, self._timed_out)
+        self._idle.touch(self, timeout)
 
     def offer(self, item: Item) -> None:
         """A line (or an over-long line's place, or a reply) for the flood gate."""
@@ -404,8 +403,7 @@ class Edge:
         self.reason = "not reading"
         self.abort()
 
-    def _timed_out(self) -> None:
-        self._idle = None
+    def idle_timeout_reached(self) -> None:
         self.log_cause("disconnected: idle", f"{self.policy.idle_timeout:g} s")
         self.reason = "idle timeout"
         self.owner.timed_out()
@@ -479,6 +477,4 @@ class Edge:
             self.owner.finished(self.reason or "connection lost")
 
     def _stop_timers(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        self._idle.forget(self)

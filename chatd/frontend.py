@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from chatd.commands import CommandTable, build_command_table
 from chatd.edge import Edge, admit
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
@@ -67,6 +68,8 @@ class FrontEndFactory(protocol.ServerFactory):
         self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
+        # One timer for every connection's idle timeout, not a DelayedCall each.
+        self.idle_timers = IdleTimers(self.clock)
 
     def refused(self, reason: str) -> protocol.Protocol:
         """A protocol that tells a newcomer over the limits why, and closes."""
@@ -85,7 +88,7 @@ class FrontEndFactory(protocol.ServerFactory):
         until ``lost``. ``proto`` is its edge's owner (and line owner)."""
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
-            self.output_batch, lines=proto, traffic=self.traffic,
+            self.output_batch, lines=proto, traffic=self.traffic, idle=self.idle_timers,
         )
         edge.start_send_buffer_guard()
         edge.activity()

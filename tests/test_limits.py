@@ -522,3 +522,48 @@ def test_udp_echo_source_table_is_bounded() -> None:
     echo.datagramReceived(b"new", ("172.16.0.1", 4000))
     assert sent.sent[-1] == (b"new", ("172.16.0.1", 4000))
     assert len(echo.sources) == 1
+
+
+def test_idle_timeouts_of_many_connections_run_on_one_timer_and_fire_on_time() -> None:
+    """One DelayedCall for a front-end's idle timeouts, not one per connection (issue 16),
+    and each connection still times out exactly its timeout after its last activity."""
+    chat = MemoryChat(idle_timeout=30)
+    timers_before = len(chat.clock.getDelayedCalls())
+    clients = [chat.connect() for _ in range(20)]
+    assert len(chat.clock.getDelayedCalls()) == timers_before + 1
+    assert len(chat.factory.idle_timers) == 20
+
+    def timers() -> int:  # the idle timers' (the logs' summary timers aside)
+        return sum(c.func == chat.factory.idle_timers._expire
+                   for c in chat.clock.getDelayedCalls())
+
+    chat.clock.advance(10)
+    first, t_first = clients[0]
+    first.dataReceived(b"\n")  # the earliest deadline moves to the back: 40 s
+    assert timers() == 1
+    chat.clock.advance(19.9)
+    assert not any(t.disconnecting for _, t in clients)
+    chat.clock.advance(0.1)  # 30 s: all but the one that spoke
+    assert [t.disconnecting for _, t in clients] == [False] + [True] * 19
+    for proto, _ in clients[1:]:
+        proto.connectionLost(Failure(ConnectionDone()))
+    chat.clock.advance(9.9)
+    assert not t_first.disconnecting
+    chat.clock.advance(0.1)
+    assert t_first.disconnecting
+    first.connectionLost(Failure(ConnectionDone()))
+    assert len(chat.factory.idle_timers) == 0
+    assert timers() == 0  # no timer left behind
+
+
+def test_a_reload_that_shortens_the_idle_timeout_reaches_every_live_connection() -> None:
+    chat = MemoryChat(idle_timeout=60)
+    _, ta = chat.connect()
+    _, tb = chat.connect()
+    chat.clock.advance(1)
+    chat.policy.idle_timeout = 15
+    chat.factory.policy_changed()  # counts from the reload: 16 s
+    chat.clock.advance(14.9)
+    assert not ta.disconnecting and not tb.disconnecting
+    chat.clock.advance(0.1)
+    assert ta.disconnecting and tb.disconnecting
