@@ -567,3 +567,12 @@ def test_a_reload_that_shortens_the_idle_timeout_reaches_every_live_connection()
     assert not ta.disconnecting and not tb.disconnecting
     chat.clock.advance(0.1)
     assert ta.disconnecting and tb.disconnecting
+
+
+def test_connections_that_go_before_their_idle_timeout_leave_no_timer() -> None:
+    chat = MemoryChat(idle_timeout=30)
+    people = [chat.connect() for _ in range(3)]
+    for proto, _ in people:
+        proto.connectionLost(Failure(ConnectionDone()))
+    assert not any(c.func == chat.factory.idle_timers._expire
+                   for c in chat.clock.getDelayedCalls())
