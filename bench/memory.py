@@ -17,6 +17,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,35 @@ def _hold(server: servers.Running, conns: int, timeout: float) -> subprocess.Pop
     return gen
 
 
+def _broadcasts(server: servers.Running, conns: int, count: int, record: Path | None,
+                top: int) -> None:
+    """One sender says ``count`` lines, 0.5 s apart, to the room of ``conns`` idle clients;
+    prints the server's CPU time per broadcast and per recipient (less its idle CPU over
+    as long)."""
+    sender = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sender.recv(65536)  # the greeting
+        time.sleep(1.0)
+        idle0 = cpu_seconds(server.pid)
+        time.sleep(count * 0.5)
+        idle = cpu_seconds(server.pid) - idle0
+        recording = profile.Recording(server.pid, record) if record else nullcontext()
+        with recording:
+            cpu0 = cpu_seconds(server.pid)
+            for k in range(count):
+                sender.sendall(b"broadcast %d to everyone in the room\n" % k)
+                time.sleep(0.5)
+            cpu = cpu_seconds(server.pid) - cpu0 - idle
+        print(f"{count} broadcasts to {conns:,}: server CPU {cpu:.2f} s (idle {idle:.2f} s "
+              f"taken off): {cpu / count * 1e3:.0f} ms per broadcast, "
+              f"{cpu / count / conns * 1e6:.2f} us per recipient")
+        if record:
+            for line in profile.top_lines(record, top):
+                print(line)
+    finally:
+        sender.close()
+
+
 def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, conns: int,
            top: int, key: str) -> list[str]:  # fmt: skip
     stats = after.compare_to(before, key)
@@ -87,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--untraced", action="store_true",
                     help="no tracemalloc: RSS and connect CPU per connection only")
     ap.add_argument("--profile", type=Path, help="py-spy the connect phase into this file")
+    ap.add_argument("--broadcasts", type=int, default=0,
+                    help="then this many one-line broadcasts to everyone: CPU per recipient")
+    ap.add_argument("--broadcast-profile", type=Path,
+                    help="py-spy the broadcasts into this file")
     ap.add_argument("--peer", choices=["asyncio", "twisted-floor"],
                     help="measure this peer instead of chatd (implies --untraced)")
     args = ap.parse_args(argv)
@@ -126,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             for line in profile.top_lines(args.profile, args.top):
                 print(line)
+        if args.broadcasts:
+            _broadcasts(server, args.conns, args.broadcasts, args.broadcast_profile, args.top)
     finally:
         if gen is not None:
             if gen.stdin is not None:

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from chatd.backpressure import SendBufferGuard
 from chatd.bucket import TokenBucket
 from chatd.flood import FloodGate
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.protocol import ChatProtocol
 from chatd.ratelog import RateLimitedLog
@@ -576,3 +577,33 @@ def test_connections_that_go_before_their_idle_timeout_leave_no_timer() -> None:
         proto.connectionLost(Failure(ConnectionDone()))
     assert not any(c.func == chat.factory.idle_timers._expire
                    for c in chat.clock.getDelayedCalls())
+
+
+def test_idle_timers_keep_each_timeout_on_time_when_a_reload_mixes_them() -> None:
+    """The echo service's live connections take a new timeout at their next read, so two
+    timeouts can be in use at once; each connection still times out on its own."""
+    clock = Clock()
+    timers = IdleTimers(clock)
+    fired: list[tuple[str, float]] = []
+
+    class Conn:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def idle_timeout_reached(self) -> None:
+            fired.append((self.name, clock.seconds()))
+
+    a, b, c = Conn("a"), Conn("b"), Conn("c")
+    timers.touch(a, 300)
+    clock.advance(1)
+    timers.touch(b, 300)
+    clock.advance(1)
+    timers.touch(b, 10)  # read after a reload to 10 s: due at 12, not 301
+    timers.touch(c, 10)
+    assert len(timers) == 3 and b in timers
+    clock.advance(10)
+    assert fired == [("b", 12), ("c", 12)]
+    clock.advance(287.9)
+    assert len(fired) == 2
+    clock.advance(0.1)
+    assert fired[-1] == ("a", 300) and len(timers) == 0 and not clock.getDelayedCalls()

@@ -3,7 +3,9 @@
 A ``Protocol`` that writes a welcome line and joins one set, with nothing else (no
 parsing, no limits, no users): ``python -m bench.memory --peer twisted-floor`` measures
 what Twisted's own transport, socket and reactor registration cost per idle connection,
-which no change inside chatd can take back (issue 16).
+which no change inside chatd can take back (issue 16). Whatever a client sends goes to
+every client with one bare ``socket.send()`` each (no framing, no buffering, no checks):
+``--broadcasts`` against it measures what one send() costs per recipient here.
 
     python -m bench.peers.twisted_floor --port 7777
 """
@@ -27,6 +29,10 @@ class Floor(protocol.Protocol):
     def connectionMade(self) -> None:
         self.transport.write(b"*** Welcome! You are guest%d.\r\n" % next(_ids))  # type: ignore[union-attr]
         Floor.clients.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        for client in Floor.clients:
+            client.transport.socket.send(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: object = None) -> None:
         Floor.clients.discard(self)
