@@ -1,7 +1,8 @@
 """Idle timeouts for many connections on one timer.
 
-A ``DelayedCall`` per connection costs about 300 bytes and a heap entry, and every read
-moves it (``reset``). The connections of one front-end share one timeout, so the order in
+A ``DelayedCall`` per connection costs about 600 bytes with its arguments and heap entry,
+and every read moves it (``reset``); a connection here costs an ordered-dict entry and a
+deadline, about 140. The connections of one front-end share one timeout, so the order in
 which their deadlines fall is the order in which they were last active: ``IdleTimers``
 keeps the connections in that order (an ``OrderedDict``: a read moves one to the end in
 O(1)) and holds one ``DelayedCall``, for the earliest deadline. When it fires, every
