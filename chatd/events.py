@@ -1,12 +1,13 @@
 """What happens in the chat, as plain values, and the one narrow way it leaves the service.
 
 Every change to shared state is an event: a line said (it goes into the room's history), a
-join, a leave, a rename, a topic change. The chat service never changes shared state or
-writes to a connection any other way. It *applies* each of its own events to its own copy
-at once, then publishes it on an ``IEventBus``; every event the bus hands back is fanned
-out to the local recipients, and an event from another process is applied to this
-process's copy first. So several chatd processes on one bus hold the same rooms, topics,
-histories and room memberships, and a bus only has to carry events.
+join, a leave, a rename, a topic change, a user registering and going. The chat service
+never changes shared state or writes to a connection any other way. It *applies* each of
+its own events to its own copy at once, then publishes it on an ``IEventBus``; every event
+the bus hands back is fanned out to the local recipients, and an event from another
+process is applied to this process's copy first. So several chatd processes on one bus
+hold the same rooms, topics, histories and room memberships, and a bus only has to carry
+events.
 
 Each event carries its ``origin``: the id of the process whose service made it
 (``ChatService.origin``). It is not part of an event's equality.
@@ -132,8 +133,46 @@ class AwayChanged:
     origin: str = _origin()
 
 
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A user registered (connected and named), before joining any room. Shown to nobody:
+    other processes learn that the nick is taken and that /msg and WHOIS reach them."""
+
+    nick: str
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """A user is gone from chatd (after the ``Left`` of each of their rooms). Shown to
+    nobody: it ends what ``Connected`` began."""
+
+    nick: str
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilled:
+    """A chat line said while its process was cut off from the cluster (Redis was away),
+    added to the room's history when it came back: appended, with its own ``at``, and not
+    shown as live chat (chatd/cluster/backlog.py)."""
+
+    room: str
+    nick: str
+    text: str
+    at: float = field(default=0.0, compare=False)
+    action: bool = False  # a /me (Acted), not a Said
+    origin: str = _origin()
+
+    @property
+    def line(self) -> ChatLine:
+        """The line as the room's history keeps it."""
+        kind = Acted if self.action else Said
+        return kind(self.room, self.nick, self.text, self.at, self.origin)
+
+
 Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
-         | RoomNotice | AwayChanged)
+         | RoomNotice | AwayChanged | Connected | Disconnected | Backfilled)
 # What a room's history keeps.
 ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]

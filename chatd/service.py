@@ -26,7 +26,10 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
     ChatLine,
+    Connected,
+    Disconnected,
     Event,
     IEventBus,
     Joined,
@@ -336,6 +339,15 @@ class ChatService(service.Service):
             room.topic, room.topic_by, room.topic_at = event.topic, event.nick, event.at
             self.store.save_room(room)
             room.persisted = True
+        elif isinstance(event, Connected | Disconnected):
+            # Another process's user came or went (ours are self.users, from register).
+            if event.origin != self.origin:
+                if isinstance(event, Connected):
+                    self.remote.connected(event.nick)
+                else:
+                    self.remote.disconnected(event.nick)
+        elif isinstance(event, Backfilled):
+            self._record(self._room(event.room), event.line)
 
     def _local(self, event: Joined | Left) -> User | None:
         """The local user an event of ours is about; None for another process's user."""
@@ -376,6 +388,7 @@ class ChatService(service.Service):
         self.look_alikes[nick_skeleton(nick)] = user
         self.client_log.emit(peer, "{nick} connected from {peer}", event="user.connected",
                              nick=nick)
+        self.publish(Connected(nick, self.origin))
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -401,6 +414,11 @@ class ChatService(service.Service):
         del self.users[user.key]
         if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
             del self.look_alikes[skeleton]
+        gone = Disconnected(user.nick, self.origin)
+        if self._shutting_down:
+            self._apply(gone)
+        else:
+            self.publish(gone)
         drained = self._drained
         if self._shutting_down and not self.users and drained is not None and not drained.called:
             drained.callback(None)
@@ -825,8 +843,8 @@ class ChatService(service.Service):
             members = rooms[0].members if len(rooms) == 1 else set().union(
                 *(r.members for r in rooms))
             self._send((event,), members)
-        elif isinstance(event, AwayChanged):
-            pass  # shown to nobody: /msg tells the sender
+        elif isinstance(event, AwayChanged | Connected | Disconnected | Backfilled):
+            pass  # shown to nobody: /msg tells the sender; a RoomNotice tells of backfills
         else:
             self._send((event,), self.users.values())
 

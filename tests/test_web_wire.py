@@ -13,6 +13,9 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
+    Connected,
+    Disconnected,
     Event,
     Joined,
     Left,
@@ -53,6 +56,10 @@ EVERY_EVENT: list[tuple[Event, dict[str, Any]]] = [
     (RoomNotice("#dev", "bob was muted"), {"type": "room_notice", "room": "#dev",
                                            "text": "bob was muted"}),
     (AwayChanged("bob", "lunch"), {"type": "away", "nick": "bob", "reason": "lunch"}),
+    (Connected("bob"), {"type": "connected", "nick": "bob"}),
+    (Disconnected("bob"), {"type": "disconnected", "nick": "bob"}),
+    (Backfilled("#dev", "bob", "hi"), {"type": "backfilled", "room": "#dev", "nick": "bob",
+                                       "text": "hi", "action": False}),
 ]
 
 

@@ -24,6 +24,14 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P in:NK              set: the rks a user is in (what to leave when their process dies)
     P history:RK         list: the room's last --history lines, as encoded events (LTRIM)
     P away               hash: nk -> the reason, for users marked away
+    P backfilled:ORIGIN  string: the number of the last part of that process's outage
+                         backlog appended to history (chatd/cluster/backlog.py); expires a
+                         day after it was last set
+
+A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
+rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
+event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
+which Redis takes only if newer than its own, before it reads the snapshot.
 
 Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
 one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
@@ -34,8 +42,9 @@ Presence is kept alive by heartbeats: every ``HEARTBEAT`` seconds each process s
 score in ``procs`` to Redis's own clock (so the processes' clocks need not agree), and reaps
 every process whose score is older than ``PROCESS_TTL``: its users leave their rooms (a
 ``Left`` event each, with the dead process as origin, so everyone applies it), and their
-nicks are freed. A process that was reaped while it was cut off from Redis finds its score
-gone at its next heartbeat and announces its users again.
+nicks are freed (a ``Disconnected`` each: a user in no room is known to every process from
+registration, chatd/remote.py). A process that was reaped while it was cut off from Redis
+finds its score gone at its next heartbeat and announces its users again.
 
 Scripts build key names from the prefix, so this works with one Redis (or a primary with
 replicas), not with Redis Cluster's sharding.
@@ -43,6 +52,7 @@ replicas), not with Redis Cluster's sharding.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,8 +97,8 @@ local function release(P, origin, nk)
   end
   redis.call('SREM', P..'owned:'..origin, nk)
 end
--- Every user of process o leaves every room (a Left event each, as o's) and their nicks
--- are freed; then o is forgotten.
+-- Every user of process o leaves every room (a Left event each, as o's), their nicks are
+-- freed (a Disconnected each); then o is forgotten.
 local function depart(P, o, reason)
   for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
     local entry = redis.call('HGET', P..'nicks', nk)
@@ -102,6 +112,7 @@ local function depart(P, o, reason)
     end
     redis.call('DEL', P..'in:'..nk)
     release(P, o, nk)
+    publish(P, o, cjson.encode({type = 'Disconnected', nick = nick, origin = o}))
   end
   redis.call('DEL', P..'owned:'..o)
   redis.call('ZREM', P..'procs', o)
@@ -110,7 +121,8 @@ end
 
 # ARGV: prefix, then for each event, in order, EVENT_STRIDE values: its payload, kind and
 # origin, and the kind's arguments padded to five. Returns each event's seq, or 0 for a
-# join-again of someone already there (nothing published).
+# join-again of someone already there, or a topic-if-newer no newer than the room's (nothing
+# published).
 EVENT_STRIDE = 8
 APPLY = _FORGET_IF_EMPTY + """
 local function apply_one(P, payload, kind, origin, a)
@@ -149,8 +161,12 @@ local function apply_one(P, payload, kind, origin, a)
     else
       redis.call('HSET', P..'away', a[1], a[2])
     end
-  elseif kind == 'topic' then
+  elseif kind == 'topic' or kind == 'topic-if-newer' then
     local rk = a[1]
+    if kind == 'topic-if-newer' and tonumber(a[5]) <=
+        tonumber(redis.call('HGET', P..'room:'..rk, 'topic_at') or '0') then
+      return 0
+    end
     redis.call('HSET', P..'room:'..rk, 'name', a[2], 'topic', a[3], 'topic_by', a[4],
                'topic_at', a[5])
     redis.call('SADD', P..'rooms', rk)
@@ -168,13 +184,15 @@ return seqs
 """
 
 # ARGV: prefix, origin, nk, nick, skeleton, old nk ('' for a new user).
-# Returns {'ok'}, {'taken', nick} or {'looks', nick}.
+# Returns {'ok', 1 if the claim is new, 0 if this process held it already}, {'taken', nick}
+# or {'looks', nick}.
 CLAIM = _FORGET_IF_EMPTY + """
 local P, origin, nk, nick, skeleton, old = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local entry = redis.call('HGET', P..'nicks', nk)
 if entry then
   local held = cjson.decode(entry)
   if held.o ~= origin then return {'taken', held.n} end
+  if old == '' and held.n == nick then return {'ok', 0} end
 end
 local holder = redis.call('HGET', P..'skeletons', skeleton)
 if holder and holder ~= nk and holder ~= old then
@@ -185,7 +203,7 @@ if old ~= '' and old ~= nk then release(P, origin, old) end
 redis.call('HSET', P..'nicks', nk, cjson.encode({o = origin, n = nick, s = skeleton}))
 redis.call('HSET', P..'skeletons', skeleton, nk)
 redis.call('SADD', P..'owned:'..origin, nk)
-return {'ok'}
+return {'ok', 1}
 """
 
 # ARGV: prefix, origin, nk.
@@ -213,6 +231,33 @@ depart(ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# ARGV: prefix, origin, the number of this part of its backlog, keep (--history), then per
+# line: rk, room name, the line as history keeps it (Said or Acted), the Backfilled event to
+# publish. The lines a process said while it was cut off from Redis, appended to their
+# rooms' history in one go; ``backfilled:ORIGIN`` keeps the number of the last part taken
+# in, so a part sent again (its answer was lost with the connection) is not appended twice.
+# It outlives the process by a day (BACKFILL_MARK_TTL), so a process reaped while its answer
+# was lost does not append it twice either. Returns how many lines were added (0: this
+# part was in already).
+BACKFILL_MARK_TTL = 86_400  # seconds
+BACKFILL = _FORGET_IF_EMPTY + """
+local P, origin, part, keep = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local mark = P..'backfilled:'..origin
+if part <= tonumber(redis.call('GET', mark) or '0') then return 0 end
+redis.call('SET', mark, part, 'EX', """ + str(BACKFILL_MARK_TTL) + """)
+for i = 5, #ARGV, 4 do
+  local rk = ARGV[i]
+  redis.call('HSETNX', P..'room:'..rk, 'name', ARGV[i + 1])
+  redis.call('SADD', P..'rooms', rk)
+  if keep > 0 then
+    redis.call('RPUSH', P..'history:'..rk, ARGV[i + 2])
+    redis.call('LTRIM', P..'history:'..rk, -keep, -1)
+  end
+  publish(P, origin, ARGV[i + 3])
+end
+return (#ARGV - 4) / 4
+"""
+
 # ARGV: prefix. Everything a (re)joining process needs, and the seq it is current to.
 SNAPSHOT = """
 local P = ARGV[1]
@@ -223,7 +268,8 @@ for _, rk in ipairs(redis.call('SMEMBERS', P..'rooms')) do
                        redis.call('HGETALL', P..'members:'..rk),
                        redis.call('LRANGE', P..'history:'..rk, 0, -1)}
 end
-return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away')}
+return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away'),
+        redis.call('HGETALL', P..'nicks')}
 """
 
 
@@ -243,6 +289,7 @@ class Snapshot:
     seq: int
     rooms: list[SnapshotRoom]
     away: dict[str, str]  # nk -> reason
+    claims: dict[str, tuple[str, str]]  # nk -> (origin, nick): every registered user
 
 
 class ClaimRefused(Exception):
@@ -291,13 +338,15 @@ class ClusterState:
         return d.addCallback(lambda seqs: [int(seq) for seq in seqs])
 
     def claim(self, origin: str, nk: str, nick: str, skeleton: str,
-              old: str = "") -> defer.Deferred[None]:
+              old: str = "") -> defer.Deferred[bool]:
         """Takes ``nick`` for a user of ``origin`` (freeing ``old``, their previous nk);
-        fails with ClaimRefused when someone elsewhere has it or a look-alike."""
+        fires with whether the claim is new (False: ``origin`` held it already), or fails
+        with ClaimRefused when someone elsewhere has it or a look-alike."""
 
-        def answer(reply: list[Any]) -> None:
+        def answer(reply: list[Any]) -> bool:
             if _text(reply[0]) != "ok":
                 raise ClaimRefused(_text(reply[0]), _text(reply[1]))
+            return _text(reply[1]) == "1"
 
         d = self.link.call(CLAIM, self._keys, [self.prefix, origin, nk, nick, skeleton, old])
         return d.addCallback(answer)
@@ -320,18 +369,38 @@ class ClusterState:
         """Takes every user of ``origin`` out of the cluster at once (it is stopping)."""
         return self.link.call(DEPART, self._keys, [self.prefix, origin, reason])
 
+    def backfill(self, origin: str, part: int, keep: int,
+                 lines: Sequence[tuple[str, str, bytes, bytes]]) -> defer.Deferred[int]:
+        """Appends part ``part`` of ``origin``'s outage backlog (rk, room name, the line's
+        payload, the Backfilled event's payload each) to history and publishes each line's
+        Backfilled; fires with how many were added (0: this part was added before)."""
+        argv: list[Any] = [self.prefix, origin, part, keep]
+        for line in lines:
+            argv += line
+        return self.link.call(BACKFILL, self._keys, argv).addCallback(int)
+
     def snapshot(self) -> defer.Deferred[Snapshot]:
         def parse(reply: list[Any]) -> Snapshot:
-            seq, rooms, away = reply
+            seq, rooms, away, claims = reply
             return Snapshot(
                 seq=int(seq),
                 rooms=[SnapshotRoom(_text(rk), _text(name), _text(topic), _text(by),
                                     _float(at), _pairs(members), list(history))
                        for rk, name, topic, by, at, members, history in rooms],
                 away=_pairs(away),
+                claims={nk: _claim_holder(entry) for nk, entry in _pairs(claims).items()},
             )
 
         return self.link.call(SNAPSHOT, self._keys, [self.prefix]).addCallback(parse)
+
+
+def _claim_holder(entry: str) -> tuple[str, str]:
+    """(origin, nick) from a claim's JSON in ``nicks``; ("", "") if it is not one."""
+    try:
+        held = json.loads(entry)
+        return str(held["o"]), str(held["n"])
+    except (ValueError, TypeError, KeyError):
+        return "", ""
 
 
 def _float(value: Any) -> float:

@@ -16,6 +16,9 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
+    Connected,
+    Disconnected,
     Event,
     Joined,
     Left,
@@ -59,6 +62,13 @@ def describe(event: Event) -> dict[str, Any]:
         case AwayChanged(nick=nick, reason=reason):
             # The service delivers it to nobody (it only changes state); shaped all the same.
             return {"type": "away", "nick": nick, "reason": reason}
+        case Connected(nick=nick):  # delivered to nobody, like AwayChanged
+            return {"type": "connected", "nick": nick}
+        case Disconnected(nick=nick):
+            return {"type": "disconnected", "nick": nick}
+        case Backfilled(room=room, nick=nick, text=text, action=action):
+            return {"type": "backfilled", "room": room, "nick": nick, "text": text,
+                    "action": action}
     raise TypeError(f"no JSON shape for {event!r}")
 
 
