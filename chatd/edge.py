@@ -144,8 +144,8 @@ class Edge:
 
     __slots__ = (
         "_bad_input", "_close_deadline", "_cut_off", "_finished", "_garbage", "_gate",
-        "_gate_stopped", "_gone", "_handed", "_holds", "_idle", "_input_over", "_kernel",
-        "_kernel_handed", "_release", "_silent", "batch", "clock", "guard", "lines", "log",
+        "_gate_stopped", "_gone", "_holds", "_idle", "_input_over", "_kernel",
+        "_kernel_handed", "_release", "_silent", "batch", "clock", "lines", "log",
         "nick", "output", "owner", "peer", "policy", "reason", "traffic", "transport",
     )
 
@@ -186,11 +186,9 @@ class Edge:
         self._idle = idle if idle is not None else IdleTimers(clock)
         self._bad_input: TokenBucket | None = None  # from the first strike
         self._garbage = 0  # swallowed bytes not yet counted as a strike
-        self._handed = 0  # bytes handed to the transport, ever
         self._kernel = 0  # the kernel's send queue, as last asked
-        self._kernel_handed = 0  # _handed when it was asked
-        self.guard: SendBufferGuard | None = None
-        self.output = ConnectionOutput(transport, batch, self)
+        self._kernel_handed = 0  # output.handed when it was asked
+        self.output = ConnectionOutput(transport, batch)
         self._gate: FloodGate[Item] | None = None  # from the first line (see ``gate``)
         self._gate_stopped = False
         if interfaces.ITCPTransport.providedBy(transport):
@@ -223,8 +221,14 @@ class Edge:
 
     def start_send_buffer_guard(self) -> None:
         """Registers the send-buffer guard as the transport's producer."""
-        self.guard = _EdgeGuard(self)
-        self.transport.registerProducer(self.guard, True)
+        guard = self.output.guard = _EdgeGuard(self)
+        self.transport.registerProducer(guard, True)
+
+    @property
+    def guard(self) -> SendBufferGuard | None:
+        """The send-buffer guard, from ``start_send_buffer_guard`` until closing; the
+        output holds it, since it tells it of every write."""
+        return self.output.guard
 
     def policy_changed(self) -> None:
         """A reload changed the policy: apply it to the parts that keep their own copy."""
@@ -239,25 +243,15 @@ class Edge:
     # --- Output ----------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        # The fan-out's hot path: one call per recipient of every line.
-        if self._silent:
-            return
-        output = self.output
-        output.send(data)
-        guard = self.guard
-        if guard is not None and (guard.paused or output.pending_bytes > guard.limit):
-            guard.check()
+        # The fan-out's hot path: one call per recipient of every block. The output tells
+        # the send-buffer guard what it must know (chatd/output.py).
+        if not self._silent:
+            self.output.send(data)
 
     @property
     def handed(self) -> int:
         """Bytes handed to the transport since the connection was made."""
-        return self._handed
-
-    def wrote(self, size: int) -> None:
-        """``size`` bytes were handed to the transport (``ConnectionOutput`` says so)."""
-        self._handed += size
-        if self.guard is not None:
-            self.guard.wrote(size)
+        return self.output.handed
 
     def _backlog(self, exact: bool = False) -> int:
         """Every byte queued for the peer: the batch, the transport's buffer and the kernel's
@@ -269,9 +263,10 @@ class Edge:
             guard = self.guard
             written = guard.written if guard is not None and guard.paused else 0
             return self.output.pending_bytes + written
-        if exact or self._handed - self._kernel_handed >= KERNEL_REFRESH:
+        handed = self.output.handed
+        if exact or handed - self._kernel_handed >= KERNEL_REFRESH:
             self._kernel = unsent_in_kernel(self.transport)
-            self._kernel_handed = self._handed
+            self._kernel_handed = handed
         return self.output.pending_bytes + queued + self._kernel
 
     # --- Input -----------------------------------------------------------------------------
@@ -431,7 +426,7 @@ class Edge:
         self._stop_gate()
         if self.guard is not None:
             self.guard.stop()
-            self.guard = None
+            self.output.guard = None
             self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._close_deadline = self.clock.callLater(
@@ -451,7 +446,7 @@ class Edge:
         (unless the edge cut the peer off); then the owner is told it is over."""
         self._gone = self._silent = True
         if self.traffic is not None:  # the front-end counts live connections' bytes itself
-            self.traffic.bytes_sent += self._handed
+            self.traffic.bytes_sent += self.output.handed
         self._stop_timers()
         if self._close_deadline is not None and self._close_deadline.active():
             self._close_deadline.cancel()
