@@ -32,7 +32,7 @@ class Connection(Protocol):
     """What a front-end's protocol has for its factory."""
 
     edge: Edge
-    counted_address: object  # what the limits counted: released once, when it goes
+    counted_key: str | None  # what the limits counted it under: released once, when it goes
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
@@ -80,7 +80,9 @@ class FrontEndFactory(protocol.ServerFactory):
         if refusal is not None:
             return self.refused(refusal)
         proto = cast(Connection, super().buildProtocol(addr))
-        proto.counted_address = addr  # what admit counted: released once, when it goes
+        # The count's key, not the address: the limits keep nothing per connection, and
+        # the IPv4Address object (96 bytes) is not kept alive for it.
+        proto.counted_key = self.limits.counted_as(addr)
         return cast(protocol.Protocol, proto)
 
     def start(self, proto: Any) -> Edge:
@@ -98,7 +100,7 @@ class FrontEndFactory(protocol.ServerFactory):
     def lost(self, proto: Connection, reason: Failure) -> None:
         # The admission count is released here, once, rather than by a closure per edge.
         self.clients.discard(proto)
-        self.limits.release(proto.counted_address)
+        self.limits.release_counted(proto.counted_key)
         proto.edge.connection_lost(reason)
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:

@@ -54,7 +54,7 @@ class ChatProtocol(OneRoomSession, LineReceiver):
     factory: ChatFactory
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     frontend: ChatFactory  # for the service: who broadcasts to this client
 
     def __init__(self) -> None:

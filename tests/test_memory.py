@@ -42,6 +42,8 @@ def test_an_idle_line_connection_makes_nothing_it_has_not_used_yet() -> None:
     assert a.user.key is a.user.nick  # one string when the nick is its own key
     assert a.user.host is b.user.host  # one string per address (peer_host's cache)
     assert edge.peer is a.user.peer  # one string for the edge and the user
+    # The admission count: the protocol holds its key; the limits hold no address.
+    assert a.counted_key == "127.0.0.1" and not chat.factory.limits._counted
     a.dataReceived(b"\xff\xfd\x01hello\n")  # telnet DO ECHO, then a line
     assert edge._gate is not None and isinstance(a.input.telnet._refused, set)
     assert b.edge._gate is None and b._input is None  # made for the one that needed it

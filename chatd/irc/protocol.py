@@ -129,7 +129,7 @@ class IRCProtocol(irc.IRC):
     frontend: IRCFactory  # for the service: who broadcasts to this client
     transport: Any  # TCP or TLS: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     # irc.IRC.connectionMade would look this up with socket.getfqdn(): a blocking DNS query.
     hostname = "chatd"
 
