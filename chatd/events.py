@@ -68,6 +68,10 @@ class Joined:
     nick: str
     origin: str = _origin()
     quiet: bool = False  # not announced: its address is over its rate of join notices
+    # Where the user connects from, as a rule by nickname keys it (an IPv4 address or an
+    # IPv6 block; "" when not IP): an operator of another process bans or kicks by it.
+    # Never shown to anyone.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,9 @@ class Renamed:
     old: str
     new: str
     origin: str = _origin()
+    # An operator's /rename: the user renamed may be connected to any process, not only the
+    # one that made the event.
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +115,12 @@ class TopicChanged:
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """A server notice to everyone connected (for example, the shutdown notice)."""
+    """A server notice to everyone connected (for example, the shutdown notice), or to the
+    one user called ``to``, whichever process they are connected to."""
 
     text: str
     origin: str = _origin()
+    to: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,8 @@ class Connected:
 
     nick: str
     origin: str = _origin()
+    # Where they connect from, as ``Joined.where``; never shown to anyone.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +182,79 @@ class Backfilled:
         return kind(self.room, self.nick, self.text, self.at, self.origin)
 
 
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """An operator (``by``, their nick) kicked ``nick`` off chatd: the user leaves every
+    room they are in (``rooms``, the names as the kicking process saw them, space
+    separated), is told, and is disconnected by the process they are connected to. Until
+    ``until`` (0: no delay) the nickname may not come back from ``where`` (as
+    ``Joined.where``), on any process.
+
+    Each room's members are handed a copy with ``room`` set to that room (an IRC KICK, a
+    line user's "has left"); the kicked user is handed the event itself."""
+
+    nick: str
+    by: str
+    reason: str
+    rooms: str = ""
+    where: str = ""
+    until: float = 0.0
+    room: str = ""
+    origin: str = _origin()
+
+
+# Moderation rules: they change what every process refuses, and are delivered to nobody
+# (the moderator acts on them: chatd/moderation/moderator.py). Times are seconds since the
+# epoch; ``expires`` 0 means for good.
+
+
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """An operator (named ``by``, with the nick ``op``) banned the address or block
+    ``network``: new connections from it are refused, and its users but the operator are
+    disconnected; only the user called ``nick`` when the ban was made by nickname."""
+
+    network: str
+    reason: str
+    by: str
+    op: str
+    created: float
+    expires: float = 0.0
+    nick: str = ""
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Unbanned:
+    network: str
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Muted:
+    """A mute (chatd.moderation.rules.Mute): ``key`` the nick_key it was made under,
+    ``keys`` the nick_keys it follows since (space separated), ``host`` "" when unknown."""
+
+    key: str
+    nick: str
+    host: str
+    by: str
+    created: float
+    expires: float = 0.0
+    keys: str = ""
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Unmuted:
+    key: str
+    origin: str = _origin()
+
+
+RuleEvent = Banned | Unbanned | Muted | Unmuted
 Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
-         | RoomNotice | AwayChanged | Connected | Disconnected | Backfilled)
+         | RoomNotice | AwayChanged | Connected | Disconnected | Backfilled | Kicked | Banned
+         | Unbanned | Muted | Unmuted)
 # What a room's history keeps.
 ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]

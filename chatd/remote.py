@@ -23,9 +23,10 @@ from chatd.text import nick_key, nick_skeleton
 class RemoteUser:
     """Someone connected to another chatd process of the cluster."""
 
-    __slots__ = ("__weakref__", "away", "connected", "key", "nick", "rooms", "skeleton")
+    __slots__ = ("__weakref__", "away", "connected", "key", "nick", "rooms", "skeleton",
+                 "where")
 
-    def __init__(self, nick: str) -> None:
+    def __init__(self, nick: str, where: str = "") -> None:
         self.nick = nick
         self.key = nick_key(nick)
         self.skeleton = nick_skeleton(nick)
@@ -34,6 +35,9 @@ class RemoteUser:
         # Registered (a Connected event, or a claim in a snapshot): known in no room too,
         # until Disconnected.
         self.connected = False
+        # Where they connect from (``Joined.where``, ``Connected.where``), for an operator's
+        # ban or kick by nick.
+        self.where = where
 
 
 class RemoteUsers:
@@ -56,25 +60,26 @@ class RemoteUsers:
         """The remote user whose nick looks like ``nick`` (the same one included)."""
         return self.by_skeleton.get(nick_skeleton(nick))
 
-    def _known(self, nick: str) -> RemoteUser:
+    def _known(self, nick: str, where: str = "") -> RemoteUser:
         user = self.by_key.get(nick_key(nick))
         if user is None:
-            user = self.by_key[nick_key(nick)] = RemoteUser(nick)
+            user = self.by_key[nick_key(nick)] = RemoteUser(nick, where)
             self.by_skeleton[user.skeleton] = user
+        user.where = where or user.where
         return user
 
-    def connected(self, nick: str) -> None:
+    def connected(self, nick: str, where: str = "") -> None:
         """``nick`` registered with another process: known until ``disconnected``."""
-        self._known(nick).connected = True
+        self._known(nick, where).connected = True
 
     def disconnected(self, nick: str) -> None:
         user = self.by_key.get(nick_key(nick))
         if user is not None:
             self._drop(user)
 
-    def joined(self, nick: str) -> None:
+    def joined(self, nick: str, where: str = "") -> None:
         """``nick`` is now listed in one more room."""
-        self._known(nick).rooms += 1
+        self._known(nick, where).rooms += 1
 
     def left(self, nick: str) -> None:
         """``nick`` is listed in one room less; gone when in none, unless registered."""

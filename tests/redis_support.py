@@ -185,8 +185,11 @@ def sleep(seconds: float) -> defer.Deferred[None]:
 class Chatter:
     """A blocking line client of a chatd in another process (a twistd subprocess)."""
 
-    def __init__(self, port: int, seconds: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+    def __init__(self, port: int, seconds: float = 10.0, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (127.0.0.2, ...)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds,
+                                             source_address=None if source is None
+                                             else (source, 0))
         self.lines: list[str] = []
         self._partial = b""
         self._taken: set[int] = set()  # lines an expect has returned

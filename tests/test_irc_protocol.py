@@ -437,7 +437,7 @@ def test_oper_then_kick(chat: MemoryIRC) -> None:
                                    ":chatd NOTICE alice :You are now an operator (root)."]
     send(alice, "KICK #lobby bob :spam")
     assert "*** You have been kicked by alice: spam" in take_lines(bob_t)
-    assert take_lines(alice_t) == [":bob!bob@chatd QUIT :kicked by alice: spam"]
+    assert take_lines(alice_t) == [":alice!alice@chatd KICK #lobby bob :spam"]
 
 
 def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from chatd.cluster.address import parse_redis_url
 from chatd.cluster.bus import split_message
 from chatd.cluster.link import RedisLink
 from chatd.cluster.state import REAPED_REASON, ClaimRefused, ClusterState
-from chatd.events import Backfilled, Disconnected, Joined, Said
+from chatd.events import Backfilled, Banned, Disconnected, Joined, Muted, Said
 from chatd.text import nick_key, nick_skeleton
 from tests import redis_support
 from tests.redis_support import RedisServer, sleep, until
@@ -220,3 +221,50 @@ def test_a_claim_says_whether_it_is_new_and_the_snapshot_lists_every_claim(
     snapshot = yield a.state.snapshot()
     assert snapshot.rooms == []  # registered, in no room
     assert snapshot.claims == {"alice": (a.origin, "alice"), "bob": (b.origin, "bob")}
+
+
+@pytest_twisted.inlineCallbacks
+def test_kicks_bans_mutes_and_addresses_in_the_snapshot(two: tuple[Process, Process]) -> Any:
+    a, b = two
+    for room in ("#dev", "#ops"):
+        yield a.state.apply(b"{}", "A", "join", room, room, "bob", "bob", "198.51.100.7")
+    yield a.state.apply(b"{}", "A", "join", "#dev", "#dev", "carol", "carol", "198.51.100.8")
+    yield a.state.apply(b"{}", "A", "rename", "carol", "cara", "cara")
+    snapshot = yield b.state.snapshot()
+    assert snapshot.where == {"bob": "198.51.100.7", "cara": "198.51.100.8"}
+    # A kick: out of every room at once, and a delay on the nick from the address.
+    later = repr(time.time() + 30)
+    yield b.state.apply(b"{}", "B", "kick", "bob", "198.51.100.7", later)
+    ban = codec.encode(Banned("198.51.100.0/24", "raid", "root", "opal", 5.0))
+    mute = codec.encode(Muted("cara", "cara", "", "root", 5.0, time.time() + 600))
+    yield b.state.apply(ban, "B", "ban", "198.51.100.0/24")
+    yield b.state.apply(mute, "B", "mute", "cara")
+    snapshot = yield a.state.snapshot()
+    rooms = {room.key: room.members for room in snapshot.rooms}
+    assert rooms == {"#dev": {"cara": "cara"}}  # #ops, empty, forgotten
+    assert snapshot.kicks == {"198.51.100.7 bob": later}
+    assert sorted(snapshot.rules) == sorted([ban, mute])
+    yield b.state.apply(b"{}", "B", "unban", "198.51.100.0/24")
+    yield b.state.apply(b"{}", "B", "unmute", "cara")
+    snapshot = yield a.state.snapshot()
+    assert snapshot.rules == []
+    # Rules that have run out are pruned when the next is set.
+    gone = codec.encode(Muted("dave", "dave", "", "root", 1.0, 2.0))
+    yield b.state.apply(gone, "B", "mute", "dave")
+    yield b.state.apply(b"{}", "B", "kick", "erin", "", repr(time.time() - 1))
+    yield b.state.apply(mute, "B", "mute", "cara")
+    snapshot = yield a.state.snapshot()
+    assert snapshot.rules == [mute]
+    assert snapshot.kicks == {"198.51.100.7 bob": later}
+
+
+@pytest_twisted.inlineCallbacks
+def test_where_a_registered_user_connects_from_is_kept_for_their_holder_only(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    yield a.claim("zed")
+    yield a.state.apply(b"{}", a.origin, "connected", "zed", "192.0.2.5")
+    yield b.state.apply(b"{}", b.origin, "connected", "zed", "203.0.113.66")  # not b's
+    assert (yield b.state.snapshot()).where == {"zed": "192.0.2.5"}
+    yield a.state.release(a.origin, "zed")
+    assert (yield b.state.snapshot()).where == {}

@@ -14,16 +14,21 @@ from chatd.events import (
     Announcement,
     AwayChanged,
     Backfilled,
+    Banned,
     Connected,
     Disconnected,
     Event,
     Joined,
+    Kicked,
     Left,
+    Muted,
     PrivateMessage,
     Renamed,
     RoomNotice,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.history import HistoryEntry
 from chatd.text import clean_text
@@ -60,6 +65,17 @@ EVERY_EVENT: list[tuple[Event, dict[str, Any]]] = [
     (Disconnected("bob"), {"type": "disconnected", "nick": "bob"}),
     (Backfilled("#dev", "bob", "hi"), {"type": "backfilled", "room": "#dev", "nick": "bob",
                                        "text": "hi", "action": False}),
+    (Kicked("bob", "alice", "spam", "#dev #lobby"), {"type": "kicked", "nick": "bob",
+                                                     "by": "alice", "reason": "spam",
+                                                     "rooms": ["#dev", "#lobby"]}),
+    (Kicked("bob", "alice", "spam", "#dev", room="#dev"), {"type": "kicked", "room": "#dev",
+                                                           "nick": "bob", "by": "alice",
+                                                           "reason": "spam"}),
+    (Banned("203.0.113.0/24", "spam", "root", "alice", 5.0), {"type": "banned",
+                                                             "network": "203.0.113.0/24"}),
+    (Unbanned("203.0.113.0/24"), {"type": "unbanned", "network": "203.0.113.0/24"}),
+    (Muted("bob", "bob", "", "root", 5.0), {"type": "muted", "nick": "bob"}),
+    (Unmuted("bob"), {"type": "unmuted", "nick": "bob"}),
 ]
 
 

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -50,11 +51,14 @@ from chatd.events import (
     Acted,
     AwayChanged,
     Backfilled,
+    Banned,
     ChatLine,
     Connected,
     Disconnected,
     Event,
     Joined,
+    Kicked,
+    Muted,
     Renamed,
     RoomNotice,
     Said,
@@ -178,8 +182,13 @@ class ClusterMember(service.Service):
 
     def _event(self, event: Event) -> None:
         """Our own events, as they are published: nicks to claim (from registration on) and
-        to release, and lines said while Redis is away. (The other processes' users are
-        the chat service's to know: chatd/remote.py.)"""
+        to release, and lines said while Redis is away; and a rename of one of our users by
+        an operator of another process. (The other processes' users are the chat
+        service's to know: chatd/remote.py.)"""
+        if isinstance(event, Renamed) and (event.origin == self.origin or event.forced):
+            if nick_key(event.new) in self.chat.users:  # ours, whoever renamed them
+                self._claim(event.new, event.old)
+            return
         if event.origin != self.origin:
             return
         if isinstance(event, Said | Acted):
@@ -190,8 +199,6 @@ class ClusterMember(service.Service):
                 self._claim(event.nick, None)
         elif isinstance(event, Disconnected):
             self.clock.callLater(0, self._release_departed)
-        elif isinstance(event, Renamed):
-            self._claim(event.new, event.old)
 
     # --- Heartbeats ------------------------------------------------------------------------
 
@@ -250,6 +257,7 @@ class ClusterMember(service.Service):
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)
+                self._take_in_rules(snapshot)
                 if self.bus.release(snapshot.seq):
                     break
                 snapshot = yield state.snapshot()  # a flood overran what is held
@@ -284,13 +292,13 @@ class ClusterMember(service.Service):
             return
         self.claimed[user.key] = nick
         if new_claim:  # the cluster had lost them (or never had them): they are here
-            yield self.bus.push(Connected(nick, origin=self.origin))
+            yield self.bus.push(Connected(nick, origin=self.origin, where=self.chat.where(user)))
         if user.away is not None:
             yield self.bus.push(AwayChanged(nick, user.away, origin=self.origin))
         for room in list(user.rooms.values()):
-            joined = Joined(room.name, nick, origin=self.origin)
+            joined = Joined(room.name, nick, origin=self.origin, where=self.chat.where(user))
             yield self.bus.state.apply(codec.encode(joined), self.origin, "join-again", room.key,
-                                       room.name, user.key, nick)
+                                       room.name, user.key, nick, joined.where)
 
     @defer.inlineCallbacks
     def _backfill(self) -> Any:
@@ -342,10 +350,53 @@ class ClusterMember(service.Service):
             if remote is not None:
                 remote.away = reason
 
+    def _take_in_rules(self, snapshot: Snapshot) -> None:
+        """The cluster's bans, mutes and kick delays, and where its users connect from.
+
+        A ban or mute in force here that the cluster lacks (set while Redis was away) is
+        put to the cluster; a ban lifted elsewhere meanwhile holds here until lifted again."""
+        for key, where in snapshot.where.items():
+            remote = self.chat.remote.by_key.get(key)
+            if remote is not None:
+                remote.where = where
+        rules = self.chat.rules
+        if rules is None:
+            return
+        ours = {_rule_name(event) for event in rules.in_force()}
+        theirs = set()
+        for data in snapshot.rules:
+            try:
+                event = codec.decode(data)
+            except codec.UndecodableEvent:
+                continue
+            if isinstance(event, Banned | Muted):
+                theirs.add(_rule_name(event))
+                rules.apply(event)
+                if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
+                    rules.deliver(event)
+        for event in rules.in_force():
+            if _rule_name(event) not in theirs:
+                self.bus.push(event).addErrback(lambda _: None)
+        for field, until in snapshot.kicks.items():
+            where, _, key = field.partition(" ")
+            rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
+
 
 def _backfilled(line: ChatLine) -> Backfilled:
     return Backfilled(line.room, line.nick, line.text, line.at, isinstance(line, Acted),
                       line.origin)
+
+
+def _rule_name(event: Banned | Muted) -> str:
+    return f"ban {event.network}" if isinstance(event, Banned) else f"mute {event.key}"
+
+
+def _seconds(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _history(lines: Iterable[bytes]) -> Iterable[HistoryEntry]:

@@ -27,11 +27,19 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P backfilled:ORIGIN  string: the number of the last part of that process's outage
                          backlog appended to history (chatd/cluster/backlog.py); expires a
                          day after it was last set
+    P where              hash: nk -> where the user connects from (``Connected.where``), for
+                         an operator's ban or kick by nick on another process
+    P bans               hash: network -> the encoded ``Banned`` event in force
+    P mutes              hash: nk -> the encoded ``Muted`` event in force
+    P kicks              hash: "WHERE NK" -> until when a kicked nick may not come back
 
 A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
 rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
 event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
 which Redis takes only if newer than its own, before it reads the snapshot.
+
+Bans, mutes and kick delays that have run out are pruned (by Redis's clock) when the next
+one is set; every process also drops them from its own copy at their time.
 
 Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
 one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
@@ -92,6 +100,7 @@ local function release(P, origin, nk)
   if held.o ~= origin then return end
   redis.call('HDEL', P..'nicks', nk)
   redis.call('HDEL', P..'away', nk)
+  redis.call('HDEL', P..'where', nk)
   if redis.call('HGET', P..'skeletons', held.s) == nk then
     redis.call('HDEL', P..'skeletons', held.s)
   end
@@ -119,12 +128,30 @@ local function depart(P, o, reason)
 end
 """
 
+# Drops the fields of hash P..name whose end (ends(value), seconds since the epoch; 0 for
+# never) is past, by Redis's clock.
+_PRUNE = """
+local function prune(P, name, ends)
+  local now = tonumber(redis.call('TIME')[1])
+  local all = redis.call('HGETALL', P..name)
+  for i = 1, #all, 2 do
+    local at = tonumber(ends(all[i + 1])) or 0
+    if at > 0 and at < now then redis.call('HDEL', P..name, all[i]) end
+  end
+end
+local function expires(payload)
+  local ok, rule = pcall(cjson.decode, payload)
+  return ok and type(rule) == 'table' and rule.expires or 0
+end
+local function itself(value) return value end
+"""
+
 # ARGV: prefix, then for each event, in order, EVENT_STRIDE values: its payload, kind and
 # origin, and the kind's arguments padded to five. Returns each event's seq, or 0 for a
 # join-again of someone already there, or a topic-if-newer no newer than the room's (nothing
 # published).
 EVENT_STRIDE = 8
-APPLY = _FORGET_IF_EMPTY + """
+APPLY = _FORGET_IF_EMPTY + _PRUNE + """
 local function apply_one(P, payload, kind, origin, a)
   if kind == 'line' then
     local rk, name, keep = a[1], a[2], tonumber(a[3])
@@ -140,6 +167,7 @@ local function apply_one(P, payload, kind, origin, a)
     redis.call('SADD', P..'rooms', rk)
     local added = redis.call('HSET', P..'members:'..rk, nk, nick)
     redis.call('SADD', P..'in:'..nk, rk)
+    if a[5] ~= '' then redis.call('HSET', P..'where', nk, a[5]) end
     if kind == 'join-again' and added == 0 then return 0 end
   elseif kind == 'leave' then
     local rk, nk = a[1], a[2]
@@ -155,6 +183,31 @@ local function apply_one(P, payload, kind, origin, a)
     if old ~= new and redis.call('EXISTS', P..'in:'..old) == 1 then
       redis.call('RENAME', P..'in:'..old, P..'in:'..new)
     end
+    local where = redis.call('HGET', P..'where', old)
+    if where and old ~= new then
+      redis.call('HDEL', P..'where', old)
+      redis.call('HSET', P..'where', new, where)
+    end
+  elseif kind == 'connected' then
+    local entry = redis.call('HGET', P..'nicks', a[1])
+    if a[2] ~= '' and (not entry or cjson.decode(entry).o == origin) then
+      redis.call('HSET', P..'where', a[1], a[2])
+    end
+  elseif kind == 'kick' then
+    -- The user leaves every room; their process releases the nick when it lets them go.
+    local nk, where, untl = a[1], a[2], tonumber(a[3]) or 0
+    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
+      redis.call('HDEL', P..'members:'..rk, nk)
+      forget_if_empty(P, rk)
+    end
+    redis.call('DEL', P..'in:'..nk)
+    if untl > 0 then redis.call('HSET', P..'kicks', where..' '..nk, a[3]) end
+    prune(P, 'kicks', itself)
+  elseif kind == 'ban' or kind == 'mute' then
+    redis.call('HSET', P..kind..'s', a[1], payload)
+    prune(P, kind..'s', expires)
+  elseif kind == 'unban' or kind == 'unmute' then
+    redis.call('HDEL', P..string.sub(kind, 3)..'s', a[1])
   elseif kind == 'away' then
     if a[2] == '' then
       redis.call('HDEL', P..'away', a[1])
@@ -269,7 +322,9 @@ for _, rk in ipairs(redis.call('SMEMBERS', P..'rooms')) do
                        redis.call('LRANGE', P..'history:'..rk, 0, -1)}
 end
 return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away'),
-        redis.call('HGETALL', P..'nicks')}
+        redis.call('HGETALL', P..'nicks'), redis.call('HGETALL', P..'where'),
+        redis.call('HVALS', P..'bans'), redis.call('HVALS', P..'mutes'),
+        redis.call('HGETALL', P..'kicks')}
 """
 
 
@@ -290,6 +345,9 @@ class Snapshot:
     rooms: list[SnapshotRoom]
     away: dict[str, str]  # nk -> reason
     claims: dict[str, tuple[str, str]]  # nk -> (origin, nick): every registered user
+    where: dict[str, str]  # nk -> where they connect from
+    rules: list[bytes]  # encoded Banned and Muted events in force (or run out lately)
+    kicks: dict[str, str]  # "WHERE NK" -> until
 
 
 class ClaimRefused(Exception):
@@ -381,7 +439,7 @@ class ClusterState:
 
     def snapshot(self) -> defer.Deferred[Snapshot]:
         def parse(reply: list[Any]) -> Snapshot:
-            seq, rooms, away, claims = reply
+            seq, rooms, away, claims, where, bans, mutes, kicks = reply
             return Snapshot(
                 seq=int(seq),
                 rooms=[SnapshotRoom(_text(rk), _text(name), _text(topic), _text(by),
@@ -389,6 +447,9 @@ class ClusterState:
                        for rk, name, topic, by, at, members, history in rooms],
                 away=_pairs(away),
                 claims={nk: _claim_holder(entry) for nk, entry in _pairs(claims).items()},
+                where=_pairs(where),
+                rules=[*bans, *mutes],
+                kicks=_pairs(kicks),
             )
 
         return self.link.call(SNAPSHOT, self._keys, [self.prefix]).addCallback(parse)

@@ -783,8 +783,10 @@ class IRCProtocol(irc.IRC):
         moderator = self.factory.commands.moderator
         if room is None:
             return
+        # A member of the room on this process or, in a cluster, on another.
         target = self.service.users.get(nick_key(params[1]))
-        if target is None or target not in room.members:
+        if (target is None or target not in room.members) and (
+                nick_key(params[1]) not in room.remote_members):
             self.reply(n.ERR_USERNOTINCHANNEL, params[1][:NICK_MAX_LENGTH * 2], room.name,
                        "They aren't on that channel")
             return
@@ -793,7 +795,7 @@ class IRCProtocol(irc.IRC):
             return
         reason = clean_irc_text(params[2])[:KICKLEN] if len(params) > 2 else ""
         try:
-            moderator.kick(user, target.nick, reason)
+            moderator.kick(user, params[1], reason)
         except ChatError as e:
             self.server_notice(str(e))
 
