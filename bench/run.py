@@ -90,7 +90,7 @@ def measure(
     profile_dir: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run each scenario ``runs`` times; a scenario marked fresh gets a new server per run.
-    With ``profile_dir``, chatd's burst runs are recorded with py-spy there."""
+    With ``profile_dir``, chatd's runs (every scenario) are recorded with py-spy there."""
     out: dict[str, dict[str, float]] = {}
     shared: Running | None = None
     try:
@@ -108,7 +108,7 @@ def measure(
                         srv = shared
                     if srv.proc.poll() is not None:
                         raise Skip(f"{name} died (exit {srv.proc.returncode})")
-                    if profile_dir is not None and name.startswith("chatd") and scen == "burst":
+                    if profile_dir is not None and name.startswith("chatd"):
                         raw = profile_dir / f"{name}-{scen}-{i + 1}.txt"
                         with profile.Recording(srv.pid, raw):
                             r = fn(srv, sz)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="record chatd's burst runs with py-spy into DIR; print the top lines")
+                    help="record chatd's runs with py-spy into DIR; print the top lines")
     args = ap.parse_args(argv)  # fmt: skip
 
     sz = Sizes.quick() if args.quick else Sizes()

@@ -129,7 +129,7 @@ def start_chatd(
         cmd[0:1] = [sys.executable, "-m", "bench.tracehook"]
         env["BENCH_SNAPSHOT_DIR"] = str(tmp)
     proc = _popen(cmd, core, tmp, name, env)
-    _wait_port(port, proc, name)
+    _wait_port(port, proc, name, timeout=60 if traced else 15)  # tracing slows the import
     if irc:
         _wait_port(iport, proc, name)
         return Running(name, proc, proc.pid, IRC, iport, eport, uport, tmp, 64, b"$*")
@@ -171,6 +171,16 @@ def start_asyncio(core: int) -> Running:
     proc = _popen(cmd, core, tmp, "asyncio")
     _wait_port(port, proc, "asyncio")
     return Running("asyncio", proc, proc.pid, CHAT, port, eport, uport, tmp)
+
+
+def start_twisted_floor(core: int) -> Running:
+    """bench/peers/twisted_floor.py: Twisted's own cost per connection (bench.memory)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-twisted-floor-"))
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.peers.twisted_floor", "--port", str(port)]
+    proc = _popen(cmd, core, tmp, "twisted-floor")
+    _wait_port(port, proc, "twisted-floor")
+    return Running("twisted-floor", proc, proc.pid, CHAT, port, 0, 0, tmp)
 
 
 # ------------------------------------------------------------------ ngircd

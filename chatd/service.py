@@ -143,7 +143,8 @@ class User:
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
         self.nick = nick
-        self.key = nick_key(nick)
+        key = nick_key(nick)
+        self.key = nick if key == nick else key  # one string, not two, for most nicks
         # The rooms the user is in, by room_key, in the order joined.
         self.rooms: dict[str, Room] = {}
         self.peer = peer

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
 from chatd import wire
-from chatd.addresses import describe_peer, peer_host
+from chatd.addresses import peer_host
 from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
@@ -136,7 +136,7 @@ class IRCProtocol(irc.IRC):
     frontend: IRCFactory  # for the service: who broadcasts to this client
     transport: Any  # TCP or TLS: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     # irc.IRC.connectionMade would look this up with socket.getfqdn(): a blocking DNS query.
     hostname = "chatd"
 
@@ -176,7 +176,7 @@ class IRCProtocol(irc.IRC):
     def connectionMade(self) -> None:
         factory = self.frontend = self.factory
         self.edge = factory.start(self)
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = self.edge.peer
         self._heard_at = factory.clock.seconds()
         self._ping_timer = factory.clock.callLater(factory.ping_interval, self._check_ping)
         self._registration_timer = factory.clock.callLater(
