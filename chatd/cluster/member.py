@@ -41,6 +41,7 @@ from chatd.cluster import codec
 from chatd.cluster.backlog import OutageBacklog
 from chatd.cluster.bus import MAX_BATCH, RedisBus, script_arguments
 from chatd.cluster.state import (
+    GONE_REASON,
     HEARTBEAT,
     SHUTDOWN_REASON,
     ClaimRefused,
@@ -258,6 +259,9 @@ class ClusterMember(service.Service):
         @defer.inlineCallbacks
         def rejoin() -> Any:
             yield state.heartbeat(self.origin)
+            # Who left while we were cut off (and not reaped): their leaving never reached
+            # Redis. Out of the rooms and free, for everyone.
+            yield state.depart_gone(self.origin, GONE_REASON, list(self.chat.users))
             for user in list(self.chat.users.values()):
                 yield self._announce(user)
             # What was said and set here while cut off goes to the cluster before its
