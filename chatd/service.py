@@ -859,7 +859,9 @@ class ChatService(service.Service):
         """The user connected here as ``nick``, or who was moments ago (chatd/former_nicks.py:
         an operator of another process named them by it before it heard of the rename)."""
         key = nick_key(nick)
-        user = self.users.get(key) or self.former_nicks.who(key, self.reactor.seconds())
+        user = self.users.get(key)
+        if user is None and key not in self.remote.by_key:  # not someone else's now
+            user = self.former_nicks.who(key, self.reactor.seconds())
         return user if user is not None and self.is_connected(user) else None
 
     def is_connected(self, user: User) -> bool:

@@ -306,3 +306,15 @@ def test_a_mute_made_before_the_user_renamed_still_mutes_them(pair: Pair) -> Non
     assert take_lines(pair.bob_t)[-1].startswith("*** Error: you are muted")
     assert not [line for line in take_lines(pair.carol_t) if "can you hear me" in line]
     assert pair.a.moderator.mutes.match(nick_key("bobby")) is not None  # everywhere
+
+
+def test_a_nick_given_up_and_taken_elsewhere_names_the_one_who_has_it_now(
+        pair: Pair) -> None:
+    """bob became bobby on B, and dan on A took "bob": a mute of "bob" is dan's alone."""
+    renamed_while_the_rule_was_on_its_way(pair)
+    dan, _ = pair.a.join("203.0.113.4")
+    say(dan, "/nick bob")
+    say(pair.op, "/mute bob")
+    say(pair.bob, "still free")
+    assert take_lines(pair.carol_t)[-1] == "<bobby> still free"
+    assert pair.b.moderator.mutes.match(nick_key("bobby")) is None
