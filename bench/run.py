@@ -24,7 +24,8 @@ from bench.servers import BLOCKS, Running, Skip
 from bench.swarm import GenTimeout
 from bench.sysutil import machine_description, raise_nofile
 
-CHAT_SERVERS = ["chatd", "chatd-state-none", "threaded", "asyncio", "ngircd", "inspircd", "blocks"]
+CHAT_SERVERS = ["chatd", "chatd-state-none", "chatd-irc", "threaded", "asyncio", "ngircd",
+                "inspircd", "blocks"]
 ECHO_SERVERS = ["chatd", "xinetd", "asyncio", "threaded"]
 ALL_SCENARIOS = ["burst", "closed", "paced", "scale", "echo"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ def starter(name: str, core: int, nofile: int) -> Callable[[], Running]:
     table: dict[str, Callable[[], Running]] = {
         "chatd": lambda: servers.start_chatd(core),
         "chatd-state-none": lambda: servers.start_chatd(core, state="none"),
+        "chatd-irc": lambda: servers.start_chatd(core, irc=True),
         "threaded": lambda: servers.start_threaded(core),
         "asyncio": lambda: servers.start_asyncio(core),
         "ngircd": lambda: servers.start_ngircd(core),
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--servers",
         default=",".join(dict.fromkeys(CHAT_SERVERS + ECHO_SERVERS)),
-        help="comma-separated subset of: chatd,chatd-state-none,threaded,asyncio,ngircd,"
-        "inspircd,xinetd,blocks (the trivial block server: the generator's ceiling)",
+        help="comma-separated subset of: chatd,chatd-state-none,chatd-irc (chatd over IRC, "
+        "on the IRC load),threaded,asyncio,ngircd,inspircd,xinetd,blocks (the trivial block "
+        "server: the generator's ceiling)",
     )
     ap.add_argument(
         "--scenarios",

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from chatd.commands import CommandTable, build_command_table
 from chatd.edge import Edge, admit
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
@@ -31,7 +32,7 @@ class Connection(Protocol):
     """What a front-end's protocol has for its factory."""
 
     edge: Edge
-    counted_address: object  # what the limits counted: released once, when it goes
+    counted_key: str | None  # what the limits counted it under: released once, when it goes
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
@@ -67,6 +68,8 @@ class FrontEndFactory(protocol.ServerFactory):
         self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
+        # One timer for every connection's idle timeout, not a DelayedCall each.
+        self.idle_timers = IdleTimers(self.clock)
 
     def refused(self, reason: str) -> protocol.Protocol:
         """A protocol that tells a newcomer over the limits why, and closes."""
@@ -77,7 +80,9 @@ class FrontEndFactory(protocol.ServerFactory):
         if refusal is not None:
             return self.refused(refusal)
         proto = cast(Connection, super().buildProtocol(addr))
-        proto.counted_address = addr  # what admit counted: released once, when it goes
+        # The count's key, not the address: the limits keep nothing per connection, and
+        # the IPv4Address object (96 bytes) is not kept alive for it.
+        proto.counted_key = self.limits.counted_as(addr)
         return cast(protocol.Protocol, proto)
 
     def start(self, proto: Any) -> Edge:
@@ -85,8 +90,7 @@ class FrontEndFactory(protocol.ServerFactory):
         until ``lost``. ``proto`` is its edge's owner (and line owner)."""
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
-            self.output_batch, release=lambda: self.limits.release(proto.counted_address),
-            lines=proto, traffic=self.traffic,
+            self.output_batch, lines=proto, traffic=self.traffic, idle=self.idle_timers,
         )
         edge.start_send_buffer_guard()
         edge.activity()
@@ -94,7 +98,9 @@ class FrontEndFactory(protocol.ServerFactory):
         return edge
 
     def lost(self, proto: Connection, reason: Failure) -> None:
+        # The admission count is released here, once, rather than by a closure per edge.
         self.clients.discard(proto)
+        self.limits.release_counted(proto.counted_key)
         proto.edge.connection_lost(reason)
 
     def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:

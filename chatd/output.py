@@ -141,7 +141,8 @@ class ConnectionOutput:
     it is handed over while the peer is behind (the guard is paused) or when one write is
     over its limit: such a write waits in the batch, is counted, and is handed over only
     if the guard did not cut the peer off. A peer that keeps up gets its write at once,
-    with no call to the guard: the fan-out's hot path.
+    with no call to the guard: the fan-out's hot path. The list of pending bytes is made
+    when the batch first holds some: an idle connection does without it.
     """
 
     __slots__ = ("_batch", "_pending", "guard", "handed", "pending_bytes", "transport")
@@ -149,7 +150,7 @@ class ConnectionOutput:
     def __init__(self, transport: Any, batch: OutputBatch) -> None:
         self.transport = transport
         self._batch = batch
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | None = None
         self.guard: SendBufferGuard | None = None
         self.pending_bytes = 0
         self.handed = 0
@@ -171,9 +172,12 @@ class ConnectionOutput:
 
     def _queue(self, data: bytes) -> None:
         batch = self._batch
-        if not self._pending:
+        pending = self._pending
+        if pending is None:
             batch.mark_dirty(self)
-        self._pending.append(data)
+            self._pending = [data]
+        else:
+            pending.append(data)
         self.pending_bytes += len(data)
         guard = self.guard
         if guard is not None and (guard.paused or self.pending_bytes > guard.limit):
@@ -182,7 +186,7 @@ class ConnectionOutput:
             self.flush()  # no batch: what the guard let through goes out now
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, None
         if pending:
             size, self.pending_bytes = self.pending_bytes, 0
             write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
@@ -193,4 +197,4 @@ class ConnectionOutput:
 
     def discard(self) -> None:
         """Forgets what the batch holds (the connection was cut off)."""
-        self._pending, self.pending_bytes = [], 0
+        self._pending, self.pending_bytes = None, 0

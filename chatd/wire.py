@@ -5,6 +5,7 @@ Shapes (documented in the README so people and scripts can tell them apart):
 - ``<nick> text``        chat from another user in your room
 - ``* nick action``      a /me action
 - ``*nick* text``        a private message to you
+- ``*nick* * nick action``  a private /me to you (/describe, or an IRC user's)
 - ``-> *nick* text``     the confirmation of a private message you sent
 - ``*** text``           a server notice
 - ``*** Error: text``    an error, sent only to the one who caused it
@@ -21,6 +22,7 @@ from chatd.events import (
     Announcement,
     Event,
     Joined,
+    Kicked,
     Left,
     PrivateMessage,
     Renamed,
@@ -71,12 +73,18 @@ def render(event: Event) -> str:
             return f"<{nick}> {text}"
         case Acted(nick=nick, text=text):
             return f"* {nick} {text}"
+        case PrivateMessage(sender=sender, text=text, action=True):
+            return f"*{sender}* * {sender} {text}"  # the private frame around the /me form
         case PrivateMessage(sender=sender, text=text):
             return f"*{sender}* {text}"
         case Joined(room=room, nick=nick):
             return f"*** {nick} has joined {room}"
         case Left(room=room, nick=nick, reason=reason):
             return f"*** {nick} has left {room} ({reason})"
+        case Kicked(room="", by=by, reason=reason):  # to the one kicked
+            return f"*** You have been kicked by {by}: {reason}"
+        case Kicked(room=room, nick=nick, by=by, reason=reason):
+            return f"*** {nick} has left {room} (kicked by {by}: {reason})"
         case Renamed(old=old, new=new):
             return f"*** {old} is now known as {new}"
         case TopicChanged(room=room, nick=nick, topic=topic):

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from chatd.passwd import hash_password
 from tests.support import connect, free_port, read_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,6 +27,7 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 WAIT_MS = 10_000
 pytestmark = pytest.mark.slow
 
+CHEAP_HASH = hash_password("opsecret", n=2**4)
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
@@ -38,6 +40,7 @@ class Daemon:
         self.web_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         (directory / "motd.txt").write_text("Be kind.\n")
+        (directory / "chatd.toml").write_text(f'[operators]\nroot = "{CHEAP_HASH}"\n')
 
     @property
     def url(self) -> str:
@@ -48,7 +51,7 @@ class Daemon:
             [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "none",
              "--listen", f"tcp:{self.chat_port}:interface=127.0.0.1",
              "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-             "--motd", "motd.txt", "--flood-rate", "0"],
+             "--motd", "motd.txt", "--flood-rate", "0", "--config", "chatd.toml"],
             cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         connect(self.web_port).close()  # retries until it listens, with a deadline
@@ -144,6 +147,9 @@ def test_a_browser_and_an_nc_user_chat(browser: Browser, daemon: Daemon, tmp_pat
     expect(mention).to_have_count(1, timeout=WAIT_MS)
     nc.say("/msg webuser a private word")
     expect(page.locator(".line.private", has_text="a private word")).to_have_count(
+        1, timeout=WAIT_MS)
+    nc.say("/describe webuser waves")  # a private /me: the action form, in private
+    expect(page.locator(".line.private", has_text="*ncuser* * ncuser waves")).to_have_count(
         1, timeout=WAIT_MS)
 
     # A hostile line shows as the text it is, and runs nothing.
@@ -244,3 +250,26 @@ def test_after_quit_the_page_stays_away_until_asked(browser: Browser, daemon: Da
     nc.expect("is now known as leaver")  # back, under the remembered nick
     assert problems == []
     nc.close()
+
+
+def test_a_kick_shows_on_the_page_and_it_stays_away(browser: Browser, daemon: Daemon) -> None:
+    op = NcUser(daemon.chat_port, "opal")
+    op.say("/oper root opsecret")
+    op.expect("You are now an operator")
+    kicked, problems = open_page(browser, daemon)
+    type_line(kicked, "/nick webbob")
+    op.expect("is now known as webbob")
+    watcher, _ = open_page(browser, daemon)
+    expect(watcher.locator("#member-list")).to_contain_text("webbob", timeout=WAIT_MS)
+    op.say("/kick webbob spam")
+    expect(watcher.locator(".line.left", has_text="webbob has left #lobby (kicked by opal: spam)")
+           ).to_have_count(1, timeout=WAIT_MS)
+    expect(watcher.locator("#member-list")).not_to_contain_text("webbob", timeout=WAIT_MS)
+    expect(kicked.locator("#log")).to_contain_text("*** You have been kicked by opal: spam",
+                                                   timeout=WAIT_MS)
+    expect(kicked.locator("#status")).to_have_text(
+        "You were kicked. Press Enter to join again.", timeout=WAIT_MS)
+    kicked.wait_for_timeout(2500)  # longer than the first reconnection delay
+    expect(kicked.locator("#status")).to_have_text("You were kicked. Press Enter to join again.")
+    assert problems == []
+    op.close()

@@ -12,6 +12,7 @@ from chatd.client.wire import Kind, Line
 SERVER_COMMANDS: tuple[str, ...] = (
     "/away",
     "/back",
+    "/describe",
     "/help",
     "/history",
     "/ignore",
@@ -32,6 +33,7 @@ SERVER_COMMANDS: tuple[str, ...] = (
     "/bans",
     "/kick",
     "/mute",
+    "/mutes",
     "/rename",
     "/stats",
     "/unban",

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
 from chatd import wire
-from chatd.addresses import describe_peer, peer_host
+from chatd.addresses import peer_host
 from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
@@ -37,6 +37,7 @@ from chatd.irc.message import (
     serialize,
 )
 from chatd.irc.render import VERSION
+from chatd.remote import RemoteUser
 from chatd.rooms import ROOM_NAME_MAX, InvalidRoomName, Room, normalize_room, room_key
 from chatd.service import ChatService, User
 from chatd.text import NICK_MAX_LENGTH, InvalidNickname, nick_key, normalize_nick
@@ -101,9 +102,16 @@ class CommandSession:
 
     @property
     def room(self) -> Room:
-        if self.connection.user is None:
+        """The user's one room. An IRC client shows no "current" room, so a user in several
+        names the room as the command's first word (``HISTORY #dev 20``), else is told to."""
+        user = self.connection.user
+        if user is None:
             raise ChatError("you are not registered")
-        return self.connection.user.room
+        if len(user.rooms) > 1:
+            names = [room.name for room in user.rooms_by_name()]
+            raise ChatError(f"you are in {len(names)} rooms ({', '.join(names)}): name the "
+                            f"room first, e.g. {names[0]}")
+        return user.room
 
     def notice(self, text: str) -> None:
         self.connection.service_notice(text)
@@ -128,7 +136,7 @@ class IRCProtocol(irc.IRC):
     frontend: IRCFactory  # for the service: who broadcasts to this client
     transport: Any  # TCP or TLS: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     # irc.IRC.connectionMade would look this up with socket.getfqdn(): a blocking DNS query.
     hostname = "chatd"
 
@@ -168,7 +176,7 @@ class IRCProtocol(irc.IRC):
     def connectionMade(self) -> None:
         factory = self.frontend = self.factory
         self.edge = factory.start(self)
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = self.edge.peer
         self._heard_at = factory.clock.seconds()
         self._ping_timer = factory.clock.callLater(factory.ping_interval, self._check_ping)
         self._registration_timer = factory.clock.callLater(
@@ -560,6 +568,8 @@ class IRCProtocol(irc.IRC):
         for target in params[0].split(",")[:MAX_TARGETS]:
             if target.startswith("#"):
                 self._to_room(target, params[1], notice)
+            elif target.startswith("$"):
+                self._to_everyone(target, params[1], notice)
             elif nick_key(target) == nick_key(SERVICE_NICK):
                 if not notice:
                     self._run_command(params[1].removeprefix("/"))
@@ -591,10 +601,29 @@ class IRCProtocol(irc.IRC):
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room.name, str(e))
             return
 
+    def _to_everyone(self, target: str, text: str, notice: bool) -> None:
+        """``PRIVMSG $*`` (or ``$SERVER``): an IRC operator's message to every user of the
+        server, which is chatd's ``/wall``; chatd is one server, so no other mask matches."""
+        user = self.user
+        moderator = self.factory.commands.moderator
+        assert user is not None
+        if moderator is None or user.operator is None:
+            if not notice:
+                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+            return
+        if target[1:].lower() not in ("*", self.server.lower()):
+            if not notice:
+                self.reply(n.ERR_BADMASK, target[:ROOM_NAME_MAX * 2], "Bad Server/host mask")
+            return
+        words = clean_irc_text(text)
+        if words.strip():
+            moderator.wall(user, words)
+
     def _to_nick(self, target: str, text: str, notice: bool) -> None:
         user = self.user
         assert user is not None
-        recipient = self.service.users.get(nick_key(target))
+        # Connected here, or to another chatd process of the cluster (--redis).
+        recipient = self.service.users.get(nick_key(target)) or self.service.remote.get(target)
         if recipient is None:
             if not notice:
                 self.reply(n.ERR_NOSUCHNICK, target[:NICK_MAX_LENGTH * 2], "No such nick/channel")
@@ -607,10 +636,8 @@ class IRCProtocol(irc.IRC):
         words = clean_irc_text(request[1] if request is not None else text)
         if not words.strip():
             return
-        if request is not None:
-            words = f"* {user.nick} {words}"  # a private /me: chatd has no private action
         try:
-            self.service.private_message(user, recipient.nick, words)
+            self.service.private_message(user, recipient.nick, words, request is not None)
         except ChatError as e:
             if not notice:
                 self.server_notice(str(e))
@@ -618,7 +645,7 @@ class IRCProtocol(irc.IRC):
         if recipient.away is not None and not notice:
             self.reply(n.RPL_AWAY, recipient.nick, recipient.away)
 
-    def _answer_ctcp(self, recipient: User, query: str, args: str) -> None:
+    def _answer_ctcp(self, recipient: User | RemoteUser, query: str, args: str) -> None:
         """chatd answers CTCP queries for everyone: line users' clients cannot, and IRC
         clients would only tell one user another's client and version."""
         answers: dict[str, Callable[[], str]] = {
@@ -664,8 +691,13 @@ class IRCProtocol(irc.IRC):
                           for _, nick in sorted(room.remote_members.items())]
         else:
             found = self.service.users.get(nick_key(mask))
+            elsewhere = self.service.remote.get(mask) if found is None else None
             if found is not None:
                 lines.append(self._who_line("*", found))
+            elif elsewhere is not None:  # another chatd process's user, in a room or not
+                lines.append(n.who_reply(server, self.target, "*", elsewhere.nick, server,
+                                         elsewhere.nick, elsewhere.away is not None, False,
+                                         elsewhere.nick))
         self.send_messages([*lines, n.end_of_who(server, self.target, mask)])
 
     def _who_line(self, channel: str, who: User) -> Message:
@@ -678,6 +710,17 @@ class IRCProtocol(irc.IRC):
             return
         nick = params[-1].split(",")[0]  # WHOIS [server] nick
         who = self.service.users.get(nick_key(nick))
+        elsewhere = self.service.remote.get(nick) if who is None else None
+        if elsewhere is not None:
+            # Another chatd process's user: the rooms of theirs this process knows; how
+            # long they have been idle is their process's to know.
+            self.send_messages(n.whois(
+                self.server, self.target, elsewhere.nick, elsewhere.nick, self.server,
+                elsewhere.nick, [room.name for room in self.service.rooms_by_name()
+                                 if elsewhere.key in room.remote_members],
+                elsewhere.away, False, None, None,
+            ))
+            return
         if who is None:
             self.reply(n.ERR_NOSUCHNICK, nick[:NICK_MAX_LENGTH * 2] or "*",
                        "No such nick/channel")
@@ -765,8 +808,10 @@ class IRCProtocol(irc.IRC):
         moderator = self.factory.commands.moderator
         if room is None:
             return
+        # A member of the room on this process or, in a cluster, on another.
         target = self.service.users.get(nick_key(params[1]))
-        if target is None or target not in room.members:
+        if (target is None or target not in room.members) and (
+                nick_key(params[1]) not in room.remote_members):
             self.reply(n.ERR_USERNOTINCHANNEL, params[1][:NICK_MAX_LENGTH * 2], room.name,
                        "They aren't on that channel")
             return
@@ -775,7 +820,7 @@ class IRCProtocol(irc.IRC):
             return
         reason = clean_irc_text(params[2])[:KICKLEN] if len(params) > 2 else ""
         try:
-            moderator.kick(user, target.nick, reason)
+            moderator.kick(user, params[1], reason)
         except ChatError as e:
             self.server_notice(str(e))
 

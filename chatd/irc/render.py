@@ -21,6 +21,7 @@ from chatd.events import (
     Announcement,
     Event,
     Joined,
+    Kicked,
     Left,
     PrivateMessage,
     Renamed,
@@ -90,6 +91,8 @@ class IRCFormatter:
                 return split_to_fit(Message("PRIVMSG", (room, text), self.mask(nick)))
             case Acted(room=room, nick=nick, text=text):
                 return self.action(nick, room, text)
+            case PrivateMessage(sender=sender, recipient=recipient, text=text, action=True):
+                return self.action(sender, recipient, text)
             case PrivateMessage(sender=sender, recipient=recipient, text=text):
                 return split_to_fit(Message("PRIVMSG", (recipient, text), self.mask(sender)))
             case Joined(room=room, nick=nick):
@@ -99,6 +102,13 @@ class IRCFormatter:
                 return [Message("QUIT", (reason,), self.mask(nick))]
             case Left(room=room, nick=nick, reason=reason):
                 return [Message("PART", (room, reason), self.mask(nick))]
+            case Kicked(room="", nick=nick, by=by, reason=reason, rooms=rooms):
+                # To the one kicked: out of each room, then why, before the connection closes.
+                return [*(Message("KICK", (room, nick, reason), self.mask(by))
+                          for room in rooms.split()),
+                        *self.notice("*", f"You have been kicked by {by}: {reason}")]
+            case Kicked(room=room, nick=nick, by=by, reason=reason):
+                return [Message("KICK", (room, nick, reason), self.mask(by))]
             case Renamed(old=old, new=new):
                 return [Message("NICK", (new,), self.mask(old))]
             case TopicChanged(room=room, nick=nick, topic=topic):

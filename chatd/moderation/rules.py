@@ -178,13 +178,14 @@ class BanList(_Expiring[Network, Ban]):
 
     def match(self, host: str | None) -> Ban | None:
         """The ban in force that covers ``host``, the narrowest one if several do."""
-        if host is None:
+        bans = self.current()
+        if host is None or not bans:  # no bans: no address to parse, on every connect
             return None
         try:
             address = addresses.ip_address(host)
         except ValueError:
             return None
-        covering = [b for b in self.current() if address in b.network]
+        covering = [b for b in bans if address in b.network]
         return max(covering, key=lambda b: b.network.prefixlen, default=None)
 
 
@@ -222,9 +223,19 @@ class RecentKicks:
         self._kicks: dict[tuple[str | None, str], Kick] = {}
 
     def add(self, host: str | None, key: str, seconds: float) -> None:
-        self._forget_ended()
         if seconds > 0:
-            self._kicks[host, key] = Kick(host, key, self.clock.seconds() + seconds)
+            self.add_until(host, key, self.clock.seconds() + seconds)
+
+    def add_until(self, host: str | None, key: str, until: float) -> None:
+        """Refuses ``key`` from ``host`` until the time ``until`` (a kick made on any
+        process of a cluster)."""
+        self._forget_ended()
+        if until > self.clock.seconds():
+            self._kicks[host, key] = Kick(host, key, until)
+
+    def current(self) -> list[Kick]:
+        self._forget_ended()
+        return list(self._kicks.values())
 
     def seconds_left(self, host: str | None, key: str) -> int:
         """Whole seconds until ``key`` may come back from ``host``; 0 if it may now."""

@@ -35,6 +35,7 @@ from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError
 from chatd.events import Event
 from chatd.history import HistoryEntry
+from chatd.idle import IdleTimers
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
@@ -129,6 +130,7 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
         self.edge = Edge(
             self, self.transport, factory.policy, factory.clock, factory.rejections,
             factory.output_batch, release=self.release, lines=self,
+            idle=factory.idle_timers,
         )
         self.edge.start_send_buffer_guard()
         factory.clients.add(self)
@@ -270,6 +272,7 @@ class ChatSocketFactory(WebSocketServerFactory):
         # A speaker's lines in one read fan out as one block (chatd/fanout.py).
         self.output_batch = OutputBatch(service.chat_lines)
         self.pending_release: Callable[[], None] | None = None
+        self.idle_timers = IdleTimers(self.clock)  # one timer for every connection's timeout
         self._set_options()
 
     def _set_options(self) -> None:

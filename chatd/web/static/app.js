@@ -20,6 +20,7 @@ const me = {
   wantRoom: null,     // the room to go back to after a reconnection
   restored: false,    // this connection has asked for the saved nick and room
   quit: false,        // the user typed /quit: no reconnecting until they type again
+  kicked: false,      // an operator kicked this connection: the same, said differently
 };
 let members = new Map();   // key (lower case) -> {nick, away}
 let roomList = [];
@@ -159,7 +160,8 @@ const handlers = {
       classes(m, mentions(m.text) && m.nick !== me.nick ? "mention" : ""));
   },
   private(m) {
-    addLine("private", m.at, [["tag", "private"], ["nick", `*${m.from}*`], " ", ["text", m.text]]);
+    const what = m.action ? ["* ", ["nick", m.from], " ", ["text", m.text]] : [["text", m.text]];
+    addLine("private", m.at, [["tag", "private"], ["nick", `*${m.from}*`], " ", ...what]);
   },
   sent(m) {
     addLine("sent", m.at, [["tag", "private"], `-> `, ["nick", `*${m.to}*`], " ", ["text", m.text]]);
@@ -177,6 +179,18 @@ const handlers = {
       renderMembers();
     }
     addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (${m.reason})`]);
+  },
+  kicked(m) {
+    if (!m.room) {  // this connection was kicked; the server closes it next
+      addLine("announcement", m.at, [`*** You have been kicked by ${m.by}: ${m.reason}`]);
+      me.quit = me.kicked = true;  // coming straight back would only be refused
+      return;
+    }
+    if (m.room === me.room) {
+      members.delete(m.nick.toLowerCase());
+      renderMembers();
+    }
+    addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (kicked by ${m.by}: ${m.reason})`]);
   },
   renamed(m) {
     const old = members.get(m.old.toLowerCase());
@@ -254,7 +268,8 @@ function connect() {
     renderMembers();
     const why = event.reason ? ` (${event.reason})` : "";
     addLine("error", undefined, [`*** Disconnected from the server${why}`]);
-    if (me.quit) setStatus("You left the chat. Press Enter to join again.", true);
+    if (me.kicked) setStatus("You were kicked. Press Enter to join again.", true);
+    else if (me.quit) setStatus("You left the chat. Press Enter to join again.", true);
     else retryLater();
   });
 }
@@ -288,8 +303,8 @@ function send(line) {
 $("send").addEventListener("submit", (event) => {
   event.preventDefault();
   const line = box.value;
-  if (me.quit && !socket) {  // after /quit, Enter comes back
-    me.quit = false;
+  if (me.quit && !socket) {  // after /quit (or a kick), Enter comes back
+    me.quit = me.kicked = false;
     box.value = "";
     connect();
     return;
