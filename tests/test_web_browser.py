@@ -8,9 +8,6 @@ chromium, which ``.ci/run`` installs. As root, chromium needs ``--no-sandbox``.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support import connect, free_port, read_until
+from tests.support import Twistd, connect, read_until
 
 CHROMIUM = "/usr/bin/chromium"
-TWISTD = str(Path(sys.executable).parent / "twistd")
 WAIT_MS = 10_000
 pytestmark = pytest.mark.slow
 
@@ -30,13 +26,14 @@ HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
 class Daemon:
-    """A real twistd running chatd with --listen and --web on fixed loopback ports."""
+    """A real twistd running chatd with --listen and --web on loopback ports the system
+    picks; a restart keeps the web port, since the page reconnects to its own address."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.chat_port = free_port()
-        self.web_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.chat_port = 0
+        self.web_port = 0  # 0 until the first run is given one
+        self.twistd: Twistd | None = None
         (directory / "motd.txt").write_text("Be kind.\n")
 
     @property
@@ -44,24 +41,28 @@ class Daemon:
         return f"http://127.0.0.1:{self.web_port}/"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "none",
-             "--listen", f"tcp:{self.chat_port}:interface=127.0.0.1",
-             "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-             "--motd", "motd.txt", "--flood-rate", "0"],
-            cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        connect(self.web_port).close()  # retries until it listens, with a deadline
+        # A restart must listen on the port the first run was given, which another process
+        # may take in between (the one place a port is named in advance): that shows as a
+        # refused start ("cannot listen"), tried again until the deadline.
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:
+            self.twistd = Twistd(
+                ["chatd", "--no-echo", "--state", "none",
+                 "--listen", "tcp:0:interface=127.0.0.1",
+                 "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
+                 "--motd", "motd.txt", "--flood-rate", "0"], self.directory).start()
+            try:
+                self.chat_port, self.web_port = self.twistd.wait_listening("chat", "web")
+                return
+            except AssertionError:
+                if "cannot listen" not in self.twistd.output() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        if self.twistd is not None:
+            self.twistd.stop(seconds=10)
+        self.twistd = None
 
 
 class NcUser:
