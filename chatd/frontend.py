@@ -10,7 +10,7 @@ bytes to each of its clients. The service stays free of sockets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet import protocol
@@ -27,21 +27,27 @@ from chatd.service import ChatService, EventFormatter
 from chatd.stats import Traffic
 
 
-class Connection(Protocol):
-    """What a front-end's protocol has for its factory."""
+class Client(Protocol):
+    """What every front-end's protocol has for its factory."""
 
     edge: Edge
-    counted_address: object  # what the limits counted: released once, when it goes
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
 
 
-class FrontEndFactory(protocol.ServerFactory):
-    """Builds one front-end's protocols, holds the connected ones, counts them for the
-    limits and broadcasts to them. Every limit is off unless asked for (0)."""
+class Connection(Client, Protocol):
+    """A protocol of a factory that counts its own connections (``admit``)."""
 
-    noisy = False  # one log line per connection comes from the chat service instead
+    counted_address: object  # what the limits counted: released once, when it goes
+
+
+class FrontEndClients:
+    """The shape every front-end's factory shares: the connected clients, each one's edge
+    started and ended here, the broadcast to them, and reloads reaching them. Mixed into a
+    Twisted factory: ``FrontEndFactory`` for the line and IRC front-ends, autobahn's
+    WebSocket factory for the web's (chatd/web/socket.py)."""
+
     formatter: EventFormatter
 
     def __init__(
@@ -68,32 +74,22 @@ class FrontEndFactory(protocol.ServerFactory):
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
 
-    def refused(self, reason: str) -> protocol.Protocol:
-        """A protocol that tells a newcomer over the limits why, and closes."""
-        raise NotImplementedError
-
-    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
-        refusal = admit(self.limits, addr, self.rejections, "connection refused")
-        if refusal is not None:
-            return self.refused(refusal)
-        proto = cast(Connection, super().buildProtocol(addr))
-        proto.counted_address = addr  # what admit counted: released once, when it goes
-        return cast(protocol.Protocol, proto)
-
-    def start(self, proto: Any) -> Edge:
+    def start(self, proto: Any, release: Callable[[], None] | None = None) -> Edge:
         """The edge of a connection just made, every guard running; the client is held
-        until ``lost``. ``proto`` is its edge's owner (and line owner)."""
+        until ``lost``. ``proto`` is its edge's owner (and line owner). ``release`` frees
+        its count against the limits when it goes (by default the count ``admit`` took)."""
+        if release is None:
+            release = lambda: self.limits.release(proto.counted_address)  # noqa: E731
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
-            self.output_batch, release=lambda: self.limits.release(proto.counted_address),
-            lines=proto, traffic=self.traffic,
+            self.output_batch, release=release, lines=proto, traffic=self.traffic,
         )
         edge.start_send_buffer_guard()
         edge.activity()
         self.clients.add(proto)
         return edge
 
-    def lost(self, proto: Connection, reason: Failure) -> None:
+    def lost(self, proto: Client, reason: Failure) -> None:
         self.clients.discard(proto)
         proto.edge.connection_lost(reason)
 
@@ -107,3 +103,22 @@ class FrontEndFactory(protocol.ServerFactory):
         self.policy.reconfigure_limits(self.limits)
         for client in list(self.clients):
             client.policy_changed()
+
+
+class FrontEndFactory(FrontEndClients, protocol.ServerFactory):
+    """Builds one front-end's protocols, holds the connected ones, counts them for the
+    limits and broadcasts to them. Every limit is off unless asked for (0)."""
+
+    noisy = False  # one log line per connection comes from the chat service instead
+
+    def refused(self, reason: str) -> protocol.Protocol:
+        """A protocol that tells a newcomer over the limits why, and closes."""
+        raise NotImplementedError
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol | None:
+        refusal = admit(self.limits, addr, self.rejections, "connection refused")
+        if refusal is not None:
+            return self.refused(refusal)
+        proto = cast(Connection, super().buildProtocol(addr))
+        proto.counted_address = addr  # what admit counted: released once, when it goes
+        return cast(protocol.Protocol, proto)

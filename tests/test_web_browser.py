@@ -235,13 +235,22 @@ def test_after_quit_the_page_stays_away_until_asked(browser: Browser, daemon: Da
     page, problems = open_page(browser, daemon)
     type_line(page, "/nick leaver")
     nc.expect("is now known as leaver")
+    other, other_problems = open_page(browser, daemon)
+    type_line(other, "/join #dev")
+    type_line(other, "/join #lobby")  # came and went: a part, not a quit
+    expect(page.locator("#log")).to_contain_text("has left #lobby (joined #dev)",
+                                                 timeout=WAIT_MS)
     type_line(page, "/quit see you")
     nc.expect("leaver has left #lobby (see you)")
+    expect(other.locator("#log")).to_contain_text("*** leaver has quit (see you)",
+                                                  timeout=WAIT_MS)
     expect(page.locator("#status")).to_have_text(
         "You left the chat. Press Enter to join again.", timeout=WAIT_MS)
+    # A close frame with its reason arrived (a dropped connection is 1006 with none).
+    expect(page.locator("#log")).to_contain_text("*** Disconnected from the server (quit)")
     page.wait_for_timeout(2500)  # longer than the first reconnection delay
     expect(page.locator("#status")).to_have_text("You left the chat. Press Enter to join again.")
     page.keyboard.press("Enter")
     nc.expect("is now known as leaver")  # back, under the remembered nick
-    assert problems == []
+    assert problems == [] and other_problems == []
     nc.close()

@@ -46,8 +46,10 @@ def describe(event: Event) -> dict[str, Any]:
             return {"type": "private", "from": sender, "to": recipient, "text": text}
         case Joined(room=room, nick=nick):
             return {"type": "joined", "room": room, "nick": nick}
-        case Left(room=room, nick=nick, reason=reason):
-            return {"type": "left", "room": room, "nick": nick, "reason": reason}
+        case Left(room=room, nick=nick, reason=reason, quit=quit):
+            # quit: they left chatd altogether, not only this room
+            return {"type": "left", "room": room, "nick": nick, "reason": reason,
+                    "quit": quit}
         case Renamed(old=old, new=new):
             return {"type": "renamed", "old": old, "new": new}
         case TopicChanged(room=room, nick=nick, topic=topic):
