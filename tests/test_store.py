@@ -29,6 +29,7 @@ from chatd.store import (
     MemoryStore,
     SavedModeration,
     SQLiteStore,
+    _Pending,
     open_store,
 )
 
@@ -54,6 +55,8 @@ class Disk:
         self.full = False
         self.failing_statement = ""  # statements starting with this fail with an I/O error
         self.refused_reason = ""  # a statement with this parameter fails a CHECK constraint
+        # A statement with this parameter fails in Python's sqlite3 itself (no SQLite code).
+        self.unbindable = ""
         self.open = threading.Event()  # COMMITs wait for this
         self.open.set()
         self.attempts = 0  # COMMITs tried
@@ -66,6 +69,8 @@ class Disk:
             def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
                 if disk.failing_statement and sql.startswith(disk.failing_statement):
                     raise disk_error("disk I/O error", 10, "SQLITE_IOERR")
+                if disk.unbindable and disk.unbindable in params:
+                    raise sqlite3.ProgrammingError("Error binding parameter 2: unsupported")
                 if disk.refused_reason and disk.refused_reason in params:
                     error = sqlite3.IntegrityError("CHECK constraint failed: refused by the test")
                     error.sqlite_errorcode = 275  # SQLITE_CONSTRAINT_CHECK
@@ -131,7 +136,10 @@ def store_log() -> Iterator[list[str]]:
 
 def test_open_store_chooses_by_state(tmp_path: Path) -> None:
     assert isinstance(open_store("none", reactor, 10), MemoryStore)
-    assert isinstance(open_store(str(tmp_path / "s.sqlite3"), reactor, 10), SQLiteStore)
+    store = open_store(str(tmp_path / "s.sqlite3"), reactor, 10, 5000)
+    assert isinstance(store, SQLiteStore)
+    assert (store.path, store._reactor, store.history_size, store.history_memory) == (
+        str(tmp_path / "s.sqlite3"), reactor, 10, 5000)
 
 
 @pytest_twisted.inlineCallbacks
@@ -227,6 +235,26 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     assert rows(path, "SELECT network, reason FROM bans ORDER BY network") == [
         ("192.0.2.1/32", "spam"), ("192.0.2.2/32", "spam")
     ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_statement_python_refuses_is_dropped_alone_too(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    """An error from Python's sqlite3 (no SQLite result code, as binding a value it cannot
+    store) is a refusal of one statement, not a failing disk."""
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.unbindable = "odd"
+    store.save_ban(ban("192.0.2.1", "odd"))
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in store_log] == [
+        "Error binding parameter 2: unsupported"]
+    assert store.backlog().pending_writes == 0  # nothing kept back for another try
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -429,6 +457,97 @@ def test_a_room_forgotten_while_its_row_commits_gets_its_row_back_with_a_new_lin
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_line_for_a_room_whose_forget_is_committing_brings_the_row_back(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    store.forget_room("#dev")
+    disk.open.clear()
+    forgetting = store.flush()  # the worker holds the forget at COMMIT
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "back")))
+    disk.open.set()
+    yield forgetting
+    yield store.close()
+    assert store_log == []  # no line refused for want of its room's row
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "back")]
+
+
+def pending_statements(pending: _Pending) -> list[tuple[str, tuple[Any, ...]]]:
+    """What a batch would run, each statement named by its first three words."""
+    return [(" ".join(sql.split()[:3]), tuple(params)) for sql, params in pending.in_order()]
+
+
+def test_a_forgotten_room_takes_its_queued_row_lines_and_trim_with_it() -> None:
+    pending = _Pending(10)
+    pending.save_room("#a", ("#a", "#A", "", "", 0.0))
+    pending.add_line("#a", ("#a", 1.0, "say", "x", "hi"))
+    pending.trim_room("#a", 1)
+    pending.save_room("#b", ("#b", "#B", "", "", 0.0))
+    pending.forget_room("#a")
+    assert pending_statements(pending) == [
+        ("DELETE FROM history", ("#a",)), ("DELETE FROM rooms", ("#a",)),
+        ("INSERT INTO rooms", ("#b", "#B", "", "", 0.0)),
+    ]
+
+
+def test_the_latest_write_of_a_ban_or_mute_replaces_the_queued_one_and_goes_last() -> None:
+    pending = _Pending(10)
+    pending.moderate("bans", "192.0.2.1/32", "INSERT OR REPLACE INTO bans", ("save",))
+    pending.moderate("mutes", "bob", "INSERT OR REPLACE INTO mutes", ("mute",))
+    pending.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("delete",))
+    assert pending_statements(pending) == [
+        ("INSERT OR REPLACE", ("mute",)), ("DELETE FROM bans", ("delete",))]
+    assert pending.size() == 2
+
+
+def test_a_failed_batch_absorbs_what_came_since_as_if_queued_behind_it() -> None:
+    failed = _Pending(3)
+    failed.save_room("#a", ("#a", "#A", "", "", 0.0))
+    failed.add_line("#a", ("#a", 1.0, "say", "x", "one"))
+    failed.moderate("bans", "192.0.2.1/32", "INSERT OR REPLACE INTO bans", ("save",))
+    newer = _Pending(3)
+    newer.forget_room("#gone")
+    newer.save_room("#b", ("#b", "#B", "t", "x", 2.0))
+    for n in range(3):
+        newer.add_line("#a", ("#a", 2.0 + n, "say", "x", f"new{n}"))
+    newer.trim_room("#b", 0)
+    newer.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("delete",))
+    newer.moderate("mutes", "bob", "INSERT OR REPLACE INTO mutes", ("mute",))
+    failed.absorb(newer)
+    assert pending_statements(failed) == [
+        ("DELETE FROM history", ("#gone",)), ("DELETE FROM rooms", ("#gone",)),
+        ("INSERT INTO rooms", ("#a", "#A", "", "", 0.0)),
+        ("INSERT INTO rooms", ("#b", "#B", "t", "x", 2.0)),
+        # --history 3: the oldest queued line goes as the newer ones come in
+        ("INSERT INTO history", ("#a", 2.0, "say", "x", "new0")),
+        ("INSERT INTO history", ("#a", 3.0, "say", "x", "new1")),
+        ("INSERT INTO history", ("#a", 4.0, "say", "x", "new2")),
+        ("DELETE FROM history", ("#a", "#a", 3)),
+        ("DELETE FROM history", ("#b", "#b", 0)),
+        ("DELETE FROM bans", ("delete",)),
+        ("INSERT OR REPLACE", ("mute",)),
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_save_and_a_delete_of_one_ban_or_mute_wait_as_one_write(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10, flush_interval=60)
+    store.open()
+    store.save_ban(ban("192.0.2.1", "spam"))
+    store.delete_ban("192.0.2.1/32")
+    assert store.backlog().pending_writes == 1
+    store.save_mute(Mute("eve", "eve", None, "root", 2.0, None))
+    store.delete_mute("eve")
+    assert store.backlog().pending_writes == 2
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_state_file_is_bounded_by_the_history_kept(tmp_path: Path) -> Any:
     path = tmp_path / "state.sqlite3"
     sizes = []
@@ -515,12 +634,12 @@ def test_bans_and_mutes_are_saved_deleted_and_loaded_by_typed_methods(tmp_path: 
     store.save_ban(ban("198.51.100.9", "short", expires=60.0))
     store.save_ban(ban("192.0.2.1", "lifted"))
     store.delete_ban("192.0.2.1/32")  # a later write of the same ban replaces the queued one
-    muted = Mute("bob", "Bob", "192.0.2.7", "root", 1.0, None, frozenset({"robert"}))
+    muted = Mute("bob", "Bob", "192.0.2.7", "root", 1.0, None, frozenset({"robert", "rob"}))
     store.save_mute(muted)
     store.save_mute(Mute("eve", "eve", None, "root", 2.0, 90.0))
     store.delete_mute("eve")
     yield store.close()
-    assert rows(path, "SELECT key, keys FROM mutes") == [("bob", "robert")]
+    assert rows(path, "SELECT key, keys FROM mutes") == [("bob", "rob robert")]
     again = SQLiteStore(str(path), reactor, 10)
     again.open()
     saved = again.load_moderation()
@@ -568,3 +687,17 @@ def test_a_file_damaged_past_its_header_cannot_be_opened(tmp_path: Path) -> None
                             f"(mv {path} {path}.damaged), to start with an empty one")
     assert "\n" not in message
     assert path.read_bytes() == damaged  # nothing was written to it
+
+
+@pytest.mark.parametrize(("problems", "shown"), [
+    # PRAGMA quick_check's rows: a header naming the database, then what it found
+    (["*** in database main ***\nPage 5: never used"], "Page 5: never used"),
+    (["*** in database main ***\n" + "x" * 300], "x" * 200),  # one line, cut at 200
+    (["", "*** in database main ***"], "unknown damage"),
+])
+def test_the_damage_reported_is_the_first_thing_sqlite_found(
+    tmp_path: Path, problems: list[str], shown: str
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    message = str(SQLiteStore(str(path), reactor, 10)._damaged(problems))
+    assert message.startswith(f"cannot use the state file {path}: it is damaged ({shown}); ")
