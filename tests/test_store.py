@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -235,6 +235,31 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     assert rows(path, "SELECT network, reason FROM bans ORDER BY network") == [
         ("192.0.2.1/32", "spam"), ("192.0.2.2/32", "spam")
     ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_statement_sqlite_itself_refuses_is_dropped_alone(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    """The single-statement error path against SQLite itself, no fault injected: a
+    constraint that fails undoes that one statement and leaves the transaction open (what
+    ``_commit`` counts on), so the rest of the batch commits. (Once shown with raw SQL
+    against a missing table; the typed methods leave a NOT NULL column to break.)"""
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 10)
+    store.open()
+    store.save_ban(ban("192.0.2.1", "spam"))
+    store.save_ban(Ban(parse_ban_target("192.0.2.2"), cast(str, None), "root", 0.0, None))
+    store.save_room(Room("#dev", 10))
+    store.save_ban(ban("192.0.2.3", "spam"))
+    yield store.flush()
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in store_log] == [
+        "NOT NULL constraint failed: bans.reason"]
+    assert store.backlog() == (0, 1)  # nothing waits; one write refused
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT network FROM bans ORDER BY network") == [
+        ("192.0.2.1/32",), ("192.0.2.3/32",)]
 
 
 @pytest_twisted.inlineCallbacks
