@@ -53,6 +53,7 @@ class Disk:
 
     def __init__(self) -> None:
         self.full = False
+        self.crash: Exception | None = None  # raised at COMMIT: a failure not of SQLite's
         self.failing_statement = ""  # statements starting with this fail with an I/O error
         self.refused_reason = ""  # a statement with this parameter fails a CHECK constraint
         # A statement with this parameter fails in Python's sqlite3 itself (no SQLite code).
@@ -79,6 +80,8 @@ class Disk:
                     return super().execute(sql, params)
                 assert disk.open.wait(10), "the test never let the commit through"
                 disk.attempts += 1
+                if disk.crash is not None:
+                    raise disk.crash
                 if disk.full:
                     raise disk_error("database or disk is full", 13, "SQLITE_FULL")
                 cursor = super().execute(sql, params)
@@ -118,6 +121,20 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> Any
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         yield task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest.fixture
+def store_events() -> Iterator[list[LogEvent]]:
+    """What the store logs, as the events themselves (their names, their failures)."""
+    events: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace", "").startswith("chatd.store"):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
 
 
 @pytest.fixture
@@ -726,3 +743,59 @@ def test_the_damage_reported_is_the_first_thing_sqlite_found(
     path = tmp_path / "state.sqlite3"
     message = str(SQLiteStore(str(path), reactor, 10)._damaged(problems))
     assert message.startswith(f"cannot use the state file {path}: it is damaged ({shown}); ")
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_tries_are_counted_and_named_and_what_waits_is_not_in_flight(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.full = True
+    store.save_room(Room("#dev", 10))
+    store.save_ban(ban("192.0.2.1", "spam"))
+    yield store.flush()
+    assert store.backlog() == (2, 1)  # both wait (none in flight); one failed try
+    yield store.flush()
+    assert store.backlog() == (2, 2)
+    assert [(e["event"], formatEvent(e)) for e in store_events] == [(
+        "store.write_failed", f"cannot write to {path}: database or disk is full; keeping "
+        "1 room, 1 ban or mute in memory and trying again (every 30.0 s at most)")]
+    disk.full = False
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failure_that_is_not_sqlites_is_logged_with_its_traceback(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.crash = MemoryError("no room for the batch")
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    [event] = store_events
+    assert event["event"] == "store.write_failed"
+    assert formatEvent(event) == (f"cannot write to {path}; keeping 1 room in memory and "
+                                  "trying again")
+    assert event["log_failure"].check(MemoryError)
+    assert store.backlog() == (1, 1)
+    disk.crash = None
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+
+
+def test_what_waits_is_described_in_words_for_the_log() -> None:
+    pending = _Pending(10)
+    assert pending.describe() == "nothing"
+    pending.forget_room("#a")
+    pending.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("x",))
+    assert pending.describe() == "1 room to forget, 1 ban or mute"
+    pending.forget_room("#b")
+    pending.moderate("mutes", "bob", "DELETE FROM mutes", ("bob",))
+    pending.save_room("#c", ("#c", "#c", "", "", 0.0))
+    pending.add_line("#c", ("#c", 1.0, "say", "x", "hi"))
+    assert pending.describe() == ("1 room, 1 history line, 2 rooms to forget, "
+                                  "2 bans or mutes")
