@@ -32,6 +32,7 @@ from chatd.store import (
     _Pending,
     open_store,
 )
+from tests.support import within
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -408,7 +409,10 @@ def test_a_failed_batch_is_tried_again_later_without_being_asked(
     yield until(lambda: disk.attempts == opened + 1 and len(store_log) == 1, "a failed try")
     for i in range(1, 100):  # what waits is bounded by what is kept: 3 lines
         store.add_line(room, HistoryEntry(i, Said("#dev", "alice", f"line {i}")))
-    clocked.clock.advance(FIRST_RETRY)  # tried again after a second...
+    clocked.clock.advance(FIRST_RETRY / 2)  # tried again after a second...
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    assert disk.attempts == opened + 1
+    clocked.clock.advance(FIRST_RETRY / 2)
     yield until(lambda: disk.attempts == opened + 2, "the second try")
     disk.full = False
     clocked.clock.advance(2 * FIRST_RETRY - 0.001)  # ... then after two more
@@ -799,3 +803,81 @@ def test_what_waits_is_described_in_words_for_the_log() -> None:
     pending.add_line("#c", ("#c", 1.0, "say", "x", "hi"))
     assert pending.describe() == ("1 room, 1 history line, 2 rooms to forget, "
                                   "2 bans or mutes")
+    assert pending.size() == 6
+
+
+def test_a_trimmed_room_keeps_its_new_lines_as_they_come_up_to_history_size() -> None:
+    pending = _Pending(3)
+    pending.trim_room("#a", 1)  # --history-memory took all but one line from the file
+    pending.add_line("#a", ("#a", 1.0, "say", "x", "one"))
+    assert pending_statements(pending)[-1] == ("DELETE FROM history", ("#a", "#a", 2))
+    for n in range(3):
+        pending.add_line("#a", ("#a", 2.0 + n, "say", "x", "more"))
+    assert pending_statements(pending)[-1] == ("DELETE FROM history", ("#a", "#a", 3))
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_and_recoveries_are_counted_and_named_and_each_outage_logged(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.refused_reason = "odd"
+    for _ in range(2):  # two batches, one refusal each
+        store.save_ban(ban("192.0.2.1", "odd"))
+        yield store.flush()
+    assert store.backlog() == (0, 2)
+    for _ in range(2):  # two outages, each logged when it starts and when it ends
+        disk.full = True
+        store.save_room(Room("#dev", 10))
+        yield store.flush()
+        disk.full = False
+        yield store.flush()
+    assert store.backlog() == (0, 4)
+    assert [e["event"] for e in store_events] == [
+        "store.write_refused", "store.write_refused", "store.write_failed",
+        "store.write_recovered", "store.write_failed", "store.write_recovered"]
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_came_in_during_a_commit_goes_right_after_it(tmp_path: Path) -> Any:
+    """Lines that waited for a batch to commit have waited already: they are written at
+    once after it, not a flush interval later; a flush asked for meanwhile waits for both."""
+    path = tmp_path / "state.sqlite3"
+    disk, clocked = Disk(), ClockedReactor()
+    store = SQLiteStore(str(path), clocked, 10, flush_interval=10,
+                        connection_class=disk.connection_class())
+    store.open()
+    opened = disk.commits
+    disk.open.clear()
+    store.save_room(Room("#dev", 10))
+    writing = store.flush()  # held at COMMIT
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "meanwhile")))
+    assert clocked.clock.getDelayedCalls() == []  # no timer of its own while one commits
+    disk.open.set()
+    yield writing
+    clocked.clock.advance(0)
+    yield until(lambda: disk.commits == opened + 2, "the second batch, at once")
+    disk.open.clear()
+    store.add_line(Room("#dev", 10), HistoryEntry(2, Said("#dev", "bob", "later")))
+    writing = store.flush()
+    store.add_line(Room("#dev", 10), HistoryEntry(3, Said("#dev", "bob", "last")))
+    both = store.flush()  # asked for while the other commits: waits for both
+    disk.open.set()
+    yield writing
+    yield within(both, "a flush asked for during a commit")
+    assert rows(path, "SELECT text FROM history ORDER BY id") == [
+        ("meanwhile",), ("later",), ("last",)]
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_writer_thread_never_keeps_the_process_alive(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10)
+    store.open()
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    assert store._pool.threads and all(thread.daemon for thread in store._pool.threads)
+    yield store.close()
