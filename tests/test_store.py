@@ -881,3 +881,21 @@ def test_the_writer_thread_never_keeps_the_process_alive(tmp_path: Path) -> Any:
     yield store.flush()
     assert store._pool.threads and all(thread.daemon for thread in store._pool.threads)
     yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_new_store_has_nothing_pending_and_no_errors(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10)
+    assert store.backlog() == (0, 0)
+    yield store.flush()  # before it opens: nothing to write, nothing tried
+    store.open()
+    assert store.backlog() == (0, 0)
+    yield store.close()
+
+
+def test_a_state_file_that_cannot_be_created_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "no such directory" / "state.sqlite3"
+    with pytest.raises(CannotOpenState) as refused:
+        SQLiteStore(str(path), reactor, 10).open()
+    assert str(refused.value) == (f"cannot use the state file {path}: "
+                                  "unable to open database file")
