@@ -39,7 +39,8 @@ pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 # Benchmarks against the peers people would run instead (docs/benchmarks.md); never part
-# of `make test`. `make bench-peers` installs the Debian peers (needs root).
+# of `make test`. `make bench-peers` installs the Debian peers (needs root). `make bench`
+# then runs the cluster benchmark (bench/cluster.py; BENCH_CLUSTER_ARGS=--quick for a short run).
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
@@ -60,6 +61,7 @@ $(BENCHGEN): $(wildcard bench/gen/*.go) bench/gen/go.mod
 
 bench: $(VENV)/.installed-bench $(BENCHGEN)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.cluster $(BENCH_CLUSTER_ARGS)
 
 bench-peers:
 	apt-get update && apt-get install -y ngircd inspircd xinetd

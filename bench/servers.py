@@ -79,6 +79,10 @@ def _popen(
 
 
 # ------------------------------------------------------------------ chatd
+# Flood control and the per-address limits off, nothing else changed (issue 4): one
+# generator address stands for many people. bench/cluster.py starts its chatds with these too.
+CHATD_LIMITS_OFF = ["--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0"]
+
 def start_chatd(
     core: int,
     chat: bool = True,
@@ -102,10 +106,9 @@ def start_chatd(
            "--listen", f"tcp:{port}:interface=127.0.0.1",
            "--echo", f"tcp:{eport}:interface=127.0.0.1",
            "--echo-udp", f"udp:{uport}:interface=127.0.0.1",
-           # Flood control and the per-address limits off, nothing else changed (issue 4):
-           # one generator address stands for many people. For UDP echo the per-source
-           # rate is that limit, and the total cap is what a single source would hit.
-           "--flood-rate", "0", "--max-per-ip", "0", "--connect-rate", "0",
+           *CHATD_LIMITS_OFF,
+           # For UDP echo the per-source rate is that limit, and the total cap is what a
+           # single source would hit.
            "--echo-udp-rate", "0", "--echo-udp-total-rate", "0"]  # fmt: skip
     # The default --state is chatd.sqlite3 in the working directory, here the temp dir.
     name = "chatd" if state is None else f"chatd-state-{state}"

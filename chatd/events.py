@@ -1,12 +1,13 @@
 """What happens in the chat, as plain values, and the one narrow way it leaves the service.
 
 Every change to shared state is an event: a line said (it goes into the room's history), a
-join, a leave, a rename, a topic change. The chat service never changes shared state or
-writes to a connection any other way. It *applies* each of its own events to its own copy
-at once, then publishes it on an ``IEventBus``; every event the bus hands back is fanned
-out to the local recipients, and an event from another process is applied to this
-process's copy first. So several chatd processes on one bus hold the same rooms, topics,
-histories and room memberships, and a bus only has to carry events.
+join, a leave, a rename, a topic change, a user registering and going. The chat service
+never changes shared state or writes to a connection any other way. It *applies* each of
+its own events to its own copy at once, then publishes it on an ``IEventBus``; every event
+the bus hands back is fanned out to the local recipients, and an event from another
+process is applied to this process's copy first. So several chatd processes on one bus
+hold the same rooms, topics, histories and room memberships, and a bus only has to carry
+events.
 
 Each event carries its ``origin``: the id of the process whose service made it
 (``ChatService.origin``). It is not part of an event's equality.
@@ -67,6 +68,10 @@ class Joined:
     nick: str
     origin: str = _origin()
     quiet: bool = False  # not announced: its address is over its rate of join notices
+    # Where the user connects from, as a rule by nickname keys it (an IPv4 address or an
+    # IPv6 block; "" when not IP): an operator of another process bans or kicks by it.
+    # Never shown to anyone.
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,9 @@ class Renamed:
     old: str
     new: str
     origin: str = _origin()
+    # An operator's /rename: the user renamed may be connected to any process, not only the
+    # one that made the event.
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +115,12 @@ class TopicChanged:
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """A server notice to everyone connected (for example, the shutdown notice)."""
+    """A server notice to everyone connected (for example, the shutdown notice), or to the
+    one user called ``to``, whichever process they are connected to."""
 
     text: str
     origin: str = _origin()
+    to: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +142,119 @@ class AwayChanged:
     origin: str = _origin()
 
 
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A user registered (connected and named), before joining any room. Shown to nobody:
+    other processes learn that the nick is taken and that /msg and WHOIS reach them."""
+
+    nick: str
+    origin: str = _origin()
+    # Where they connect from, as ``Joined.where``; never shown to anyone.
+    where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """A user is gone from chatd (after the ``Left`` of each of their rooms). Shown to
+    nobody: it ends what ``Connected`` began."""
+
+    nick: str
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilled:
+    """A chat line said while its process was cut off from the cluster (Redis was away),
+    added to the room's history when it came back: appended, with its own ``at``, and not
+    shown as live chat (chatd/cluster/backlog.py)."""
+
+    room: str
+    nick: str
+    text: str
+    at: float = field(default=0.0, compare=False)
+    action: bool = False  # a /me (Acted), not a Said
+    origin: str = _origin()
+
+    @property
+    def line(self) -> ChatLine:
+        """The line as the room's history keeps it."""
+        kind = Acted if self.action else Said
+        return kind(self.room, self.nick, self.text, self.at, self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """An operator (``by``, their nick) kicked ``nick`` off chatd: the user leaves every
+    room they are in (``rooms``, the names as the kicking process saw them, space
+    separated), is told, and is disconnected by the process they are connected to. Until
+    ``until`` (0: no delay) the nickname may not come back from ``where`` (as
+    ``Joined.where``), on any process.
+
+    Each room's members are handed a copy with ``room`` set to that room (an IRC KICK, a
+    line user's "has left"); the kicked user is handed the event itself."""
+
+    nick: str
+    by: str
+    reason: str
+    rooms: str = ""
+    where: str = ""
+    until: float = 0.0
+    room: str = ""
+    origin: str = _origin()
+
+
+# Moderation rules: they change what every process refuses, and are delivered to nobody
+# (the moderator acts on them: chatd/moderation/moderator.py). Times are seconds since the
+# epoch; ``expires`` 0 means for good.
+
+
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """An operator (named ``by``, with the nick ``op``) banned the address or block
+    ``network``: new connections from it are refused, and its users but the operator are
+    disconnected; only the user called ``nick`` when the ban was made by nickname."""
+
+    network: str
+    reason: str
+    by: str
+    op: str
+    created: float
+    expires: float = 0.0
+    nick: str = ""
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Unbanned:
+    network: str
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Muted:
+    """A mute (chatd.moderation.rules.Mute): ``key`` the nick_key it was made under,
+    ``keys`` the nick_keys it follows since (space separated), ``host`` "" when unknown."""
+
+    key: str
+    nick: str
+    host: str
+    by: str
+    created: float
+    expires: float = 0.0
+    keys: str = ""
+    origin: str = _origin()
+
+
+@dataclass(frozen=True, slots=True)
+class Unmuted:
+    key: str
+    origin: str = _origin()
+
+
+RuleEvent = Banned | Unbanned | Muted | Unmuted
 Event = (Said | Acted | Joined | Left | Renamed | PrivateMessage | TopicChanged | Announcement
-         | RoomNotice | AwayChanged)
+         | RoomNotice | AwayChanged | Connected | Disconnected | Backfilled | Kicked | Banned
+         | Unbanned | Muted | Unmuted)
 # What a room's history keeps.
 ChatLine = Said | Acted
 EventHandler = Callable[[Event], None]

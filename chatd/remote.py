@@ -2,14 +2,15 @@
 
 With ``--redis`` (chatd/cluster/) several processes are one chat. Each process's rooms list
 the other processes' users in them (``Room.remote_members``); this index holds one
-``RemoteUser`` per such person, by nick_key and by look-alike skeleton, so that:
+``RemoteUser`` per other process's user, registered (from their ``Connected`` event, in a
+room or not) or in one of this process's rooms, by nick_key and by look-alike skeleton, so
+that:
 
 - a nick is refused when another process's user holds it or one that looks like it, with
   the same rules as for local users (chatd/text.py), in O(1);
 - ``/msg``, ``/reply``, ``/ignore`` and ``/away`` work across processes. The object is the
-  same for as long as the person is in any of this process's rooms, and follows renames, so
-  ignoring one follows them through renames and ends when they are gone, as for a local
-  ``User``.
+  same for as long as the person is connected, and follows renames, so ignoring one
+  follows them through renames and ends when they are gone, as for a local ``User``.
 
 Without ``--redis`` the index stays empty.
 """
@@ -22,18 +23,26 @@ from chatd.text import nick_key, nick_skeleton
 class RemoteUser:
     """Someone connected to another chatd process of the cluster."""
 
-    __slots__ = ("__weakref__", "away", "key", "nick", "rooms", "skeleton")
+    __slots__ = ("__weakref__", "away", "connected", "key", "nick", "rooms", "skeleton",
+                 "where")
 
-    def __init__(self, nick: str) -> None:
+    def __init__(self, nick: str, where: str = "") -> None:
         self.nick = nick
         self.key = nick_key(nick)
         self.skeleton = nick_skeleton(nick)
         self.away: str | None = None  # the reason, while away
         self.rooms = 0  # in how many of this process's rooms they are
+        # Registered (a Connected event, or a claim in a snapshot): known in no room too,
+        # until Disconnected.
+        self.connected = False
+        # Where they connect from (``Joined.where``, ``Connected.where``), for an operator's
+        # ban or kick by nick.
+        self.where = where
 
 
 class RemoteUsers:
-    """Every other process's user in one of this process's rooms."""
+    """Every other process's user: registered (``Connected``), or in one of this process's
+    rooms."""
 
     __slots__ = ("by_key", "by_skeleton")
 
@@ -51,21 +60,34 @@ class RemoteUsers:
         """The remote user whose nick looks like ``nick`` (the same one included)."""
         return self.by_skeleton.get(nick_skeleton(nick))
 
-    def joined(self, nick: str) -> None:
-        """``nick`` is now listed in one more room."""
+    def _known(self, nick: str, where: str = "") -> RemoteUser:
         user = self.by_key.get(nick_key(nick))
         if user is None:
-            user = self.by_key[nick_key(nick)] = RemoteUser(nick)
+            user = self.by_key[nick_key(nick)] = RemoteUser(nick, where)
             self.by_skeleton[user.skeleton] = user
-        user.rooms += 1
+        user.where = where or user.where
+        return user
+
+    def connected(self, nick: str, where: str = "") -> None:
+        """``nick`` registered with another process: known until ``disconnected``."""
+        self._known(nick, where).connected = True
+
+    def disconnected(self, nick: str) -> None:
+        user = self.by_key.get(nick_key(nick))
+        if user is not None:
+            self._drop(user)
+
+    def joined(self, nick: str, where: str = "") -> None:
+        """``nick`` is now listed in one more room."""
+        self._known(nick, where).rooms += 1
 
     def left(self, nick: str) -> None:
-        """``nick`` is listed in one room less; gone when in none."""
+        """``nick`` is listed in one room less; gone when in none, unless registered."""
         user = self.by_key.get(nick_key(nick))
         if user is None:
             return
         user.rooms -= 1
-        if user.rooms <= 0:
+        if user.rooms <= 0 and not user.connected:
             self._drop(user)
 
     def renamed(self, old: str, new: str) -> None:

@@ -9,6 +9,7 @@ per front-end and handed, as the same bytes, to that front-end's ``broadcast``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 import weakref
@@ -26,17 +27,26 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
+    Banned,
     ChatLine,
+    Connected,
+    Disconnected,
     Event,
     IEventBus,
     Joined,
+    Kicked,
     Left,
     LocalEventBus,
+    Muted,
     PrivateMessage,
     Renamed,
     RoomNotice,
+    RuleEvent,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.fanout import ChatLineBatch
 from chatd.history import DEFAULT_HISTORY_MEMORY, HistoryBudget, HistoryEntry, RoomHistory
@@ -77,6 +87,20 @@ class EventFormatter(Protocol):
 
     def format(self, event: Event, at: float | None = None) -> bytes:
         """``at`` (seconds since the epoch) is given for users who asked for timestamps."""
+
+
+class RuleKeeper(Protocol):
+    """Keeps the moderation rules (chatd.moderation): told of every rule event, and of
+    every kick, from whichever process."""
+
+    def apply(self, event: RuleEvent | Kicked) -> None:
+        """Takes the rule in (or out); called from ``ChatService._apply``."""
+
+    def deliver(self, event: RuleEvent) -> None:
+        """Acts on this process's users (a ban disconnects those it covers)."""
+
+    def in_force(self) -> list[Banned | Muted]:
+        """The bans and mutes in force, as the events that make them."""
 
 
 class FrontEnd(Protocol):
@@ -226,6 +250,8 @@ class ChatService(service.Service):
         self.speech_checks: list[Callable[[User], str | None]] = []
         # Given the address (None: not IP) and a nick_key about to be taken; may raise.
         self.nick_checks: list[Callable[[str | None, str], None]] = []
+        # Where rule events (bans, mutes, kick delays) go, from any process.
+        self.rules: RuleKeeper | None = None
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.server_name = options["server-name"]
@@ -294,25 +320,30 @@ class ChatService(service.Service):
                 user.rooms[room.key] = room
             elif nick_key(event.nick) not in room.remote_members:
                 room.remote_members[nick_key(event.nick)] = event.nick
-                self.remote.joined(event.nick)
+                self.remote.joined(event.nick, event.where)
             room.empty_since = None
         elif isinstance(event, Left):
             left = self.rooms.get(room_key(event.room))
-            if left is None:
-                return
-            user = self._local(event)
-            if user is not None:
-                left.members.discard(user)
-                user.rooms.pop(left.key, None)
-            elif left.remote_members.pop(nick_key(event.nick), None) is not None:
-                self.remote.left(event.nick)
-            if left.empty:
-                left.empty_since = self.reactor.seconds()
-                # Not while stopping: everyone leaves then, and the rooms stay for the restart.
-                if not left.worth_keeping and not self._shutting_down:
-                    self._forget_room(left)
+            if left is not None:
+                self._leave(left, self._local(event), event.nick)
+        elif isinstance(event, Kicked):
+            # The user is ours if connected here, whichever process's operator kicked them.
+            kicked = self.users.get(nick_key(event.nick))
+            if kicked is not None:
+                for room in list(kicked.rooms.values()):
+                    self._leave(room, kicked, event.nick)
+            else:
+                for room in [r for r in self.rooms.values()
+                             if nick_key(event.nick) in r.remote_members]:
+                    self._leave(room, None, event.nick)
+            if self.rules is not None:
+                self.rules.apply(event)
+        elif isinstance(event, Banned | Unbanned | Muted | Unmuted):
+            if self.rules is not None:
+                self.rules.apply(event)
         elif isinstance(event, Renamed):
-            user = self.users.get(nick_key(event.old)) if event.origin == self.origin else None
+            user = (self.users.get(nick_key(event.old))
+                    if event.origin == self.origin or event.forced else None)
             if user is not None:
                 del self.users[user.key]
                 if self.look_alikes.get(old := nick_skeleton(user.nick)) is user:
@@ -335,6 +366,28 @@ class ChatService(service.Service):
             room.topic, room.topic_by, room.topic_at = event.topic, event.nick, event.at
             self.store.save_room(room)
             room.persisted = True
+        elif isinstance(event, Connected | Disconnected):
+            # Another process's user came or went (ours are self.users, from register).
+            if event.origin != self.origin:
+                if isinstance(event, Connected):
+                    self.remote.connected(event.nick, event.where)
+                else:
+                    self.remote.disconnected(event.nick)
+        elif isinstance(event, Backfilled):
+            self._record(self._room(event.room), event.line)
+
+    def _leave(self, room: Room, user: User | None, nick: str) -> None:
+        """``nick`` (our ``user``, or another process's when None) is no longer in ``room``."""
+        if user is not None:
+            room.members.discard(user)
+            user.rooms.pop(room.key, None)
+        elif room.remote_members.pop(nick_key(nick), None) is not None:
+            self.remote.left(nick)
+        if room.empty:
+            room.empty_since = self.reactor.seconds()
+            # Not while stopping: everyone leaves then, and the rooms stay for the restart.
+            if not room.worth_keeping and not self._shutting_down:
+                self._forget_room(room)
 
     def _local(self, event: Joined | Left) -> User | None:
         """The local user an event of ours is about; None for another process's user."""
@@ -375,6 +428,7 @@ class ChatService(service.Service):
         self.look_alikes[nick_skeleton(nick)] = user
         self.client_log.emit(peer, "{nick} connected from {peer}", event="user.connected",
                              nick=nick)
+        self.publish(Connected(nick, self.origin, where=self.where(user)))
         return user
 
     def connect(self, client: ChatClient, peer: str) -> User:
@@ -400,6 +454,11 @@ class ChatService(service.Service):
         del self.users[user.key]
         if self.look_alikes.get(skeleton := nick_skeleton(user.nick)) is user:
             del self.look_alikes[skeleton]
+        gone = Disconnected(user.nick, self.origin)
+        if self._shutting_down:
+            self._apply(gone)
+        else:
+            self.publish(gone)
         drained = self._drained
         if self._shutting_down and not self.users and drained is not None and not drained.called:
             drained.callback(None)
@@ -518,7 +577,8 @@ class ChatService(service.Service):
             raise ChatError(f"you are already in {user.rooms[room_key(name)].name}")
         if room_key(name) not in self.rooms:
             self._may_create_room(user, name)
-        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet,
+                            where=self.where(user)))
         return user.rooms[room_key(name)]
 
     def part(self, user: User, requested: str, reason: str) -> None:
@@ -539,11 +599,23 @@ class ChatService(service.Service):
         for old in list(user.rooms.values()):
             self.publish(Left(old.name, user.nick, f"joined {name}", origin=self.origin,
                               quiet=user.quiet))
-        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet))
+        self.publish(Joined(name, user.nick, origin=self.origin, quiet=user.quiet,
+                            where=self.where(user)))
         return user.rooms[room_key(name)]
 
     def rooms_by_name(self) -> list[Room]:
         return sorted(self.rooms.values(), key=lambda r: r.key)
+
+    def rooms_of(self, user: User | RemoteUser) -> list[Room]:
+        """The rooms ``user`` (of this process or another) is in, by name."""
+        if isinstance(user, User):
+            return user.rooms_by_name()
+        return [r for r in self.rooms_by_name() if user.key in r.remote_members]
+
+    def where(self, user: User) -> str:
+        """Where ``user`` connects from, as rules by nickname key it: the IPv4 address or
+        the IPv6 address's --ipv6-prefix block; "" when not IP."""
+        return "" if user.host is None else count_key(user.host, self.ipv6_prefix)
 
     def forget_remote_users(self) -> None:
         """Forgets every other process's user (this process lost its way to them)."""
@@ -677,7 +749,7 @@ class ChatService(service.Service):
         for check in self.nick_checks:
             check(host, nick_key(nick))
 
-    def valid_free_nick(self, requested: str, user: User | None) -> str:
+    def valid_free_nick(self, requested: str, user: User | RemoteUser | None) -> str:
         """The nickname ``requested`` means, if ``user`` (None: a newcomer) may take it;
         otherwise ChatError saying why. IRC asks before it registers (432 and 433)."""
         try:
@@ -691,7 +763,7 @@ class ChatService(service.Service):
         if twin is not None and twin is not user:
             raise ChatError(f'nickname "{new}" looks too much like "{twin.nick}", who is here')
         elsewhere = self.remote.look_alike(new)
-        if elsewhere is not None:
+        if elsewhere is not None and elsewhere is not user:
             if elsewhere.key == nick_key(new):
                 raise ChatError(f'nickname "{new}" is already taken')
             raise ChatError(f'nickname "{new}" looks too much like "{elsewhere.nick}", '
@@ -708,12 +780,13 @@ class ChatService(service.Service):
         self.publish(Renamed(user.nick, new, self.origin))
         return new
 
-    def force_rename(self, user: User, requested: str) -> str:
-        """An operator's /rename: no speech or nick check, only a valid, free nickname."""
+    def force_rename(self, user: User | RemoteUser, requested: str) -> str:
+        """An operator's /rename of a user of this process or another: no speech or nick
+        check, only a valid, free nickname."""
         new = self.valid_free_nick(requested, user)
         if new == user.nick:
             raise ChatError(f'{user.nick} is already "{new}"')
-        self.publish(Renamed(user.nick, new, self.origin))
+        self.publish(Renamed(user.nick, new, self.origin, forced=True))
         return new
 
     def stamp_for(self, user: User | None) -> float | None:
@@ -765,6 +838,17 @@ class ChatService(service.Service):
             raise ChatError(f'no one called "{nick}" is here')
         return target
 
+    def find_anyone(self, nick: str) -> User | RemoteUser:
+        """The user called ``nick``, connected here or (in a cluster) to another process,
+        or ChatError."""
+        try:
+            return self.find_user(nick)
+        except ChatError:
+            target = self.remote.get(nick)
+            if target is None:
+                raise
+            return target
+
     def is_connected(self, user: User) -> bool:
         """Whether ``user`` is still connected (an answer that took a while may be late)."""
         return self.users.get(user.key) is user
@@ -777,6 +861,13 @@ class ChatService(service.Service):
         """Tells one user ``text``, rendered by their front-end like any announcement."""
         self.chat_lines.flush()  # after anything said before it (chatd/fanout.py)
         self._send((Announcement(text, self.origin),), (user,))
+
+    def tell(self, user: User | RemoteUser, text: str) -> None:
+        """Tells one user ``text``, whichever process they are connected to."""
+        if isinstance(user, User):
+            self.notice(user, text)
+        else:
+            self.publish(Announcement(text, self.origin, to=user.nick))
 
     def remove(self, user: User, why: str) -> None:
         """Takes ``user`` off the chat: they are told "You have been WHY", their rooms see
@@ -795,7 +886,16 @@ class ChatService(service.Service):
             return
         # Held chat lines happened first: they go out first.
         self.chat_lines.flush()
-        if isinstance(event, PrivateMessage):
+        if isinstance(event, Kicked):
+            self._deliver_kick(event)
+        elif isinstance(event, Banned | Unbanned | Muted | Unmuted):
+            if self.rules is not None:
+                self.rules.deliver(event)
+        elif isinstance(event, Announcement) and event.to:
+            told = self.users.get(nick_key(event.to))
+            if told is not None:
+                self._send((event,), (told,))
+        elif isinstance(event, PrivateMessage):
             target = self.users.get(nick_key(event.recipient))
             author = self._author(self._sender(event.sender, event.origin), event.sender,
                                   event.origin)
@@ -816,7 +916,8 @@ class ChatService(service.Service):
             if room is not None:
                 self._send((event,), room.members)
         elif isinstance(event, Renamed):
-            renamed = self._sender(event.new, event.origin)
+            renamed = (self.users.get(nick_key(event.new)) if event.forced
+                       else self._sender(event.new, event.origin))
             if renamed is not None:
                 rooms = list(renamed.rooms.values())
             else:
@@ -824,10 +925,23 @@ class ChatService(service.Service):
             members = rooms[0].members if len(rooms) == 1 else set().union(
                 *(r.members for r in rooms))
             self._send((event,), members)
-        elif isinstance(event, AwayChanged):
-            pass  # shown to nobody: /msg tells the sender
+        elif isinstance(event, AwayChanged | Connected | Disconnected | Backfilled):
+            pass  # shown to nobody: /msg tells the sender; a RoomNotice tells of backfills
         else:
             self._send((event,), self.users.values())
+
+    def _deliver_kick(self, event: Kicked) -> None:
+        """Each room the user was in sees them kicked from it; the user, if connected
+        here, is told and disconnected."""
+        for name in event.rooms.split():
+            room = self.rooms.get(room_key(name))
+            if room is not None:
+                self._send((dataclasses.replace(event, room=room.name),), room.members)
+        user = self.users.get(nick_key(event.nick))
+        if user is not None:
+            self._send((event,), (user,))
+            self.disconnect(user, f"kicked by {event.by}: {event.reason}")
+            user.client.disconnect()
 
     def _deliver_lines(self, lines: list[ChatLine]) -> None:
         """One speaker's run of lines in one room (often just one line) to the room."""

@@ -21,6 +21,7 @@ from chatd.events import (
     Announcement,
     Event,
     Joined,
+    Kicked,
     Left,
     PrivateMessage,
     Renamed,
@@ -77,6 +78,10 @@ def render(event: Event) -> str:
             return f"*** {nick} has joined {room}"
         case Left(room=room, nick=nick, reason=reason):
             return f"*** {nick} has left {room} ({reason})"
+        case Kicked(room="", by=by, reason=reason):  # to the one kicked
+            return f"*** You have been kicked by {by}: {reason}"
+        case Kicked(room=room, nick=nick, by=by, reason=reason):
+            return f"*** {nick} has left {room} (kicked by {by}: {reason})"
         case Renamed(old=old, new=new):
             return f"*** {old} is now known as {new}"
         case TopicChanged(room=room, nick=nick, topic=topic):

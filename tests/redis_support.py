@@ -59,6 +59,13 @@ def ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
         return False
 
 
+def command(port: int, *words: str, timeout: float = 5.0) -> bytes:
+    """Sends one command to the Redis on 127.0.0.1:port; returns the start of its reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(_resp(*words))
+        return s.recv(4096)
+
+
 def _resp(*words: str) -> bytes:
     parts = [f"*{len(words)}\r\n".encode()]
     for word in words:
@@ -178,13 +185,21 @@ def sleep(seconds: float) -> defer.Deferred[None]:
 class Chatter:
     """A blocking line client of a chatd in another process (a twistd subprocess)."""
 
-    def __init__(self, port: int, seconds: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+    def __init__(self, port: int, seconds: float = 10.0, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (127.0.0.2, ...)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=seconds,
+                                             source_address=None if source is None
+                                             else (source, 0))
         self.lines: list[str] = []
         self._partial = b""
         self._taken: set[int] = set()  # lines an expect has returned
+        self.last_index = -1  # of the line the last expect returned
+        self.nick = self.greeted()
+
+    def greeted(self) -> str:
+        """Waits for the greeting; returns the nick it gives."""
         welcome = self.expect(r"^\*\*\* Welcome to .* You are \S+?\.")
-        self.nick = welcome.split(" You are ")[1].split(".")[0]
+        return welcome.split(" You are ")[1].split(".")[0]
 
     def say(self, line: str) -> None:
         self.sock.sendall(line.encode() + b"\r\n")
@@ -199,6 +214,7 @@ class Chatter:
             for index, line in enumerate(self.lines):
                 if index not in self._taken and wanted.search(line):
                     self._taken.add(index)
+                    self.last_index = index
                     return line
             left = deadline - time.monotonic()
             if left <= 0:
@@ -232,8 +248,31 @@ class Chatter:
                 raise AssertionError(f"/who never satisfied the check: {reply}")
             time.sleep(0.5)
 
+    def history(self) -> list[str]:
+        """The lines ``/history`` shows, in order."""
+        self.say("/history")
+        if "No history" in self.expect(r"^\*\*\* (History of |No history)"):
+            return []
+        start = self.last_index
+        self.expect(r"^\*\*\* End of history\.$")
+        return self.lines[start + 1:self.last_index]
+
     def close(self) -> None:
         self.sock.close()
+
+
+class IrcChatter(Chatter):
+    """A blocking IRC client: registered as ``nick`` (NICK and USER), in no room."""
+
+    def __init__(self, port: int, nick: str, seconds: float = 10.0) -> None:
+        self.wanted = nick
+        super().__init__(port, seconds)
+
+    def greeted(self) -> str:
+        self.say(f"NICK {self.wanted}")
+        self.say(f"USER {self.wanted} 0 * :{self.wanted}")
+        self.expect(rf"^:\S+ 001 {re.escape(self.wanted)} ")
+        return self.wanted
 
 
 VENV_TWISTD = Path(sys.executable).parent / "twistd"
@@ -272,6 +311,12 @@ class ChatdProcess:
         assert match is not None
         return int(match.group(2))
 
+    def port_of(self, factory: str) -> int:
+        """The port the listener of ``factory`` (a class name: "IRCFactory") is on."""
+        self.wait_for_log(f"{factory} starting on ")
+        ports = [int(port) for name, port in _STARTED.findall(self.output()) if name == factory]
+        return ports[0]
+
     def stop(self, sig: int = signal.SIGTERM, seconds: float = 15.0) -> str:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -282,6 +327,21 @@ class ChatdProcess:
                 self.process.wait()
                 raise AssertionError(f"twistd ignored signal {sig}:\n{self.output()}") from None
         return self.output()
+
+
+def start_chatd(started: list[ChatdProcess], server: RedisServer, tmp_path: Path, name: str,
+                *extra: str, url: str | None = None) -> ChatdProcess:
+    """A chatd called ``name`` on ``server`` (at ``url`` if given: another Redis user),
+    listening on a free loopback port and on whatever ``extra`` adds, once it has joined
+    the cluster."""
+    directory = tmp_path / name
+    directory.mkdir()
+    daemon = ChatdProcess(["--listen", "tcp:0:interface=127.0.0.1", "--no-echo",
+                           "--server-name", name, "--redis", url or server.url, *extra],
+                          directory)
+    started.append(daemon)
+    daemon.wait_for_log("Joined the cluster", seconds=20)
+    return daemon
 
 
 @pytest.fixture

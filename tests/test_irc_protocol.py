@@ -9,6 +9,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
+from chatd.events import AwayChanged, Connected, Disconnected, Joined
 from chatd.irc.factory import IRCFactory
 from chatd.irc.message import MAX_LINE
 from chatd.irc.protocol import IRCProtocol
@@ -352,6 +353,31 @@ def test_names_list_who_and_whois(chat: MemoryIRC) -> None:
     ]
 
 
+def test_who_whois_and_privmsg_reach_another_process_user_in_no_room(chat: MemoryIRC) -> None:
+    elsewhere = "another-process"
+    bus = chat.service.bus
+    bus.publish(Connected("ivy", origin=elsewhere))
+    bus.publish(Joined("#dev", "dan", origin=elsewhere))
+    bus.publish(AwayChanged("dan", "lunch", origin=elsewhere))
+    alice, alice_t = chat.irc_user("alice")
+    send(alice, "WHO ivy", "WHOIS ivy", "WHOIS dan", "PRIVMSG ivy :hi")
+    assert take_lines(alice_t) == [
+        ":chatd 352 alice * ivy chatd chatd ivy H :0 ivy",
+        ":chatd 315 alice ivy :End of /WHO list.",
+        ":chatd 311 alice ivy ivy chatd * :ivy",  # in no room, idle time unknown here
+        ":chatd 312 alice ivy chatd :chatd",
+        ":chatd 318 alice ivy :End of /WHOIS list.",
+        ":chatd 311 alice dan dan chatd * :dan",
+        ":chatd 319 alice dan :#dev",
+        ":chatd 312 alice dan chatd :chatd",
+        ":chatd 301 alice dan :lunch",
+        ":chatd 318 alice dan :End of /WHOIS list.",
+    ]
+    bus.publish(Disconnected("ivy", origin=elsewhere))
+    send(alice, "WHOIS ivy")
+    assert take_lines(alice_t)[0] == ":chatd 401 alice ivy :No such nick/channel"
+
+
 def test_whois_idle_counts_from_the_last_line_said(chat: MemoryIRC) -> None:
     bob, _ = chat.line_user("bob")
     alice, alice_t = chat.irc_user("alice")
@@ -411,7 +437,7 @@ def test_oper_then_kick(chat: MemoryIRC) -> None:
                                    ":chatd NOTICE alice :You are now an operator (root)."]
     send(alice, "KICK #lobby bob :spam")
     assert "*** You have been kicked by alice: spam" in take_lines(bob_t)
-    assert take_lines(alice_t) == [":bob!bob@chatd QUIT :kicked by alice: spam"]
+    assert take_lines(alice_t) == [":alice!alice@chatd KICK #lobby bob :spam"]
 
 
 def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> None:

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from chatd import addresses
 from chatd.errors import ChatError
+from chatd.events import IEventBus
 from chatd.moderation import rules as moderation
 from chatd.moderation.moderator import Moderator
 from chatd.moderation.operators import (
@@ -43,8 +44,8 @@ def at_once(check: Callable[[], bool]) -> defer.Deferred[bool]:
 class ModeratedChat(MemoryChat):
     """MemoryChat with a moderator, and clients connecting from chosen addresses."""
 
-    def __init__(self, store: IChatStore | None = None) -> None:
-        super().__init__({"store": store})
+    def __init__(self, store: IChatStore | None = None, bus: IEventBus | None = None) -> None:
+        super().__init__({"store": store, "bus": bus})
         self.authenticator = OperatorAuthenticator(self.clock, {"root": CHEAP_HASH}, at_once)
         self.moderator = Moderator(self.service, self.clock, self.authenticator)
         self.factory.commands.moderator = self.moderator

@@ -17,6 +17,7 @@ import pytest
 
 from tests import redis_support
 from tests.redis_support import ChatdProcess, Chatter, RedisServer
+from tests.redis_support import start_chatd as start
 
 redis_server = redis_support.redis_server
 chatd_processes = redis_support.chatd_processes
@@ -104,14 +105,3 @@ def test_redis_stopped_each_process_serves_its_own_then_rejoins(
     alice.say("back together")
     bob.expect(r"^<alice> back together$")
     assert "Traceback" not in a.output() + b.output()
-
-
-def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
-          name: str) -> ChatdProcess:
-    directory = tmp_path / name
-    directory.mkdir()
-    daemon = ChatdProcess(["--listen", "tcp:0:interface=127.0.0.1", "--no-echo",
-                           "--server-name", name, "--redis", server.url], directory)
-    started.append(daemon)
-    daemon.wait_for_log("Joined the cluster", seconds=20)
-    return daemon

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from chatd.cluster.address import parse_redis_url
 from chatd.cluster.bus import split_message
 from chatd.cluster.link import RedisLink
 from chatd.cluster.state import REAPED_REASON, ClaimRefused, ClusterState
-from chatd.events import Joined, Said
+from chatd.events import Backfilled, Banned, Disconnected, Joined, Muted, Said
 from chatd.text import nick_key, nick_skeleton
 from tests import redis_support
 from tests.redis_support import RedisServer, sleep, until
@@ -152,14 +153,118 @@ def test_a_silent_process_is_reaped_its_users_leave_and_nicks_are_freed(
     b.received.clear()
     yield sleep(0.3)
     yield b.state.heartbeat(b.origin, ttl=0.2)  # a has been silent for 0.3 s: reaped
-    yield until(lambda: len(b.received) == 2,
-                lambda: f"b hears alice leave both rooms: {b.received}")
-    left = sorted((e.room, e.nick, e.reason, getattr(e, "origin", a.origin))
-                  for _, e in b.events())
+    yield until(lambda: len(b.received) == 3,
+                lambda: f"b hears alice leave both rooms, then go: {b.received}")
+    *lefts, (_, gone) = b.events()
+    left = sorted((e.room, e.nick, e.reason, e.origin) for _, e in lefts)
     assert left == [("#one", "alice", REAPED_REASON, a.origin),
                     ("#two", "alice", REAPED_REASON, a.origin)]
+    assert gone == Disconnected("alice") and gone.origin == a.origin
     snapshot = yield b.state.snapshot()
     assert [(r.key, r.members) for r in snapshot.rooms] == [("#one", {"bob": "bob"})]
     assert (yield refusal(b.claim("alice", old="bob"))) is None
     # a comes back: it learns it was reaped, so it knows to announce its users again.
     assert (yield a.state.heartbeat(a.origin)) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backlog_part_is_appended_once_in_order_and_trimmed(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    yield a.state.apply(codec.encode(Said("#dev", "bob", "before")), "B", "line", "#dev",
+                        "#dev", 4)
+    lines = [Said("#dev", "alice", f"apart {n}", at=100.0 + n) for n in range(4)]
+    part = [("#dev", "#dev", codec.encode(line),
+             codec.encode(Backfilled("#dev", "alice", line.text, line.at))) for line in lines]
+    assert (yield a.state.backfill(a.origin, 1, 4, part)) == 4
+    # Sent again (its answer was lost): not appended twice, nothing published.
+    assert (yield a.state.backfill(a.origin, 1, 4, part)) == 0
+    assert (yield a.state.backfill(a.origin, 1, 4, part[:1])) == 0
+    snapshot = yield b.state.snapshot()
+    (room,) = snapshot.rooms
+    history = [codec.decode(line) for line in room.history]
+    assert history == lines and [line.at for line in history] == [100.0, 101.0, 102.0, 103.0]
+    yield until(lambda: len(b.received) == 5, lambda: f"b hears the line and 4: {b.received}")
+    backfilled = [event for _, event in b.events()[1:]]
+    assert backfilled == [Backfilled("#dev", "alice", line.text, line.at) for line in lines]
+    # The next part, and another process's first: each its own count.
+    assert (yield a.state.backfill(a.origin, 2, 4, part[:1])) == 1
+    assert (yield b.state.backfill(b.origin, 1, 4, part[:2])) == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_topic_offered_on_rejoin_is_taken_only_if_newer(
+        two: tuple[Process, Process]) -> Any:
+    a, _ = two
+    yield a.state.apply(b"{}", "A", "topic", "#dev", "#dev", "newer", "bob", 20.0)
+    assert (yield a.state.apply(b"{}", "A", "topic-if-newer", "#dev", "#dev", "older",
+                                "alice", 10.0)) == 0
+    assert (yield a.state.apply(b"{}", "A", "topic-if-newer", "#dev", "#dev", "same time",
+                                "alice", 20.0)) == 0
+    (room,) = (yield a.state.snapshot()).rooms
+    assert (room.topic, room.topic_by) == ("newer", "bob")
+    assert (yield a.state.apply(b"{}", "A", "topic-if-newer", "#dev", "#dev", "newest",
+                                "alice", 30.0)) > 0
+    assert (yield a.state.apply(b"{}", "A", "topic-if-newer", "#new", "#new", "fresh",
+                                "alice", 1.0)) > 0
+    rooms = {room.key: room for room in (yield a.state.snapshot()).rooms}
+    assert (rooms["#dev"].topic, rooms["#new"].topic) == ("newest", "fresh")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_claim_says_whether_it_is_new_and_the_snapshot_lists_every_claim(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    assert (yield a.claim("alice")) is True
+    assert (yield a.claim("alice")) is False  # a held it already
+    assert (yield b.claim("bob")) is True
+    snapshot = yield a.state.snapshot()
+    assert snapshot.rooms == []  # registered, in no room
+    assert snapshot.claims == {"alice": (a.origin, "alice"), "bob": (b.origin, "bob")}
+
+
+@pytest_twisted.inlineCallbacks
+def test_kicks_bans_mutes_and_addresses_in_the_snapshot(two: tuple[Process, Process]) -> Any:
+    a, b = two
+    for room in ("#dev", "#ops"):
+        yield a.state.apply(b"{}", "A", "join", room, room, "bob", "bob", "198.51.100.7")
+    yield a.state.apply(b"{}", "A", "join", "#dev", "#dev", "carol", "carol", "198.51.100.8")
+    yield a.state.apply(b"{}", "A", "rename", "carol", "cara", "cara")
+    snapshot = yield b.state.snapshot()
+    assert snapshot.where == {"bob": "198.51.100.7", "cara": "198.51.100.8"}
+    # A kick: out of every room at once, and a delay on the nick from the address.
+    later = repr(time.time() + 30)
+    yield b.state.apply(b"{}", "B", "kick", "bob", "198.51.100.7", later)
+    ban = codec.encode(Banned("198.51.100.0/24", "raid", "root", "opal", 5.0))
+    mute = codec.encode(Muted("cara", "cara", "", "root", 5.0, time.time() + 600))
+    yield b.state.apply(ban, "B", "ban", "198.51.100.0/24")
+    yield b.state.apply(mute, "B", "mute", "cara")
+    snapshot = yield a.state.snapshot()
+    rooms = {room.key: room.members for room in snapshot.rooms}
+    assert rooms == {"#dev": {"cara": "cara"}}  # #ops, empty, forgotten
+    assert snapshot.kicks == {"198.51.100.7 bob": later}
+    assert sorted(snapshot.rules) == sorted([ban, mute])
+    yield b.state.apply(b"{}", "B", "unban", "198.51.100.0/24")
+    yield b.state.apply(b"{}", "B", "unmute", "cara")
+    snapshot = yield a.state.snapshot()
+    assert snapshot.rules == []
+    # Rules that have run out are pruned when the next is set.
+    gone = codec.encode(Muted("dave", "dave", "", "root", 1.0, 2.0))
+    yield b.state.apply(gone, "B", "mute", "dave")
+    yield b.state.apply(b"{}", "B", "kick", "erin", "", repr(time.time() - 1))
+    yield b.state.apply(mute, "B", "mute", "cara")
+    snapshot = yield a.state.snapshot()
+    assert snapshot.rules == [mute]
+    assert snapshot.kicks == {"198.51.100.7 bob": later}
+
+
+@pytest_twisted.inlineCallbacks
+def test_where_a_registered_user_connects_from_is_kept_for_their_holder_only(
+        two: tuple[Process, Process]) -> Any:
+    a, b = two
+    yield a.claim("zed")
+    yield a.state.apply(b"{}", a.origin, "connected", "zed", "192.0.2.5")
+    yield b.state.apply(b"{}", b.origin, "connected", "zed", "203.0.113.66")  # not b's
+    assert (yield b.state.snapshot()).where == {"zed": "192.0.2.5"}
+    yield a.state.release(a.origin, "zed")
+    assert (yield b.state.snapshot()).where == {}

@@ -5,7 +5,19 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatd.events import AwayChanged, Event, Joined, Left, PrivateMessage, Renamed, Said
+from chatd.events import (
+    Acted,
+    AwayChanged,
+    Backfilled,
+    Connected,
+    Disconnected,
+    Event,
+    Joined,
+    Left,
+    PrivateMessage,
+    Renamed,
+    Said,
+)
 from chatd.remote import RemoteUsers
 from tests.support import MemoryChat, take_lines
 
@@ -116,3 +128,50 @@ def test_restoring_a_snapshot_and_forgetting_keep_the_index_right() -> None:
     assert chat.service.rooms["#dev"].topic == "plans"
     chat.service.forget_remote_users()
     assert len(chat.service.remote) == 0 and "#dev" in chat.service.rooms  # it has a topic
+
+
+def test_a_registered_user_is_known_in_no_room_until_they_disconnect() -> None:
+    remote = RemoteUsers()
+    remote.connected("ivy")
+    ivy = remote.get("IVY")
+    assert ivy is not None and remote.look_alike("lvy") is ivy
+    remote.joined("ivy")
+    remote.left("ivy")  # out of their last room, still connected
+    assert remote.get("ivy") is ivy
+    remote.disconnected("ivy")
+    assert remote.get("ivy") is None and not remote.by_skeleton
+    remote.disconnected("ivy")  # a stray one changes nothing
+
+
+def test_someone_elsewhere_in_no_room_holds_their_nick_and_gets_messages() -> None:
+    chat = MemoryChat()
+    published: list[Event] = []
+    chat.service.bus.subscribe(published.append)
+    proto, transport = chat.connect()
+    assert published[0] == Connected("guest1")  # ours, at registration, before the join
+    from_elsewhere(chat, Connected("ivy", origin=ELSEWHERE))
+    proto.dataReceived(b"/nick Ivy\r\n/msg ivy hi\r\n/who\r\n")
+    lines = take_lines(transport)
+    assert '*** Error: nickname "Ivy" is already taken' in lines
+    assert "-> *ivy* hi" in lines and published[-1] == PrivateMessage("guest1", "ivy", "hi")
+    assert "*** Users in #lobby (1): guest1" in lines  # in no room: not listed in one
+    from_elsewhere(chat, Disconnected("ivy", origin=ELSEWHERE))
+    proto.dataReceived(b"/nick ivy\r\n")
+    assert take_lines(transport) == ["*** guest1 is now known as ivy"]
+    # Going: the Left of each room first, then Disconnected.
+    proto.connectionLost(None)  # type: ignore[arg-type]
+    assert [type(e) for e in published[-2:]] == [Left, Disconnected]
+    assert published[-1] == Disconnected("ivy")
+
+
+def test_lines_backfilled_elsewhere_go_to_history_not_to_the_room() -> None:
+    chat = MemoryChat()
+    _, transport = chat.connect()
+    take_lines(transport)
+    from_elsewhere(chat, Backfilled("#lobby", "alice", "said apart", at=5.0, origin=ELSEWHERE),
+                   Backfilled("#lobby", "alice", "waves", at=6.0, action=True,
+                              origin=ELSEWHERE))
+    assert take_lines(transport) == []
+    history = chat.service.rooms["#lobby"].history.last(10)
+    assert [(entry.at, entry.line) for entry in history] == [
+        (5.0, Said("#lobby", "alice", "said apart")), (6.0, Acted("#lobby", "alice", "waves"))]

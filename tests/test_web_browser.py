@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from chatd.passwd import hash_password
 from tests.support import Twistd, connect, read_until
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 10_000
 pytestmark = pytest.mark.slow
 
+CHEAP_HASH = hash_password("opsecret", n=2**4)
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
@@ -35,6 +37,7 @@ class Daemon:
         self.web_port = 0  # 0 until the first run is given one
         self.twistd: Twistd | None = None
         (directory / "motd.txt").write_text("Be kind.\n")
+        (directory / "chatd.toml").write_text(f'[operators]\nroot = "{CHEAP_HASH}"\n')
 
     @property
     def url(self) -> str:
@@ -50,7 +53,8 @@ class Daemon:
                 ["chatd", "--no-echo", "--state", "none",
                  "--listen", "tcp:0:interface=127.0.0.1",
                  "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-                 "--motd", "motd.txt", "--flood-rate", "0"], self.directory).start()
+                 "--motd", "motd.txt", "--flood-rate", "0", "--config", "chatd.toml"],
+                self.directory).start()
             try:
                 self.chat_port, self.web_port = self.twistd.wait_listening("chat", "web")
                 return
@@ -254,3 +258,26 @@ def test_after_quit_the_page_stays_away_until_asked(browser: Browser, daemon: Da
     nc.expect("is now known as leaver")  # back, under the remembered nick
     assert problems == [] and other_problems == []
     nc.close()
+
+
+def test_a_kick_shows_on_the_page_and_it_stays_away(browser: Browser, daemon: Daemon) -> None:
+    op = NcUser(daemon.chat_port, "opal")
+    op.say("/oper root opsecret")
+    op.expect("You are now an operator")
+    kicked, problems = open_page(browser, daemon)
+    type_line(kicked, "/nick webbob")
+    op.expect("is now known as webbob")
+    watcher, _ = open_page(browser, daemon)
+    expect(watcher.locator("#member-list")).to_contain_text("webbob", timeout=WAIT_MS)
+    op.say("/kick webbob spam")
+    expect(watcher.locator(".line.left", has_text="webbob has left #lobby (kicked by opal: spam)")
+           ).to_have_count(1, timeout=WAIT_MS)
+    expect(watcher.locator("#member-list")).not_to_contain_text("webbob", timeout=WAIT_MS)
+    expect(kicked.locator("#log")).to_contain_text("*** You have been kicked by opal: spam",
+                                                   timeout=WAIT_MS)
+    expect(kicked.locator("#status")).to_have_text(
+        "You were kicked. Press Enter to join again.", timeout=WAIT_MS)
+    kicked.wait_for_timeout(2500)  # longer than the first reconnection delay
+    expect(kicked.locator("#status")).to_have_text("You were kicked. Press Enter to join again.")
+    assert problems == []
+    op.close()

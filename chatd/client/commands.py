@@ -32,6 +32,7 @@ SERVER_COMMANDS: tuple[str, ...] = (
     "/bans",
     "/kick",
     "/mute",
+    "/mutes",
     "/rename",
     "/stats",
     "/unban",

@@ -36,14 +36,20 @@ from chatd.cluster.state import PREFIX, ClusterState
 from chatd.events import (
     Acted,
     AwayChanged,
+    Banned,
+    Connected,
     Event,
     EventHandler,
     IEventBus,
     Joined,
+    Kicked,
     Left,
+    Muted,
     Renamed,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.rooms import room_key
 from chatd.text import clean_text, nick_key
@@ -76,13 +82,22 @@ def script_arguments(event: Event, history_size: int) -> tuple[str, Arguments]:
     if isinstance(event, Said | Acted):
         return "line", (room_key(event.room), event.room, history_size)
     if isinstance(event, Joined):
-        return "join", (room_key(event.room), event.room, nick_key(event.nick), event.nick)
+        return "join", (room_key(event.room), event.room, nick_key(event.nick), event.nick,
+                        event.where)
     if isinstance(event, Left):
         return "leave", (room_key(event.room), nick_key(event.nick))
     if isinstance(event, Renamed):
         return "rename", (nick_key(event.old), nick_key(event.new), event.new)
     if isinstance(event, AwayChanged):
         return "away", (nick_key(event.nick), event.reason)
+    if isinstance(event, Connected):
+        return "connected", (nick_key(event.nick), event.where)
+    if isinstance(event, Kicked):
+        return "kick", (nick_key(event.nick), event.where, repr(float(event.until)))
+    if isinstance(event, Banned | Unbanned):
+        return "ban" if isinstance(event, Banned) else "unban", (event.network,)
+    if isinstance(event, Muted | Unmuted):
+        return "mute" if isinstance(event, Muted) else "unmute", (event.key,)
     if isinstance(event, TopicChanged):
         return "topic", (room_key(event.room), event.room, event.topic, event.nick,
                          repr(float(event.at)))

@@ -238,27 +238,36 @@ class RedisLink:
     def _prepare_commands(self, proxy: Any) -> defer.Deferred[None]:
         p: _Commands = proxy.unwrapped()
 
-        def ready(_: Any) -> None:
-            self.commands = p
-            self._check()
+        def ready(logged_in: bool) -> None:
+            if logged_in:
+                self.commands = p
+                self._check()
 
         return self._logged_in(p).addCallback(ready)
 
     def _prepare_subscriber(self, proxy: Any) -> defer.Deferred[None]:
         p: _Subscriber = proxy.unwrapped()
 
-        def subscribe(_: Any) -> defer.Deferred[Any]:
+        def subscribe(logged_in: bool) -> defer.Deferred[Any]:
+            if not logged_in:
+                return defer.succeed(False)
             d: defer.Deferred[Any] = p.subscribe(self.channel)
-            return d
+            return d.addCallback(lambda _: True)
 
-        def ready(_: Any) -> None:
-            self._subscriber = p
-            self._check()
+        def ready(subscribed: bool) -> None:
+            if subscribed:
+                self._subscriber = p
+                self._check()
 
         return self._logged_in(p).addCallback(subscribe).addCallback(ready)
 
-    def _logged_in(self, p: Any) -> defer.Deferred[Any]:
-        """Fires once AUTH and SELECT are done; fails if the connection is lost first."""
+    def _logged_in(self, p: Any) -> defer.Deferred[bool]:
+        """Fires with True once AUTH and SELECT are done, False if the connection is lost
+        first (a refused password). Never fails: txredisapi says the connection is lost from
+        inside its connectionLost, before ClientService hears of it, and ClientService has
+        no way out of a failed prepareConnection followed by that loss (automat's
+        NoTransition, logged as an unhandled error); succeeding lets it see a connection
+        made and then lost, and retry with backoff as for any other."""
         # Events go out one small write at a time: Nagle would hold each behind the
         # previous one's ACK (and delayed ACKs make that 40 ms).
         set_no_delay = getattr(p.transport, "setTcpNoDelay", None)
@@ -269,10 +278,12 @@ class RedisLink:
         first: defer.Deferred[Any] = defer.DeferredList(
             [d, lost], fireOnOneCallback=True, consumeErrors=True)
 
-        def which(result: tuple[Any, int]) -> Any:
-            if result[1] == 1:
-                raise txredisapi.ConnectionError("lost while logging in")
-            return result[0]
+        def which(result: tuple[Any, int]) -> bool:
+            if result[1] == 1 and self.up is None:
+                # Not usable from the start (a refused password): said once, as if gone.
+                self.up = False
+                self._on_down(self._refusal_logged or "lost while logging in")
+            return result[1] == 0
 
         return first.addCallback(which)
 

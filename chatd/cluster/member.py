@@ -5,22 +5,28 @@
   (it was cut off longer than ``PROCESS_TTL``), it rejoins.
 - **Nicks.** The chat service refuses a nick another process's user holds, or one that
   looks like it (chatd/remote.py). Each local user's nick is also claimed in Redis,
-  atomically; if two processes gave out the same nick in the same instant, the one whose
-  claim lost renames its user to a fresh guest nick and says why. Guest numbers come from
-  blocks reserved in Redis, so guests of different processes do not clash. Nicks of users
-  who have gone are released.
+  atomically, when they register (the ``Connected`` event: in a room or not), and
+  released when they go (``Disconnected``); if two processes gave out the same nick in the
+  same instant, the one whose claim lost renames its user to a fresh guest nick and says
+  why. Guest numbers come from blocks reserved in Redis, so guests of different processes
+  do not clash.
 - **Rejoining.** When the link comes up (at start, and after every outage), the process
-  holds incoming events, claims its users' nicks and announces them in their rooms again
-  (only where the cluster had lost them), reads a snapshot of the cluster's rooms,
-  topics, histories and members, applies it, and hands on the held events newer than it.
+  holds incoming events, claims its users' nicks and announces them again (``Connected``
+  where the cluster had lost the claim, ``Joined`` where it had lost them in a room),
+  appends what they said while cut off to the cluster's history (``_backfill``: each line
+  once, however often this runs), offers its topics (Redis keeps the later of two), reads
+  a snapshot of the cluster's rooms, topics, histories, members and registered users,
+  applies it, and hands on the held events newer than it.
 - **Outages.** When Redis goes away, the process says so once in the log and to its
   operators, forgets the other processes' users (it cannot reach them) and goes on serving
-  its own users locally. Nothing raises into the reactor.
+  its own users locally, keeping their chat lines for the cluster (chatd/cluster/backlog.py,
+  bounded like history). Nothing raises into the reactor.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,7 +38,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from chatd.cluster import codec
-from chatd.cluster.bus import RedisBus
+from chatd.cluster.backlog import OutageBacklog
+from chatd.cluster.bus import MAX_BATCH, RedisBus, script_arguments
 from chatd.cluster.state import (
     HEARTBEAT,
     SHUTDOWN_REASON,
@@ -43,14 +50,22 @@ from chatd.cluster.state import (
 from chatd.events import (
     Acted,
     AwayChanged,
+    Backfilled,
+    Banned,
+    ChatLine,
+    Connected,
+    Disconnected,
     Event,
     Joined,
-    Left,
+    Kicked,
+    Muted,
     Renamed,
+    RoomNotice,
     Said,
     TopicChanged,
 )
 from chatd.history import HistoryEntry
+from chatd.rooms import room_key
 from chatd.service import ChatService, User
 from chatd.text import nick_key, nick_skeleton
 
@@ -111,6 +126,8 @@ class ClusterMember(service.Service):
         bus.on_up = self._up
         bus.on_down = self._down
         self.guests = chat.guest_numbers = GuestNumbers(bus.state, lambda: bool(bus.link.up))
+        # Lines said here while Redis is away, for the cluster's history when it is back.
+        self.backlog = OutageBacklog(chat.history_size, chat.history_budget)
 
     def startService(self) -> None:
         super().startService()
@@ -164,17 +181,24 @@ class ClusterMember(service.Service):
     # --- Events ----------------------------------------------------------------------------
 
     def _event(self, event: Event) -> None:
-        """Our own events, as they are published: nicks to claim and to release. (The
-        other processes' users are the chat service's to know: chatd/remote.py.)"""
+        """Our own events, as they are published: nicks to claim (from registration on) and
+        to release, and lines said while Redis is away; and a rename of one of our users by
+        an operator of another process. (The other processes' users are the chat
+        service's to know: chatd/remote.py.)"""
+        if isinstance(event, Renamed) and (event.origin == self.origin or event.forced):
+            if nick_key(event.new) in self.chat.users:  # ours, whoever renamed them
+                self._claim(event.new, event.old)
+            return
         if event.origin != self.origin:
             return
-        if isinstance(event, Joined):
+        if isinstance(event, Said | Acted):
+            if not self.bus.link.up:  # the bus did not send it: kept for when Redis is back
+                self.backlog.record(event)
+        elif isinstance(event, Connected):
             if nick_key(event.nick) not in self.claimed:
                 self._claim(event.nick, None)
-        elif isinstance(event, Left):
+        elif isinstance(event, Disconnected):
             self.clock.callLater(0, self._release_departed)
-        elif isinstance(event, Renamed):
-            self._claim(event.new, event.old)
 
     # --- Heartbeats ------------------------------------------------------------------------
 
@@ -226,9 +250,14 @@ class ClusterMember(service.Service):
             yield state.heartbeat(self.origin)
             for user in list(self.chat.users.values()):
                 yield self._announce(user)
+            # What was said and set here while cut off goes to the cluster before its
+            # state is read: the snapshot then has it, as the other processes do.
+            yield self._backfill()
+            yield self._offer_topics()
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)
+                self._take_in_rules(snapshot)
                 if self.bus.release(snapshot.seq):
                     break
                 snapshot = yield state.snapshot()  # a flood overran what is held
@@ -254,47 +283,120 @@ class ClusterMember(service.Service):
     def _announce(self, user: User) -> Any:
         nick = user.nick
         try:
-            yield self.bus.state.claim(self.origin, user.key, nick, nick_skeleton(nick))
+            new_claim = yield self.bus.state.claim(self.origin, user.key, nick,
+                                                   nick_skeleton(nick))
         except ClaimRefused as refusal:
             new = self.chat.rename_to_guest(user)
             self.chat.notice(user, f'While this server was cut off, "{refusal.holder}" was '
                                    f"taken elsewhere; you are now {new}")
             return
         self.claimed[user.key] = nick
+        if new_claim:  # the cluster had lost them (or never had them): they are here
+            yield self.bus.push(Connected(nick, origin=self.origin, where=self.chat.where(user)))
         if user.away is not None:
             yield self.bus.push(AwayChanged(nick, user.away, origin=self.origin))
         for room in list(user.rooms.values()):
-            joined = Joined(room.name, nick, origin=self.origin)
+            joined = Joined(room.name, nick, origin=self.origin, where=self.chat.where(user))
             yield self.bus.state.apply(codec.encode(joined), self.origin, "join-again", room.key,
-                                       room.name, user.key, nick)
+                                       room.name, user.key, nick, joined.where)
+
+    @defer.inlineCallbacks
+    def _backfill(self) -> Any:
+        """Appends the lines said here while Redis was away to the cluster's history, part
+        by part (each part once, however often it is sent), and tells each room's people
+        elsewhere, in one notice, how many were added: they are history, not live chat."""
+        added: dict[str, int] = {}  # room name -> lines
+        while (part := self.backlog.next_part(MAX_BATCH)) is not None:
+            number, lines = part
+            count = yield self.bus.state.backfill(
+                self.origin, number, self.chat.history_size,
+                [(room_key(line.room), line.room, codec.encode(line),
+                  codec.encode(_backfilled(line))) for line in lines])
+            self.backlog.done(number)
+            for line in lines if count else ():
+                added[line.room] = added.get(line.room, 0) + 1
+        for room, count in added.items():
+            said = "1 line" if count == 1 else f"{count} lines"
+            self.bus.push(RoomNotice(
+                room, f"{said} said in {room} on {self.chat.server_name} while it was cut off "
+                      "from the cluster are now in the history", origin=self.origin,
+            )).addErrback(lambda _: None)
+
+    def _offer_topics(self) -> defer.Deferred[Any]:
+        """Offers the cluster every topic this process has; Redis takes each only if it was
+        set later than the one it has (a topic changed here and elsewhere while apart: the
+        later wins, everywhere, since the snapshot read next has the winner)."""
+        topics = [TopicChanged(room.name, room.topic_by, room.topic, room.topic_at,
+                               origin=self.origin)
+                  for room in self.chat.rooms.values() if room.topic_at > 0]
+        return self.bus.state.apply_many(
+            [(codec.encode(topic), self.origin, "topic-if-newer",
+              script_arguments(topic, self.chat.history_size)[1]) for topic in topics])
 
     def _take_in(self, snapshot: Snapshot) -> None:
-        """The cluster's rooms, members, topics and histories, as this process's copy.
-
-        A topic set here while Redis was away, later than the cluster's, wins: it is put to
-        the cluster instead of being overwritten."""
+        """The cluster's rooms, members, topics, histories and registered users, as this
+        process's copy."""
         self.forget_remote_users()
-        ours = {key: (room.topic, room.topic_by, room.topic_at)
-                for key, room in self.chat.rooms.items() if room.topic}
         for saved in snapshot.rooms:
             members = {key: nick for key, nick in saved.members.items()
                        if key not in self.chat.users}
-            topic = (saved.topic, saved.topic_by, saved.topic_at)
-            if ours.get(saved.key, topic)[2] <= saved.topic_at:
-                ours.pop(saved.key, None)
-                self.chat.restore_room(saved.name, *topic, members,
-                                       list(_history(saved.history)))
-            else:
-                self.chat.restore_room(saved.name, *ours[saved.key], members,
-                                       list(_history(saved.history)))
+            self.chat.restore_room(saved.name, saved.topic, saved.topic_by, saved.topic_at,
+                                   members, list(_history(saved.history)))
+        for key, (origin, nick) in snapshot.claims.items():
+            if origin not in ("", self.origin) and key not in self.chat.users:
+                self.chat.remote.connected(nick)
         for key, reason in snapshot.away.items():
             remote = self.chat.remote.by_key.get(key)
             if remote is not None:
                 remote.away = reason
-        for key, (text, by, at) in ours.items():
-            room = self.chat.rooms[key]
-            self.bus.push(TopicChanged(room.name, by, text, at, origin=self.origin)
-                          ).addErrback(lambda _: None)
+
+    def _take_in_rules(self, snapshot: Snapshot) -> None:
+        """The cluster's bans, mutes and kick delays, and where its users connect from.
+
+        A ban or mute in force here that the cluster lacks (set while Redis was away) is
+        put to the cluster; a ban lifted elsewhere meanwhile holds here until lifted again."""
+        for key, where in snapshot.where.items():
+            remote = self.chat.remote.by_key.get(key)
+            if remote is not None:
+                remote.where = where
+        rules = self.chat.rules
+        if rules is None:
+            return
+        ours = {_rule_name(event) for event in rules.in_force()}
+        theirs = set()
+        for data in snapshot.rules:
+            try:
+                event = codec.decode(data)
+            except codec.UndecodableEvent:
+                continue
+            if isinstance(event, Banned | Muted):
+                theirs.add(_rule_name(event))
+                rules.apply(event)
+                if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
+                    rules.deliver(event)
+        for event in rules.in_force():
+            if _rule_name(event) not in theirs:
+                self.bus.push(event).addErrback(lambda _: None)
+        for field, until in snapshot.kicks.items():
+            where, _, key = field.partition(" ")
+            rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
+
+
+def _backfilled(line: ChatLine) -> Backfilled:
+    return Backfilled(line.room, line.nick, line.text, line.at, isinstance(line, Acted),
+                      line.origin)
+
+
+def _rule_name(event: Banned | Muted) -> str:
+    return f"ban {event.network}" if isinstance(event, Banned) else f"mute {event.key}"
+
+
+def _seconds(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _history(lines: Iterable[bytes]) -> Iterable[HistoryEntry]:

@@ -24,6 +24,22 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P in:NK              set: the rks a user is in (what to leave when their process dies)
     P history:RK         list: the room's last --history lines, as encoded events (LTRIM)
     P away               hash: nk -> the reason, for users marked away
+    P backfilled:ORIGIN  string: the number of the last part of that process's outage
+                         backlog appended to history (chatd/cluster/backlog.py); expires a
+                         day after it was last set
+    P where              hash: nk -> where the user connects from (``Connected.where``), for
+                         an operator's ban or kick by nick on another process
+    P bans               hash: network -> the encoded ``Banned`` event in force
+    P mutes              hash: nk -> the encoded ``Muted`` event in force
+    P kicks              hash: "WHERE NK" -> until when a kicked nick may not come back
+
+A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
+rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
+event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
+which Redis takes only if newer than its own, before it reads the snapshot.
+
+Bans, mutes and kick delays that have run out are pruned (by Redis's clock) when the next
+one is set; every process also drops them from its own copy at their time.
 
 Nick claims are atomic: ``claim`` checks the nick_key and the skeleton and takes both in
 one script, so two processes asking for "alice" and "\u0430lice" (a Cyrillic a) at once get one
@@ -34,8 +50,9 @@ Presence is kept alive by heartbeats: every ``HEARTBEAT`` seconds each process s
 score in ``procs`` to Redis's own clock (so the processes' clocks need not agree), and reaps
 every process whose score is older than ``PROCESS_TTL``: its users leave their rooms (a
 ``Left`` event each, with the dead process as origin, so everyone applies it), and their
-nicks are freed. A process that was reaped while it was cut off from Redis finds its score
-gone at its next heartbeat and announces its users again.
+nicks are freed (a ``Disconnected`` each: a user in no room is known to every process from
+registration, chatd/remote.py). A process that was reaped while it was cut off from Redis
+finds its score gone at its next heartbeat and announces its users again.
 
 Scripts build key names from the prefix, so this works with one Redis (or a primary with
 replicas), not with Redis Cluster's sharding.
@@ -43,6 +60,7 @@ replicas), not with Redis Cluster's sharding.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,13 +100,14 @@ local function release(P, origin, nk)
   if held.o ~= origin then return end
   redis.call('HDEL', P..'nicks', nk)
   redis.call('HDEL', P..'away', nk)
+  redis.call('HDEL', P..'where', nk)
   if redis.call('HGET', P..'skeletons', held.s) == nk then
     redis.call('HDEL', P..'skeletons', held.s)
   end
   redis.call('SREM', P..'owned:'..origin, nk)
 end
--- Every user of process o leaves every room (a Left event each, as o's) and their nicks
--- are freed; then o is forgotten.
+-- Every user of process o leaves every room (a Left event each, as o's), their nicks are
+-- freed (a Disconnected each); then o is forgotten.
 local function depart(P, o, reason)
   for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
     local entry = redis.call('HGET', P..'nicks', nk)
@@ -102,17 +121,37 @@ local function depart(P, o, reason)
     end
     redis.call('DEL', P..'in:'..nk)
     release(P, o, nk)
+    publish(P, o, cjson.encode({type = 'Disconnected', nick = nick, origin = o}))
   end
   redis.call('DEL', P..'owned:'..o)
   redis.call('ZREM', P..'procs', o)
 end
 """
 
+# Drops the fields of hash P..name whose end (ends(value), seconds since the epoch; 0 for
+# never) is past, by Redis's clock.
+_PRUNE = """
+local function prune(P, name, ends)
+  local now = tonumber(redis.call('TIME')[1])
+  local all = redis.call('HGETALL', P..name)
+  for i = 1, #all, 2 do
+    local at = tonumber(ends(all[i + 1])) or 0
+    if at > 0 and at < now then redis.call('HDEL', P..name, all[i]) end
+  end
+end
+local function expires(payload)
+  local ok, rule = pcall(cjson.decode, payload)
+  return ok and type(rule) == 'table' and rule.expires or 0
+end
+local function itself(value) return value end
+"""
+
 # ARGV: prefix, then for each event, in order, EVENT_STRIDE values: its payload, kind and
 # origin, and the kind's arguments padded to five. Returns each event's seq, or 0 for a
-# join-again of someone already there (nothing published).
+# join-again of someone already there, or a topic-if-newer no newer than the room's (nothing
+# published).
 EVENT_STRIDE = 8
-APPLY = _FORGET_IF_EMPTY + """
+APPLY = _FORGET_IF_EMPTY + _PRUNE + """
 local function apply_one(P, payload, kind, origin, a)
   if kind == 'line' then
     local rk, name, keep = a[1], a[2], tonumber(a[3])
@@ -128,6 +167,7 @@ local function apply_one(P, payload, kind, origin, a)
     redis.call('SADD', P..'rooms', rk)
     local added = redis.call('HSET', P..'members:'..rk, nk, nick)
     redis.call('SADD', P..'in:'..nk, rk)
+    if a[5] ~= '' then redis.call('HSET', P..'where', nk, a[5]) end
     if kind == 'join-again' and added == 0 then return 0 end
   elseif kind == 'leave' then
     local rk, nk = a[1], a[2]
@@ -143,14 +183,43 @@ local function apply_one(P, payload, kind, origin, a)
     if old ~= new and redis.call('EXISTS', P..'in:'..old) == 1 then
       redis.call('RENAME', P..'in:'..old, P..'in:'..new)
     end
+    local where = redis.call('HGET', P..'where', old)
+    if where and old ~= new then
+      redis.call('HDEL', P..'where', old)
+      redis.call('HSET', P..'where', new, where)
+    end
+  elseif kind == 'connected' then
+    local entry = redis.call('HGET', P..'nicks', a[1])
+    if a[2] ~= '' and (not entry or cjson.decode(entry).o == origin) then
+      redis.call('HSET', P..'where', a[1], a[2])
+    end
+  elseif kind == 'kick' then
+    -- The user leaves every room; their process releases the nick when it lets them go.
+    local nk, where, untl = a[1], a[2], tonumber(a[3]) or 0
+    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
+      redis.call('HDEL', P..'members:'..rk, nk)
+      forget_if_empty(P, rk)
+    end
+    redis.call('DEL', P..'in:'..nk)
+    if untl > 0 then redis.call('HSET', P..'kicks', where..' '..nk, a[3]) end
+    prune(P, 'kicks', itself)
+  elseif kind == 'ban' or kind == 'mute' then
+    redis.call('HSET', P..kind..'s', a[1], payload)
+    prune(P, kind..'s', expires)
+  elseif kind == 'unban' or kind == 'unmute' then
+    redis.call('HDEL', P..string.sub(kind, 3)..'s', a[1])
   elseif kind == 'away' then
     if a[2] == '' then
       redis.call('HDEL', P..'away', a[1])
     else
       redis.call('HSET', P..'away', a[1], a[2])
     end
-  elseif kind == 'topic' then
+  elseif kind == 'topic' or kind == 'topic-if-newer' then
     local rk = a[1]
+    if kind == 'topic-if-newer' and tonumber(a[5]) <=
+        tonumber(redis.call('HGET', P..'room:'..rk, 'topic_at') or '0') then
+      return 0
+    end
     redis.call('HSET', P..'room:'..rk, 'name', a[2], 'topic', a[3], 'topic_by', a[4],
                'topic_at', a[5])
     redis.call('SADD', P..'rooms', rk)
@@ -168,13 +237,15 @@ return seqs
 """
 
 # ARGV: prefix, origin, nk, nick, skeleton, old nk ('' for a new user).
-# Returns {'ok'}, {'taken', nick} or {'looks', nick}.
+# Returns {'ok', 1 if the claim is new, 0 if this process held it already}, {'taken', nick}
+# or {'looks', nick}.
 CLAIM = _FORGET_IF_EMPTY + """
 local P, origin, nk, nick, skeleton, old = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local entry = redis.call('HGET', P..'nicks', nk)
 if entry then
   local held = cjson.decode(entry)
   if held.o ~= origin then return {'taken', held.n} end
+  if old == '' and held.n == nick then return {'ok', 0} end
 end
 local holder = redis.call('HGET', P..'skeletons', skeleton)
 if holder and holder ~= nk and holder ~= old then
@@ -185,7 +256,7 @@ if old ~= '' and old ~= nk then release(P, origin, old) end
 redis.call('HSET', P..'nicks', nk, cjson.encode({o = origin, n = nick, s = skeleton}))
 redis.call('HSET', P..'skeletons', skeleton, nk)
 redis.call('SADD', P..'owned:'..origin, nk)
-return {'ok'}
+return {'ok', 1}
 """
 
 # ARGV: prefix, origin, nk.
@@ -213,6 +284,33 @@ depart(ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# ARGV: prefix, origin, the number of this part of its backlog, keep (--history), then per
+# line: rk, room name, the line as history keeps it (Said or Acted), the Backfilled event to
+# publish. The lines a process said while it was cut off from Redis, appended to their
+# rooms' history in one go; ``backfilled:ORIGIN`` keeps the number of the last part taken
+# in, so a part sent again (its answer was lost with the connection) is not appended twice.
+# It outlives the process by a day (BACKFILL_MARK_TTL), so a process reaped while its answer
+# was lost does not append it twice either. Returns how many lines were added (0: this
+# part was in already).
+BACKFILL_MARK_TTL = 86_400  # seconds
+BACKFILL = _FORGET_IF_EMPTY + """
+local P, origin, part, keep = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local mark = P..'backfilled:'..origin
+if part <= tonumber(redis.call('GET', mark) or '0') then return 0 end
+redis.call('SET', mark, part, 'EX', """ + str(BACKFILL_MARK_TTL) + """)
+for i = 5, #ARGV, 4 do
+  local rk = ARGV[i]
+  redis.call('HSETNX', P..'room:'..rk, 'name', ARGV[i + 1])
+  redis.call('SADD', P..'rooms', rk)
+  if keep > 0 then
+    redis.call('RPUSH', P..'history:'..rk, ARGV[i + 2])
+    redis.call('LTRIM', P..'history:'..rk, -keep, -1)
+  end
+  publish(P, origin, ARGV[i + 3])
+end
+return (#ARGV - 4) / 4
+"""
+
 # ARGV: prefix. Everything a (re)joining process needs, and the seq it is current to.
 SNAPSHOT = """
 local P = ARGV[1]
@@ -223,7 +321,10 @@ for _, rk in ipairs(redis.call('SMEMBERS', P..'rooms')) do
                        redis.call('HGETALL', P..'members:'..rk),
                        redis.call('LRANGE', P..'history:'..rk, 0, -1)}
 end
-return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away')}
+return {redis.call('GET', P..'seq') or '0', rooms, redis.call('HGETALL', P..'away'),
+        redis.call('HGETALL', P..'nicks'), redis.call('HGETALL', P..'where'),
+        redis.call('HVALS', P..'bans'), redis.call('HVALS', P..'mutes'),
+        redis.call('HGETALL', P..'kicks')}
 """
 
 
@@ -243,6 +344,10 @@ class Snapshot:
     seq: int
     rooms: list[SnapshotRoom]
     away: dict[str, str]  # nk -> reason
+    claims: dict[str, tuple[str, str]]  # nk -> (origin, nick): every registered user
+    where: dict[str, str]  # nk -> where they connect from
+    rules: list[bytes]  # encoded Banned and Muted events in force (or run out lately)
+    kicks: dict[str, str]  # "WHERE NK" -> until
 
 
 class ClaimRefused(Exception):
@@ -291,13 +396,15 @@ class ClusterState:
         return d.addCallback(lambda seqs: [int(seq) for seq in seqs])
 
     def claim(self, origin: str, nk: str, nick: str, skeleton: str,
-              old: str = "") -> defer.Deferred[None]:
+              old: str = "") -> defer.Deferred[bool]:
         """Takes ``nick`` for a user of ``origin`` (freeing ``old``, their previous nk);
-        fails with ClaimRefused when someone elsewhere has it or a look-alike."""
+        fires with whether the claim is new (False: ``origin`` held it already), or fails
+        with ClaimRefused when someone elsewhere has it or a look-alike."""
 
-        def answer(reply: list[Any]) -> None:
+        def answer(reply: list[Any]) -> bool:
             if _text(reply[0]) != "ok":
                 raise ClaimRefused(_text(reply[0]), _text(reply[1]))
+            return _text(reply[1]) == "1"
 
         d = self.link.call(CLAIM, self._keys, [self.prefix, origin, nk, nick, skeleton, old])
         return d.addCallback(answer)
@@ -320,18 +427,41 @@ class ClusterState:
         """Takes every user of ``origin`` out of the cluster at once (it is stopping)."""
         return self.link.call(DEPART, self._keys, [self.prefix, origin, reason])
 
+    def backfill(self, origin: str, part: int, keep: int,
+                 lines: Sequence[tuple[str, str, bytes, bytes]]) -> defer.Deferred[int]:
+        """Appends part ``part`` of ``origin``'s outage backlog (rk, room name, the line's
+        payload, the Backfilled event's payload each) to history and publishes each line's
+        Backfilled; fires with how many were added (0: this part was added before)."""
+        argv: list[Any] = [self.prefix, origin, part, keep]
+        for line in lines:
+            argv += line
+        return self.link.call(BACKFILL, self._keys, argv).addCallback(int)
+
     def snapshot(self) -> defer.Deferred[Snapshot]:
         def parse(reply: list[Any]) -> Snapshot:
-            seq, rooms, away = reply
+            seq, rooms, away, claims, where, bans, mutes, kicks = reply
             return Snapshot(
                 seq=int(seq),
                 rooms=[SnapshotRoom(_text(rk), _text(name), _text(topic), _text(by),
                                     _float(at), _pairs(members), list(history))
                        for rk, name, topic, by, at, members, history in rooms],
                 away=_pairs(away),
+                claims={nk: _claim_holder(entry) for nk, entry in _pairs(claims).items()},
+                where=_pairs(where),
+                rules=[*bans, *mutes],
+                kicks=_pairs(kicks),
             )
 
         return self.link.call(SNAPSHOT, self._keys, [self.prefix]).addCallback(parse)
+
+
+def _claim_holder(entry: str) -> tuple[str, str]:
+    """(origin, nick) from a claim's JSON in ``nicks``; ("", "") if it is not one."""
+    try:
+        held = json.loads(entry)
+        return str(held["o"]), str(held["n"])
+    except (ValueError, TypeError, KeyError):
+        return "", ""
 
 
 def _float(value: Any) -> float:

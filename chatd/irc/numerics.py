@@ -183,9 +183,10 @@ def end_of_who(server: str, nick: str, mask: str) -> Message:
 
 
 def whois(server: str, nick: str, who: str, user: str, host: str, realname: str,
-          channels: Sequence[str], away: str | None, operator: bool, idle: int,
-          signon: float) -> list[Message]:
-    """311, 319 (when in rooms), 312, 301 (when away), 313 (operators), 317, 318."""
+          channels: Sequence[str], away: str | None, operator: bool, idle: int | None,
+          signon: float | None) -> list[Message]:
+    """311, 319 (when in rooms), 312, 301 (when away), 313 (operators), 317 (unless idle is
+    None: another process's user), 318."""
     lines = [reply(server, RPL_WHOISUSER, nick, who, user, host, "*", realname)]
     lines += [reply(server, RPL_WHOISCHANNELS, nick, who, text)
               for text in _packed(server, RPL_WHOISCHANNELS, (nick, who), channels)]
@@ -194,8 +195,9 @@ def whois(server: str, nick: str, who: str, user: str, host: str, realname: str,
         lines.append(reply(server, RPL_AWAY, nick, who, away))
     if operator:
         lines.append(reply(server, RPL_WHOISOPERATOR, nick, who, "is an IRC operator"))
-    lines.append(reply(server, RPL_WHOISIDLE, nick, who, str(max(idle, 0)),
-                       str(int(signon)), "seconds idle, signon time"))
+    if idle is not None and signon is not None:
+        lines.append(reply(server, RPL_WHOISIDLE, nick, who, str(max(idle, 0)),
+                           str(int(signon)), "seconds idle, signon time"))
     lines.append(reply(server, RPL_ENDOFWHOIS, nick, who, "End of /WHOIS list."))
     return lines
 

@@ -37,6 +37,7 @@ from chatd.irc.message import (
     serialize,
 )
 from chatd.irc.render import VERSION
+from chatd.remote import RemoteUser
 from chatd.rooms import ROOM_NAME_MAX, InvalidRoomName, Room, normalize_room, room_key
 from chatd.service import ChatService, User
 from chatd.text import NICK_MAX_LENGTH, InvalidNickname, nick_key, normalize_nick
@@ -594,7 +595,8 @@ class IRCProtocol(irc.IRC):
     def _to_nick(self, target: str, text: str, notice: bool) -> None:
         user = self.user
         assert user is not None
-        recipient = self.service.users.get(nick_key(target))
+        # Connected here, or to another chatd process of the cluster (--redis).
+        recipient = self.service.users.get(nick_key(target)) or self.service.remote.get(target)
         if recipient is None:
             if not notice:
                 self.reply(n.ERR_NOSUCHNICK, target[:NICK_MAX_LENGTH * 2], "No such nick/channel")
@@ -618,7 +620,7 @@ class IRCProtocol(irc.IRC):
         if recipient.away is not None and not notice:
             self.reply(n.RPL_AWAY, recipient.nick, recipient.away)
 
-    def _answer_ctcp(self, recipient: User, query: str, args: str) -> None:
+    def _answer_ctcp(self, recipient: User | RemoteUser, query: str, args: str) -> None:
         """chatd answers CTCP queries for everyone: line users' clients cannot, and IRC
         clients would only tell one user another's client and version."""
         answers: dict[str, Callable[[], str]] = {
@@ -664,8 +666,13 @@ class IRCProtocol(irc.IRC):
                           for _, nick in sorted(room.remote_members.items())]
         else:
             found = self.service.users.get(nick_key(mask))
+            elsewhere = self.service.remote.get(mask) if found is None else None
             if found is not None:
                 lines.append(self._who_line("*", found))
+            elif elsewhere is not None:  # another chatd process's user, in a room or not
+                lines.append(n.who_reply(server, self.target, "*", elsewhere.nick, server,
+                                         elsewhere.nick, elsewhere.away is not None, False,
+                                         elsewhere.nick))
         self.send_messages([*lines, n.end_of_who(server, self.target, mask)])
 
     def _who_line(self, channel: str, who: User) -> Message:
@@ -678,6 +685,17 @@ class IRCProtocol(irc.IRC):
             return
         nick = params[-1].split(",")[0]  # WHOIS [server] nick
         who = self.service.users.get(nick_key(nick))
+        elsewhere = self.service.remote.get(nick) if who is None else None
+        if elsewhere is not None:
+            # Another chatd process's user: the rooms of theirs this process knows; how
+            # long they have been idle is their process's to know.
+            self.send_messages(n.whois(
+                self.server, self.target, elsewhere.nick, elsewhere.nick, self.server,
+                elsewhere.nick, [room.name for room in self.service.rooms_by_name()
+                                 if elsewhere.key in room.remote_members],
+                elsewhere.away, False, None, None,
+            ))
+            return
         if who is None:
             self.reply(n.ERR_NOSUCHNICK, nick[:NICK_MAX_LENGTH * 2] or "*",
                        "No such nick/channel")
@@ -765,8 +783,10 @@ class IRCProtocol(irc.IRC):
         moderator = self.factory.commands.moderator
         if room is None:
             return
+        # A member of the room on this process or, in a cluster, on another.
         target = self.service.users.get(nick_key(params[1]))
-        if target is None or target not in room.members:
+        if (target is None or target not in room.members) and (
+                nick_key(params[1]) not in room.remote_members):
             self.reply(n.ERR_USERNOTINCHANNEL, params[1][:NICK_MAX_LENGTH * 2], room.name,
                        "They aren't on that channel")
             return
@@ -775,7 +795,7 @@ class IRCProtocol(irc.IRC):
             return
         reason = clean_irc_text(params[2])[:KICKLEN] if len(params) > 2 else ""
         try:
-            moderator.kick(user, target.nick, reason)
+            moderator.kick(user, params[1], reason)
         except ChatError as e:
             self.server_notice(str(e))
 

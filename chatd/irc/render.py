@@ -21,6 +21,7 @@ from chatd.events import (
     Announcement,
     Event,
     Joined,
+    Kicked,
     Left,
     PrivateMessage,
     Renamed,
@@ -99,6 +100,13 @@ class IRCFormatter:
                 return [Message("QUIT", (reason,), self.mask(nick))]
             case Left(room=room, nick=nick, reason=reason):
                 return [Message("PART", (room, reason), self.mask(nick))]
+            case Kicked(room="", nick=nick, by=by, reason=reason, rooms=rooms):
+                # To the one kicked: out of each room, then why, before the connection closes.
+                return [*(Message("KICK", (room, nick, reason), self.mask(by))
+                          for room in rooms.split()),
+                        *self.notice("*", f"You have been kicked by {by}: {reason}")]
+            case Kicked(room=room, nick=nick, by=by, reason=reason):
+                return [Message("KICK", (room, nick, reason), self.mask(by))]
             case Renamed(old=old, new=new):
                 return [Message("NICK", (new,), self.mask(old))]
             case TopicChanged(room=room, nick=nick, topic=topic):

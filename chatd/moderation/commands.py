@@ -90,6 +90,12 @@ def _bans(table: CommandTable, session: Session, user: User, args: str) -> None:
         session.notice(line)
 
 
+@command("mutes", "/mutes", "(operators) list mutes: who, by whom, when, until when")
+def _mutes(table: CommandTable, session: Session, user: User, args: str) -> None:
+    for line in _moderator(table).list_mutes(user):
+        session.notice(line)
+
+
 @command("mute", "/mute NICK [DURATION]", "(operators) refuse someone's lines")
 def _mute(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, rest = _words(args, 1, "/mute NICK [DURATION]")

@@ -4,8 +4,14 @@ The ``Moderator`` sits beside the chat service: it holds the bans, mutes and rec
 in force, tells the service whom to refuse at connect, whose lines to refuse and which
 nicknames to refuse from where, keeps bans and mutes in the store (its typed methods), and
 writes every operator action to the ``chatd.audit`` log. It acts on users only through the
-service's methods (``find_user``, ``notice``, ``remove``, ``force_rename``): it never
+service's methods (``find_anyone``, ``notice``, ``remove``, ``force_rename``): it never
 touches a connection or a table itself.
+
+Every rule and kick is an event (chatd/events.py: ``Kicked``, ``Banned``, ``Unbanned``,
+``Muted``, ``Unmuted``), published through the chat service and taken in by ``apply``
+whichever process made it: with ``--redis`` an operator on one process bans, mutes, kicks
+or renames a user connected to another, and every process refuses the same addresses,
+nicknames and lines. The operator's process writes the audit line; the others do not.
 
 On a shared address (NAT, a LAN party, every test client on 127.0.0.1) a rule made against
 one user hits that user only: ``/mute NICK`` mutes the nicknames, ``/ban NICK`` refuses new
@@ -25,10 +31,20 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from chatd import addresses
 from chatd.addresses import DEFAULT_IPV6_PREFIX, count_key, peer_host
 from chatd.commands import plural
 from chatd.errors import ChatError, Refused
-from chatd.events import Announcement, RoomNotice
+from chatd.events import (
+    Announcement,
+    Banned,
+    Kicked,
+    Muted,
+    RoomNotice,
+    RuleEvent,
+    Unbanned,
+    Unmuted,
+)
 from chatd.moderation.operators import OperatorAuthenticator
 from chatd.moderation.rules import (
     Ban,
@@ -41,6 +57,7 @@ from chatd.moderation.rules import (
     format_time,
     parse_ban_target,
 )
+from chatd.remote import RemoteUser
 from chatd.service import ChatService, User
 from chatd.text import InvalidNickname, nick_key, normalize_nick
 
@@ -75,6 +92,7 @@ class Moderator(service.Service):
         chat.admission_checks.append(self.check_admission)
         chat.speech_checks.append(self.check_speech)
         chat.nick_checks.append(self.check_nick)
+        chat.rules = self
 
     def reconfigure(self, options: Mapping[str, Any]) -> None:
         self.kick_rejoin_delay = options["kick-rejoin-delay"]
@@ -154,12 +172,68 @@ class Moderator(service.Service):
             raise ChatError("only operators can do that; see /oper")
         return user.operator
 
-    def _target(self, op: User, nick: str, verb: str) -> User:
-        """The user an operator names, never the operator."""
-        target = self.chat.find_user(nick)
+    def _target(self, op: User, nick: str, verb: str) -> User | RemoteUser:
+        """The user an operator names, on this process or another, never the operator."""
+        target = self.chat.find_anyone(nick)
         if target is op:
             raise ChatError(f"you cannot {verb} yourself")
         return target
+
+    def _where_of(self, user: User | RemoteUser) -> str | None:
+        """Where a user connects from, as rules by nick key it; None when not IP."""
+        if isinstance(user, RemoteUser):
+            return user.where or None
+        return self._where(user.host)
+
+    # --- Rules as events (chatd.service.RuleKeeper) -----------------------------------------
+
+    def apply(self, event: RuleEvent | Kicked) -> None:
+        """Takes in a rule or a kick, made by an operator of this process or another."""
+        if isinstance(event, Kicked):
+            if event.until:
+                self.kicks.add_until(event.where or None, nick_key(event.nick), event.until)
+        elif isinstance(event, Banned):
+            ban = ban_of(event)
+            if ban is not None:
+                self.bans.add(ban)
+                self.store.save_ban(ban)
+        elif isinstance(event, Unbanned):
+            try:
+                network = parse_ban_target(event.network)
+            except ValueError:
+                return
+            self.bans.remove(network)
+            self.store.delete_ban(str(network))
+        elif isinstance(event, Muted):
+            mute = mute_of(event)
+            self.mutes.add(mute)
+            self.store.save_mute(mute)
+        else:
+            self.mutes.remove(event.key)
+            self.store.delete_mute(event.key)
+
+    def deliver(self, event: RuleEvent) -> None:
+        """A ban disconnects this process's users it covers (but its operator), or the one
+        user it names."""
+        if not isinstance(event, Banned):
+            return
+        ban = ban_of(event)
+        if ban is None:
+            return
+        if event.nick:
+            hit = [u for u in self.chat.connected() if u.key == nick_key(event.nick)]
+        else:
+            hit = [u for u in self.chat.connected()
+                   if u.key != nick_key(event.op) and covers(ban, u.host)]
+        length = ("for good" if ban.expires is None
+                  else f"for {format_duration(ban.expires - ban.created)}")
+        for user in hit:
+            self.chat.remove(user, f"banned by {event.op} {length}: {event.reason}")
+
+    def in_force(self) -> list[Banned | Muted]:
+        """The bans and mutes in force here, as the events that make them."""
+        return ([banned_event(b, self.chat.origin) for b in self.bans.current()]
+                + [muted_event(m, self.chat.origin) for m in self.mutes.current()])
 
     # --- Operator actions --------------------------------------------------------------------
 
@@ -167,9 +241,14 @@ class Moderator(service.Service):
         operator = self._operator(op)
         target = self._target(op, nick, "kick")
         reason = reason or "no reason given"
-        self.kicks.add(self._where(target.host), target.key, self.kick_rejoin_delay)
-        self.chat.remove(target, f"kicked by {op.nick}: {reason}")
-        audit_action(operator, "kicked", nick=target.nick, peer=target.peer, reason=reason)
+        where = self._where_of(target)
+        delay = self.kick_rejoin_delay
+        rooms = " ".join(r.name for r in self.chat.rooms_of(target))
+        self.chat.publish(Kicked(target.nick, op.nick, reason, rooms, where or "",
+                                 self.clock.seconds() + delay if delay > 0 else 0.0,
+                                 origin=self.chat.origin))
+        audit_action(operator, "kicked", nick=target.nick,
+                     peer=target.peer if isinstance(target, User) else where, reason=reason)
 
     def ban(self, op: User, what: str, seconds: int | None, reason: str) -> list[str]:
         """Bans an address or block (everyone there but ``op`` is disconnected), or a user's
@@ -177,29 +256,25 @@ class Moderator(service.Service):
         lines to tell the operator."""
         operator = self._operator(op)
         reason = reason or "no reason given"
-        target: User | None = None
+        target: User | RemoteUser | None = None
         try:
             network = parse_ban_target(what)
         except ValueError:
             target = self._target(op, what, "ban")
-            where = self._where(target.host)
+            where = self._where_of(target)
             if where is None:
                 raise ChatError(f"{target.nick} has no IP address to ban") from None
             network = parse_ban_target(where)
         now = self.clock.seconds()
         ban = Ban(network, reason, operator, now, None if seconds is None else now + seconds)
-        self.bans.add(ban)
-        self.store.save_ban(ban)
-        length = "for good" if seconds is None else f"for {format_duration(seconds)}"
-        why = f"banned by {op.nick} {length}: {reason}"
-        covered = [u for u in self.chat.connected()
-                   if u is not op and self.bans.match(u.host) is ban]
-        removed = covered if target is None else [target]
-        for user in removed:
-            self.chat.remove(user, why)
+        # This process's users it covers, counted before the ban disconnects them.
+        covered = [u for u in self.chat.connected() if u is not op and covers(ban, u.host)]
+        removed = len(covered) if target is None else 1
+        self.chat.publish(banned_event(ban, self.chat.origin, op.nick,
+                                       "" if target is None else target.nick))
         audit_action(operator, "banned", target=str(network),
                      nick=None if target is None else target.nick, reason=reason,
-                     expiry=ban.expiry(now), disconnected=len(removed))
+                     expiry=ban.expiry(now), disconnected=removed)
         lines = [f"Banned {network} ({ban.expiry(now)})."]
         others = [u for u in covered if u is not target]
         if target is not None and others:
@@ -214,9 +289,9 @@ class Moderator(service.Service):
             network = parse_ban_target(what)
         except ValueError as e:
             raise ChatError(str(e)) from None
-        if self.bans.remove(network) is None:
+        if network not in {b.network for b in self.bans.current()}:
             raise ChatError(f"{network} is not banned; see /bans")
-        self.store.delete_ban(str(network))
+        self.chat.publish(Unbanned(str(network), origin=self.chat.origin))
         audit_action(operator, "unbanned", target=str(network))
         return f"Unbanned {network}."
 
@@ -231,15 +306,28 @@ class Moderator(service.Service):
                   f"({b.expiry(now)})" for b in bans]
         return lines
 
+    def list_mutes(self, op: User) -> list[str]:
+        self._operator(op)
+        now = self.clock.seconds()
+        mutes = self.mutes.current()
+        if not mutes:
+            return ["No mutes are in force."]
+        lines = [f"Mutes ({len(mutes)}):"]
+        lines += [f"{m.nick} by {m.by} on {format_time(m.created)} "
+                  f"({'permanent' if m.expires is None else m.remaining(now).strip()})"
+                  for m in mutes]
+        return lines
+
     def mute(self, op: User, nick: str, seconds: int | None) -> None:
         operator = self._operator(op)
         target = self._target(op, nick, "mute")
         now = self.clock.seconds()
-        mute = Mute(target.key, target.nick, target.host, operator, now,
+        host = target.host if isinstance(target, User) else target.where or None
+        mute = Mute(target.key, target.nick, host, operator, now,
                     None if seconds is None else now + seconds)
-        self.mutes.add(mute)
-        self.store.save_mute(mute)
-        audit_action(operator, "muted", nick=target.nick, peer=target.peer,
+        self.chat.publish(muted_event(mute, self.chat.origin))
+        audit_action(operator, "muted", nick=target.nick,
+                     peer=target.peer if isinstance(target, User) else host,
                      duration=format_duration(seconds) if seconds else "permanent")
         length = "" if seconds is None else f" for {format_duration(seconds)}"
         self._announce(op, target, f"{target.nick} has been muted by {op.nick}{length}")
@@ -255,38 +343,72 @@ class Moderator(service.Service):
         mute = self.mutes.match(key)
         if mute is None:
             raise ChatError(f'"{nick}" is not muted')
-        self.mutes.remove(mute.key)
-        self.store.delete_mute(mute.key)
+        self.chat.publish(Unmuted(mute.key, origin=self.chat.origin))
         audit_action(operator, "unmuted", nick=nick)
-        online = [u for u in self.chat.connected() if mute.covers(u.key)]
+        online: list[User | RemoteUser] = [u for u in self.chat.connected()
+                                           if mute.covers(u.key)]
+        online += [u for u in self.chat.remote.by_key.values() if mute.covers(u.key)]
         self._announce(op, online[0] if online else None,
                        f"{online[0].nick if online else mute.nick} is no longer muted")
 
-    def _announce(self, op: User, target: User | None, text: str) -> None:
+    def _announce(self, op: User, target: User | RemoteUser | None, text: str) -> None:
         """Tells the target's rooms (where it happened), the target if in none, and the
         operator if in none of those."""
-        rooms = [] if target is None else target.rooms_by_name()
+        rooms = [] if target is None else self.chat.rooms_of(target)
         for room in rooms:
-            self.chat.publish(RoomNotice(room.name, text))
+            self.chat.publish(RoomNotice(room.name, text, origin=self.chat.origin))
         if target is not None and not rooms:
-            self.chat.notice(target, text)
+            self.chat.tell(target, text)
         if not any(op in room.members for room in rooms):
             self.chat.notice(op, text)
 
     def wall(self, op: User, text: str) -> None:
         operator = self._operator(op)
         audit_action(operator, "sent a wall", text=text)
-        self.chat.publish(Announcement(f"[wall from {op.nick}] {text}"))
+        self.chat.publish(Announcement(f"[wall from {op.nick}] {text}", self.chat.origin))
 
     def force_rename(self, op: User, nick: str, new: str) -> None:
         operator = self._operator(op)
-        target = self.chat.find_user(nick)
+        target = self.chat.find_anyone(nick)
         old = target.nick
-        self.chat.force_rename(target, new)  # everyone sees "old is now known as new"
+        renamed = self.chat.force_rename(target, new)  # "old is now known as new"
         mute = self.mutes.match(nick_key(old))
         if mute is not None:  # the mute follows the user to the new nick
-            followed = mute.renamed(target.key)
-            self.mutes.add(followed)
-            self.store.save_mute(followed)
-        self.chat.notice(target, f"{op.nick} has renamed you to {target.nick}")
-        audit_action(operator, "renamed", nick=old, new=target.nick)
+            self.chat.publish(muted_event(mute.renamed(nick_key(renamed)), self.chat.origin))
+        self.chat.tell(target, f"{op.nick} has renamed you to {renamed}")
+        audit_action(operator, "renamed", nick=old, new=renamed)
+
+
+def covers(ban: Ban, host: str | None) -> bool:
+    """Whether ``ban`` covers the address ``host``."""
+    if host is None:
+        return False
+    try:
+        return addresses.ip_address(host) in ban.network
+    except ValueError:
+        return False
+
+
+def banned_event(ban: Ban, origin: str, op: str = "", nick: str = "") -> Banned:
+    return Banned(str(ban.network), ban.reason, ban.by, op, ban.created,
+                  0.0 if ban.expires is None else ban.expires, nick, origin=origin)
+
+
+def ban_of(event: Banned) -> Ban | None:
+    """The ban a ``Banned`` event makes; None if its network is not one (a rogue event)."""
+    try:
+        network = parse_ban_target(event.network)
+    except ValueError:
+        return None
+    return Ban(network, event.reason, event.by, event.created, event.expires or None)
+
+
+def muted_event(mute: Mute, origin: str) -> Muted:
+    return Muted(mute.key, mute.nick, mute.host or "", mute.by, mute.created,
+                 0.0 if mute.expires is None else mute.expires, " ".join(sorted(mute.keys)),
+                 origin=origin)
+
+
+def mute_of(event: Muted) -> Mute:
+    return Mute(event.key, event.nick, event.host or None, event.by, event.created,
+                event.expires or None, frozenset(event.keys.split()))

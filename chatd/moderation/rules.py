@@ -222,9 +222,19 @@ class RecentKicks:
         self._kicks: dict[tuple[str | None, str], Kick] = {}
 
     def add(self, host: str | None, key: str, seconds: float) -> None:
-        self._forget_ended()
         if seconds > 0:
-            self._kicks[host, key] = Kick(host, key, self.clock.seconds() + seconds)
+            self.add_until(host, key, self.clock.seconds() + seconds)
+
+    def add_until(self, host: str | None, key: str, until: float) -> None:
+        """Refuses ``key`` from ``host`` until the time ``until`` (a kick made on any
+        process of a cluster)."""
+        self._forget_ended()
+        if until > self.clock.seconds():
+            self._kicks[host, key] = Kick(host, key, until)
+
+    def current(self) -> list[Kick]:
+        self._forget_ended()
+        return list(self._kicks.values())
 
     def seconds_left(self, host: str | None, key: str) -> int:
         """Whole seconds until ``key`` may come back from ``host``; 0 if it may now."""

@@ -16,14 +16,22 @@ from chatd.events import (
     Acted,
     Announcement,
     AwayChanged,
+    Backfilled,
+    Banned,
+    Connected,
+    Disconnected,
     Event,
     Joined,
+    Kicked,
     Left,
+    Muted,
     PrivateMessage,
     Renamed,
     RoomNotice,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.history import HistoryEntry
 
@@ -50,6 +58,12 @@ def describe(event: Event) -> dict[str, Any]:
             # quit: they left chatd altogether, not only this room
             return {"type": "left", "room": room, "nick": nick, "reason": reason,
                     "quit": quit}
+        case Kicked(room="", nick=nick, by=by, reason=reason, rooms=rooms):
+            # To the one kicked: no "room"; the rooms they were in.
+            return {"type": "kicked", "nick": nick, "by": by, "reason": reason,
+                    "rooms": rooms.split()}
+        case Kicked(room=room, nick=nick, by=by, reason=reason):
+            return {"type": "kicked", "room": room, "nick": nick, "by": by, "reason": reason}
         case Renamed(old=old, new=new):
             return {"type": "renamed", "old": old, "new": new}
         case TopicChanged(room=room, nick=nick, topic=topic):
@@ -61,6 +75,22 @@ def describe(event: Event) -> dict[str, Any]:
         case AwayChanged(nick=nick, reason=reason):
             # The service delivers it to nobody (it only changes state); shaped all the same.
             return {"type": "away", "nick": nick, "reason": reason}
+        case Connected(nick=nick):  # delivered to nobody, like AwayChanged
+            return {"type": "connected", "nick": nick}
+        case Disconnected(nick=nick):
+            return {"type": "disconnected", "nick": nick}
+        case Backfilled(room=room, nick=nick, text=text, action=action):
+            return {"type": "backfilled", "room": room, "nick": nick, "text": text,
+                    "action": action}
+        # Moderation rules: delivered to nobody either (chatd/moderation/moderator.py).
+        case Banned(network=network):
+            return {"type": "banned", "network": network}
+        case Unbanned(network=network):
+            return {"type": "unbanned", "network": network}
+        case Muted(nick=nick):
+            return {"type": "muted", "nick": nick}
+        case Unmuted(key=key):
+            return {"type": "unmuted", "nick": key}
     raise TypeError(f"no JSON shape for {event!r}")
 
 

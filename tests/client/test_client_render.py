@@ -99,7 +99,7 @@ def test_plain_is_the_raw_line_made_harmless() -> None:
 
 def test_complete_commands_at_line_start() -> None:
     assert candidates("/ni", COMMANDS, []) == ("/ni", ["/nick"])
-    assert candidates("/M", COMMANDS, []) == ("/M", ["/me", "/msg", "/mute"])
+    assert candidates("/M", COMMANDS, []) == ("/M", ["/me", "/msg", "/mute", "/mutes"])
     assert candidates("/ki", COMMANDS, []) == ("/ki", ["/kick"])  # operator commands too
     assert candidates("/rec", COMMANDS, []) == ("/rec", ["/reconnect"])  # and the client's
     assert candidates("", COMMANDS, ["bob"]) == ("", [])

@@ -20,6 +20,7 @@ const me = {
   wantRoom: null,     // the room to go back to after a reconnection
   restored: false,    // this connection has asked for the saved nick and room
   quit: false,        // the user typed /quit: no reconnecting until they type again
+  kicked: false,      // an operator kicked this connection: the same, said differently
 };
 let members = new Map();   // key (lower case) -> {nick, away}
 let roomList = [];
@@ -180,6 +181,18 @@ const handlers = {
     const what = m.quit ? "has quit" : `has left ${m.room}`;
     addLine("left", m.at, [`*** ${m.nick} ${what} (${m.reason})`]);
   },
+  kicked(m) {
+    if (!m.room) {  // this connection was kicked; the server closes it next
+      addLine("announcement", m.at, [`*** You have been kicked by ${m.by}: ${m.reason}`]);
+      me.quit = me.kicked = true;  // coming straight back would only be refused
+      return;
+    }
+    if (m.room === me.room) {
+      members.delete(m.nick.toLowerCase());
+      renderMembers();
+    }
+    addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (kicked by ${m.by}: ${m.reason})`]);
+  },
   renamed(m) {
     const old = members.get(m.old.toLowerCase());
     if (old) {
@@ -256,7 +269,8 @@ function connect() {
     renderMembers();
     const why = event.reason ? ` (${event.reason})` : "";
     addLine("error", undefined, [`*** Disconnected from the server${why}`]);
-    if (me.quit) setStatus("You left the chat. Press Enter to join again.", true);
+    if (me.kicked) setStatus("You were kicked. Press Enter to join again.", true);
+    else if (me.quit) setStatus("You left the chat. Press Enter to join again.", true);
     else retryLater();
   });
 }
@@ -290,8 +304,8 @@ function send(line) {
 $("send").addEventListener("submit", (event) => {
   event.preventDefault();
   const line = box.value;
-  if (me.quit && !socket) {  // after /quit, Enter comes back
-    me.quit = false;
+  if (me.quit && !socket) {  // after /quit (or a kick), Enter comes back
+    me.quit = me.kicked = false;
     box.value = "";
     connect();
     return;
