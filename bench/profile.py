@@ -1,6 +1,6 @@
 """py-spy profiles of a Python server during a scenario, and their top lines (issue 16).
 
-``python -m bench --profile DIR`` records every run of the burst against chatd with
+``python -m bench --profile DIR`` records every run of a scenario against chatd with
 ``py-spy record --format raw`` (collapsed stacks: one ``frame;frame;... count`` line per
 distinct stack) into DIR and prints the functions that hold the most samples, by
 their own time and including what they call.  py-spy is the ``bench`` extra; it

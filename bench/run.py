@@ -24,7 +24,8 @@ from bench.servers import BLOCKS, Running, Skip
 from bench.swarm import GenTimeout
 from bench.sysutil import machine_description, raise_nofile
 
-CHAT_SERVERS = ["chatd", "chatd-state-none", "threaded", "asyncio", "ngircd", "inspircd", "blocks"]
+CHAT_SERVERS = ["chatd", "chatd-state-none", "chatd-irc", "threaded", "asyncio", "ngircd",
+                "inspircd", "blocks"]
 ECHO_SERVERS = ["chatd", "xinetd", "asyncio", "threaded"]
 ALL_SCENARIOS = ["burst", "closed", "paced", "scale", "echo"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ def starter(name: str, core: int, nofile: int) -> Callable[[], Running]:
     table: dict[str, Callable[[], Running]] = {
         "chatd": lambda: servers.start_chatd(core),
         "chatd-state-none": lambda: servers.start_chatd(core, state="none"),
+        "chatd-irc": lambda: servers.start_chatd(core, irc=True),
         "threaded": lambda: servers.start_threaded(core),
         "asyncio": lambda: servers.start_asyncio(core),
         "ngircd": lambda: servers.start_ngircd(core),
@@ -88,7 +90,7 @@ def measure(
     profile_dir: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run each scenario ``runs`` times; a scenario marked fresh gets a new server per run.
-    With ``profile_dir``, chatd's burst runs are recorded with py-spy there."""
+    With ``profile_dir``, chatd's runs (every scenario) are recorded with py-spy there."""
     out: dict[str, dict[str, float]] = {}
     shared: Running | None = None
     try:
@@ -106,7 +108,7 @@ def measure(
                         srv = shared
                     if srv.proc.poll() is not None:
                         raise Skip(f"{name} died (exit {srv.proc.returncode})")
-                    if profile_dir is not None and name.startswith("chatd") and scen == "burst":
+                    if profile_dir is not None and name.startswith("chatd"):
                         raw = profile_dir / f"{name}-{scen}-{i + 1}.txt"
                         with profile.Recording(srv.pid, raw):
                             r = fn(srv, sz)
@@ -141,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--servers",
         default=",".join(dict.fromkeys(CHAT_SERVERS + ECHO_SERVERS)),
-        help="comma-separated subset of: chatd,chatd-state-none,threaded,asyncio,ngircd,"
-        "inspircd,xinetd,blocks (the trivial block server: the generator's ceiling)",
+        help="comma-separated subset of: chatd,chatd-state-none,chatd-irc (chatd over IRC, "
+        "on the IRC load),threaded,asyncio,ngircd,inspircd,xinetd,blocks (the trivial block "
+        "server: the generator's ceiling)",
     )
     ap.add_argument(
         "--scenarios",
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     ap.add_argument("--profile", type=Path, metavar="DIR",
-                    help="record chatd's burst runs with py-spy into DIR; print the top lines")
+                    help="record chatd's runs with py-spy into DIR; print the top lines")
     args = ap.parse_args(argv)  # fmt: skip
 
     sz = Sizes.quick() if args.quick else Sizes()

@@ -89,10 +89,13 @@ def start_chatd(
     echo: bool = True,
     state: str | None = None,
     traced: bool = False,
+    irc: bool = False,
 ) -> Running:
     """chatd as shipped; ``state="none"`` runs it without the SQLite history writer, to
     show what persistence costs; ``traced`` runs it under ``bench.tracehook`` (SIGUSR2
-    writes a tracemalloc snapshot into the server's temp dir)."""
+    writes a tracemalloc snapshot into the server's temp dir); ``irc`` (chatd-irc) adds
+    ``--irc`` and an operator ``bench``, and the scenarios speak IRC to it, the load
+    ngircd and InspIRCd get (the scale broadcast is the operator's ``PRIVMSG $*``)."""
     twistd = shutil.which("twistd", path=str(Path(sys.executable).parent)) or shutil.which("twistd")
     if twistd is None:
         raise Skip("chatd: twistd not found (pip install -e .)")
@@ -114,12 +117,22 @@ def start_chatd(
     name = "chatd" if state is None else f"chatd-state-{state}"
     if state is not None:
         cmd += ["--state", state]
+    iport = 0
+    if irc:
+        from chatd.passwd import hash_password
+
+        name, iport = "chatd-irc", free_port()
+        (tmp / "chatd.toml").write_text(f'[operators]\nbench = "{hash_password("bench")}"\n')
+        cmd += ["--irc", f"tcp:{iport}:interface=127.0.0.1", "--config", "chatd.toml"]
     env: dict[str, str] = {}
     if traced:
         cmd[0:1] = [sys.executable, "-m", "bench.tracehook"]
         env["BENCH_SNAPSHOT_DIR"] = str(tmp)
     proc = _popen(cmd, core, tmp, name, env)
-    _wait_port(port, proc, name)
+    _wait_port(port, proc, name, timeout=60 if traced else 15)  # tracing slows the import
+    if irc:
+        _wait_port(iport, proc, name)
+        return Running(name, proc, proc.pid, IRC, iport, eport, uport, tmp, 64, b"$*")
     return Running(name, proc, proc.pid, CHAT, port, eport, uport, tmp)
 
 
@@ -158,6 +171,16 @@ def start_asyncio(core: int) -> Running:
     proc = _popen(cmd, core, tmp, "asyncio")
     _wait_port(port, proc, "asyncio")
     return Running("asyncio", proc, proc.pid, CHAT, port, eport, uport, tmp)
+
+
+def start_twisted_floor(core: int) -> Running:
+    """bench/peers/twisted_floor.py: Twisted's own cost per connection (bench.memory)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-twisted-floor-"))
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.peers.twisted_floor", "--port", str(port)]
+    proc = _popen(cmd, core, tmp, "twisted-floor")
+    _wait_port(port, proc, "twisted-floor")
+    return Running("twisted-floor", proc, proc.pid, CHAT, port, 0, 0, tmp)
 
 
 # ------------------------------------------------------------------ ngircd

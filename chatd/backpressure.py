@@ -31,7 +31,14 @@ HARD_LIMIT_FACTOR = 2
 
 @implementer(IPushProducer)
 class SendBufferGuard:
-    """Cuts off a connection whose unsent output stays above ``limit`` bytes too long."""
+    """Cuts off a connection whose unsent output stays above ``limit`` bytes too long.
+
+    Slotted: one per connection. A subclass may override ``measure``, ``_overrun`` and
+    ``_drained`` instead of passing callables (the edge's guard does, chatd/edge.py).
+    """
+
+    __slots__ = ("_done", "_measure", "_on_drained", "_on_overrun", "_timer", "clock", "grace",
+                 "limit", "paused", "written")
 
     def __init__(
         self,
@@ -80,8 +87,7 @@ class SendBufferGuard:
         self.written = 0
         if self.measure(exact=True) <= self.limit:
             self._cancel_timer()
-        if self._on_drained is not None:
-            self._on_drained()
+        self._drained()
 
     def stopProducing(self) -> None:
         self.stop()
@@ -129,6 +135,10 @@ class SendBufferGuard:
     def _overrun(self) -> None:
         self.stop()
         self._on_overrun()
+
+    def _drained(self) -> None:
+        if self._on_drained is not None:
+            self._on_drained()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():

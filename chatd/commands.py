@@ -21,7 +21,7 @@ from twisted.internet import defer
 
 from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
-from chatd.rooms import Room
+from chatd.rooms import ROOM_NAME_MAX, Room, room_key
 from chatd.text import parse_whole_number
 from chatd.version import VERSION
 
@@ -278,15 +278,18 @@ def _who(table: CommandTable, session: Session, user: User, args: str) -> None:
     session.notice(f"Users in {room.name} ({len(names)}): {', '.join(names)}")
 
 
-@command("history", "/history [N]", "show the last N lines of your room (default: all kept)")
+@command("history", "/history [#ROOM] [N]",
+         "show the last N lines of your room, or of #ROOM, one of yours (default: all kept)")
 def _history(table: CommandTable, session: Session, user: User, args: str) -> None:
     kept = table.service.history_size
     if not kept:
         raise ChatError("this server keeps no history")
-    count = parse_whole_number(args) if args else kept
+    named, _, rest = args.partition(" ") if args.startswith("#") else ("", "", args)
+    rest = rest.strip()
+    count = parse_whole_number(rest) if rest else kept
     if count is None or not 1 <= count <= kept:
-        raise ChatError(f"usage: /history [N], N a whole number from 1 to {kept}")
-    room = session.room
+        raise ChatError(f"usage: /history [#ROOM] [N], N a whole number from 1 to {kept}")
+    room = _own_room(user, named) if named else session.room
     entries = table.service.history(room, count)
     if entries:
         _show_history(session, room, entries)
@@ -294,16 +297,36 @@ def _history(table: CommandTable, session: Session, user: User, args: str) -> No
         session.notice(f"No history in {room.name} yet")
 
 
+def _own_room(user: User, name: str) -> Room:
+    """One of the user's rooms, named: an IRC user in several says which one it means."""
+    room = user.rooms.get(room_key(name))
+    if room is None:
+        raise ChatError(f"you are not in {name[:ROOM_NAME_MAX + 1]}")
+    return room
+
+
 # --- Other people ------------------------------------------------------------------------------
+
+
+def _nick_and_text(args: str, usage: str) -> tuple[str, str]:
+    nick, _, text = args.partition(" ")
+    text = text.strip()
+    if not nick or not text:
+        raise ChatError(f"usage: {usage}")
+    return nick, text
 
 
 @command("msg", "/msg NICK TEXT", "send TEXT to NICK only")
 def _msg(table: CommandTable, session: Session, user: User, args: str) -> None:
-    nick, _, text = args.partition(" ")
-    text = text.strip()
-    if not nick or not text:
-        raise ChatError("usage: /msg NICK TEXT")
+    nick, text = _nick_and_text(args, "/msg NICK TEXT")
     _sent(session, table.service.private_message(user, nick, text), text)
+
+
+@command("describe", "/describe NICK ACTION", "a private /me: NICK alone sees * you ACTION")
+def _describe(table: CommandTable, session: Session, user: User, args: str) -> None:
+    nick, action = _nick_and_text(args, "/describe NICK ACTION")
+    target = table.service.private_message(user, nick, action, action=True)
+    _sent(session, target, f"* {user.nick} {action}")
 
 
 @command("reply", "/reply TEXT", "send TEXT to the last person who sent you a private message")

@@ -15,6 +15,7 @@ from zope.interface import implementer
 from chatd.addresses import ip_address
 from chatd.bucket import TokenBucket
 from chatd.edge import Edge, admit
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
@@ -84,7 +85,8 @@ class EchoProtocol(protocol.Protocol):
         self.transport.bufferSize = ECHO_READ_SIZE
         self.transport.registerProducer(self, True)
         self.edge = Edge(self, self.transport, factory.policy, factory.clock,
-                         factory.rejections, factory.output_batch, release=self._release)
+                         factory.rejections, factory.output_batch, release=self._release,
+                         idle=factory.idle_timers)
         self.edge.activity()
 
     def _release(self) -> None:
@@ -153,6 +155,7 @@ class EchoFactory(protocol.ServerFactory):
         self.total_backlog = total_backlog
         self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
         self.traffic = Traffic()
+        self.idle_timers = IdleTimers(clock)  # one timer for every connection's timeout
 
     def stall(self, proto: EchoProtocol) -> bool:
         """Counts ``proto`` as holding a full backlog; False if that would pass the total."""

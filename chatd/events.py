@@ -96,12 +96,14 @@ class Renamed:
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    """A line from one user to another; only the recipient gets it."""
+    """A line from one user to another; only the recipient gets it. ``action``: a private
+    /me (an IRC client's CTCP ACTION to a nick), ``text`` being what the sender does."""
 
     sender: str
     recipient: str
     text: str
     origin: str = _origin()
+    action: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from chatd.commands import CommandTable, build_command_table
 from chatd.edge import Edge, admit
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
@@ -39,7 +40,7 @@ class Client(Protocol):
 class Connection(Client, Protocol):
     """A protocol of a factory that counts its own connections (``admit``)."""
 
-    counted_address: object  # what the limits counted: released once, when it goes
+    counted_key: str | None  # what the limits counted it under: released once, when it goes
 
 
 class FrontEndClients:
@@ -73,16 +74,17 @@ class FrontEndClients:
         self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Shared, so one read coalesces output across recipients.
         self.output_batch = OutputBatch()
+        # One timer for every connection's idle timeout, not a DelayedCall each.
+        self.idle_timers = IdleTimers(self.clock)
 
     def start(self, proto: Any, release: Callable[[], None] | None = None) -> Edge:
         """The edge of a connection just made, every guard running; the client is held
-        until ``lost``. ``proto`` is its edge's owner (and line owner). ``release`` frees
-        its count against the limits when it goes (by default the count ``admit`` took)."""
-        if release is None:
-            release = lambda: self.limits.release(proto.counted_address)  # noqa: E731
+        until ``lost``. ``proto`` is its edge's owner (and line owner). ``release``: what
+        frees a count taken elsewhere (the web site's) when the connection goes."""
         edge = Edge(
             proto, proto.transport, self.policy, self.clock, self.rejections,
             self.output_batch, release=release, lines=proto, traffic=self.traffic,
+            idle=self.idle_timers,
         )
         edge.start_send_buffer_guard()
         edge.activity()
@@ -120,5 +122,12 @@ class FrontEndFactory(FrontEndClients, protocol.ServerFactory):
         if refusal is not None:
             return self.refused(refusal)
         proto = cast(Connection, super().buildProtocol(addr))
-        proto.counted_address = addr  # what admit counted: released once, when it goes
+        # The count's key, not the address: the limits keep nothing per connection, and
+        # the IPv4Address object (96 bytes) is not kept alive for it.
+        proto.counted_key = self.limits.counted_as(addr)
         return cast(protocol.Protocol, proto)
+
+    def lost(self, proto: Client, reason: Failure) -> None:
+        # The admission count is released here, once, rather than by a closure per edge.
+        self.limits.release_counted(cast(Connection, proto).counted_key)
+        super().lost(proto, reason)

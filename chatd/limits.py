@@ -134,8 +134,17 @@ class ConnectionLimits:
 
     def release(self, address: object) -> None:
         """Forgets a connection counted by ``admit``."""
+        self.release_counted(self._counted.pop(address, None))
+
+    def counted_as(self, address: object) -> str | None:
+        """The key ``admit`` counted ``address`` under (None for a non-IP peer), handed
+        over: the caller keeps it and releases with ``release_counted``, and the limits
+        keep nothing of the connection (nor its address object) meanwhile."""
+        return self._counted.pop(address, None)
+
+    def release_counted(self, key: str | None) -> None:
+        """Forgets a connection whose key the caller took with ``counted_as``."""
         self.total -= 1
-        key = self._counted.pop(address, None)
         if key is not None:
             self.per_host[key] -= 1
             if self.per_host[key] <= 0:

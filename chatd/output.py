@@ -27,11 +27,13 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
+
+if TYPE_CHECKING:
+    from chatd.backpressure import SendBufferGuard
 
 
 def write_now(transport: Any, data: bytes) -> None:
@@ -85,14 +87,20 @@ class OutputBatch:
     only when the outermost one ends. ``first`` (the chat service's held lines,
     chatd/fanout.py) is entered and left with it, and delivers what it holds into the
     connections' output before that output is flushed.
+
+    The held lines are delivered as the outermost batch closes (``closing``): they are
+    the last output of the read, so a recipient with nothing pending gets them at once,
+    one ``send()`` with no queueing, and one with earlier output has them appended
+    behind it and flushed with it.
     """
 
-    __slots__ = ("_depth", "_dirty", "_first")
+    __slots__ = ("_depth", "_dirty", "_first", "closing")
 
     def __init__(self, first: AbstractContextManager[object] | None = None) -> None:
         self._depth = 0
         self._dirty: list[ConnectionOutput] = []
         self._first = first
+        self.closing = False
 
     @property
     def active(self) -> bool:
@@ -105,55 +113,88 @@ class OutputBatch:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._first is not None:
-            self._first.__exit__(None, None, None)
         self._depth -= 1
-        if self._depth == 0:
-            dirty, self._dirty = self._dirty, []
-            for output in dirty:
-                output.flush()
+        first = self._first
+        if self._depth:
+            if first is not None:
+                first.__exit__(None, None, None)
+            return
+        if first is not None:
+            self.closing = True
+            try:
+                first.__exit__(None, None, None)
+            finally:
+                self.closing = False
+        dirty, self._dirty = self._dirty, []
+        for output in dirty:
+            output.flush()
 
     def mark_dirty(self, output: ConnectionOutput) -> None:
         self._dirty.append(output)
 
 
 class ConnectionOutput:
-    """One connection's outgoing bytes; ``pending_bytes`` counts what the batch holds.
+    """One connection's outgoing bytes; ``pending_bytes`` counts what the batch holds,
+    ``handed`` what was handed to the transport, ever.
 
-    ``written`` (the edge's send-buffer guard) is told the size of every write handed to
-    the transport, after the transport took it.
+    ``guard`` (the edge's send-buffer guard, once it runs) decides on every byte before
+    it is handed over while the peer is behind (the guard is paused) or when one write is
+    over its limit: such a write waits in the batch, is counted, and is handed over only
+    if the guard did not cut the peer off. A peer that keeps up gets its write at once,
+    with no call to the guard: the fan-out's hot path. The list of pending bytes is made
+    when the batch first holds some: an idle connection does without it.
     """
 
-    __slots__ = ("_batch", "_pending", "_written", "pending_bytes", "transport")
+    __slots__ = ("_batch", "_pending", "guard", "handed", "pending_bytes", "transport")
 
-    def __init__(
-        self, transport: Any, batch: OutputBatch, written: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, transport: Any, batch: OutputBatch) -> None:
         self.transport = transport
         self._batch = batch
-        self._pending: list[bytes] = []
-        self._written = written
+        self._pending: list[bytes] | None = None
+        self.guard: SendBufferGuard | None = None
         self.pending_bytes = 0
+        self.handed = 0
 
     def send(self, data: bytes) -> None:
-        if not self._batch._depth:
-            write_now(self.transport, data)
-            if self._written is not None:
-                self._written(len(data))
-            return
-        if not self._pending:
-            self._batch.mark_dirty(self)
-        self._pending.append(data)
+        if not self._batch._depth and not self._pending:
+            guard = self.guard
+            if guard is None:
+                write_now(self.transport, data)
+                self.handed += len(data)
+                return
+            if not guard.paused and len(data) <= guard.limit:
+                write_now(self.transport, data)
+                self.handed += len(data)
+                if guard.paused:  # this write filled the transport: it counts
+                    guard.wrote(len(data))
+                return
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        batch = self._batch
+        pending = self._pending
+        if pending is None:
+            batch.mark_dirty(self)
+            self._pending = [data]
+        else:
+            pending.append(data)
         self.pending_bytes += len(data)
+        guard = self.guard
+        if guard is not None and (guard.paused or self.pending_bytes > guard.limit):
+            guard.check()  # may cut the peer off, which discards what is pending
+        if not batch._depth and not batch.closing:
+            self.flush()  # no batch: what the guard let through goes out now
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, None
         if pending:
             size, self.pending_bytes = self.pending_bytes, 0
             write_now(self.transport, pending[0] if len(pending) == 1 else b"".join(pending))
-            if self._written is not None:
-                self._written(size)
+            self.handed += size
+            guard = self.guard
+            if guard is not None and (guard.paused or size > guard.limit):
+                guard.wrote(size)
 
     def discard(self) -> None:
         """Forgets what the batch holds (the connection was cut off)."""
-        self._pending, self.pending_bytes = [], 0
+        self._pending, self.pending_bytes = None, 0

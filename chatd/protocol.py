@@ -28,7 +28,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd import wire
-from chatd.addresses import describe_peer
 from chatd.commands import greet, run_line
 from chatd.edge import TOO_LONG, Edge, Reply
 from chatd.errors import ChatError
@@ -55,11 +54,11 @@ class ChatProtocol(OneRoomSession, LineReceiver):
     factory: ChatFactory
     transport: Any  # TCP, TLS or UNIX: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     frontend: ChatFactory  # for the service: who broadcasts to this client
 
     def __init__(self) -> None:
-        self.input = LineInput()
+        self._input: LineInput | None = None  # from the first read (see ``input``)
         # Filtered input not yet fed to LineReceiver; a deque from the first read on (an
         # idle connection does without its 760 bytes).
         self._held: deque[bytes | Reply] | tuple[()] = ()
@@ -71,6 +70,14 @@ class ChatProtocol(OneRoomSession, LineReceiver):
         self._quit_reason: str | None = None
         self.user: User | None = None
 
+    @property
+    def input(self) -> LineInput:
+        """The pre-filter, made on the first read: an idle connection does without its
+        telnet state (320 bytes)."""
+        if self._input is None:
+            self._input = LineInput()
+        return self._input
+
     # --- Connection life -------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -79,15 +86,17 @@ class ChatProtocol(OneRoomSession, LineReceiver):
         self.MAX_LENGTH = factory.policy.max_line or _NO_LIMIT
         self.edge = factory.start(self)
         try:
-            self.user = self.service.register(self, describe_peer(self.transport.getPeer()))
+            self.user = self.service.register(self, self.edge.peer)
         except ChatError as e:  # refused (banned): one line saying why, then goodbye
             factory.rejections.event("connection refused: banned", self.edge.peer)
             self.error(str(e))
             self.edge.close()
             return
         self.edge.nick = self.user.nick
-        self.service.join(self.user, self.service.default_room)
-        greet(factory.commands, self, self.user)
+        # The greeting (and the join notice the newcomer gets) as one write, not one a line.
+        with factory.output_batch:
+            self.service.join(self.user, self.service.default_room)
+            greet(factory.commands, self, self.user)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.lost(self, reason)
@@ -113,12 +122,13 @@ class ChatProtocol(OneRoomSession, LineReceiver):
             held = self._held
             if not isinstance(held, deque):
                 held = self._held = deque()
-            for clean, reply in self.input.feed(data):
+            pre = self.input
+            for clean, reply in pre.feed(data):
                 if clean:
                     held.append(clean)
                 if reply:
                     held.append(Reply(reply))
-            discarded = self.input.discarded
+            discarded = pre.discarded
             if discarded != self._swallowed:
                 self.edge.swallowed(discarded - self._swallowed)
                 self._swallowed = discarded

@@ -143,7 +143,8 @@ class User:
     def __init__(self, client: ChatClient, nick: str, peer: str) -> None:
         self.client = client
         self.nick = nick
-        self.key = nick_key(nick)
+        key = nick_key(nick)
+        self.key = nick if key == nick else key  # one string, not two, for most nicks
         # The rooms the user is in, by room_key, in the order joined.
         self.rooms: dict[str, Room] = {}
         self.peer = peer
@@ -693,13 +694,13 @@ class ChatService(service.Service):
         room = self._member_room(user, room)
         self.publish(Acted(room.name, user.nick, text, self.reactor.seconds(), self.origin))
 
-    def private_message(self, user: User, requested: str,
-                        text: str) -> User | RemoteUser:
-        """Sends ``text`` to one user, of this process or another; returns the recipient
-        (whose ``away`` may be set)."""
+    def private_message(self, user: User, requested: str, text: str,
+                        action: bool = False) -> User | RemoteUser:
+        """Sends ``text`` to one user, of this process or another (``action``: a private
+        /me); returns the recipient (whose ``away`` may be set)."""
         self._may_speak(user)
         target = self._other_user(user, requested, "message")
-        self.publish(PrivateMessage(user.nick, target.nick, text, self.origin))
+        self.publish(PrivateMessage(user.nick, target.nick, text, self.origin, action))
         return target
 
     def reply(self, user: User, text: str) -> User | RemoteUser:

@@ -61,7 +61,9 @@ class TelnetFilter:
     def __init__(self) -> None:
         self._state = _DATA
         self._verb = 0  # the WILL/WONT/DO/DONT waiting for its option byte
-        self._refused: set[tuple[int, int]] = set()  # (verb sent, option): at most 512
+        # (verb sent, option): at most 512; a set from the first refusal (most peers, nc
+        # for one, never negotiate, and an empty set costs 216 bytes).
+        self._refused: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset()
         self.discarded = 0
 
     def feed(self, data: bytes) -> list[Chunk]:
@@ -156,5 +158,7 @@ class TelnetFilter:
             return b""  # WONT and DONT are acknowledgements: answering them could loop
         if (refusal, option) in self._refused:
             return b""
+        if not isinstance(self._refused, set):
+            self._refused = set()
         self._refused.add((refusal, option))
         return bytes((IAC, refusal, option))

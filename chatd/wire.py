@@ -5,6 +5,7 @@ Shapes (documented in the README so people and scripts can tell them apart):
 - ``<nick> text``        chat from another user in your room
 - ``* nick action``      a /me action
 - ``*nick* text``        a private message to you
+- ``*nick* * nick action``  a private /me to you (/describe, or an IRC user's)
 - ``-> *nick* text``     the confirmation of a private message you sent
 - ``*** text``           a server notice
 - ``*** Error: text``    an error, sent only to the one who caused it
@@ -72,6 +73,8 @@ def render(event: Event) -> str:
             return f"<{nick}> {text}"
         case Acted(nick=nick, text=text):
             return f"* {nick} {text}"
+        case PrivateMessage(sender=sender, text=text, action=True):
+            return f"*{sender}* * {sender} {text}"  # the private frame around the /me form
         case PrivateMessage(sender=sender, text=text):
             return f"*{sender}* {text}"
         case Joined(room=room, nick=nick):

@@ -73,14 +73,23 @@ ERROR_CASES = [
     (b"/msg nobody hi\n", 'no such user "nobody"'),
     (b"/msg alice hi\n", "you cannot message yourself"),
     (b"/reply hi\n", "nobody has sent you a private message yet"),
+    (b"/describe\n", "usage: /describe NICK ACTION"),
+    (b"/describe bob  \n", "usage: /describe NICK ACTION"),
+    (b"/describe nobody waves\n", 'no such user "nobody"'),
+    (b"/describe alice waves\n", "you cannot message yourself"),
     (b"/reply\n", "usage: /reply TEXT"),
-    (b"/history 0\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history lots\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history -3\n", "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history 5\n", "usage: /history [N], N a whole number from 1 to 4"),  # more than kept
-    ("/history ²\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
-    ("/history ٣\n".encode(), "usage: /history [N], N a whole number from 1 to 4"),
-    (b"/history " + b"9" * 4000 + b"\n", "usage: /history [N], N a whole number from 1 to 4"),
+    (b"/history 0\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history lots\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history -3\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    # more than kept
+    (b"/history 5\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    ("/history ²\n".encode(), "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    ("/history ٣\n".encode(), "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history " + b"9" * 4000 + b"\n",
+     "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history #lobby 0\n", "usage: /history [#ROOM] [N], N a whole number from 1 to 4"),
+    (b"/history #dev\n", "you are not in #dev"),
+    (b"/history #" + b"x" * 4000 + b" 1\n", "you are not in #" + "x" * 32),
     (b"/back\n", "you are not marked as away"),
     (b"/ignore alice\n", "you cannot ignore yourself"),
     (b"/ignore nobody\n", 'no such user "nobody"'),
@@ -160,6 +169,13 @@ def test_msg_reply_and_away_reason(chat: MemoryChat) -> None:
     assert take_lines(tb) == ["-> *alice* yes, briefly"]
     assert take_lines(ta) == ["*bob* yes, briefly"]
     assert take_lines(tc) == []
+    # /describe: a private /me, in the private frame; /reply answers it as it does /msg.
+    a.dataReceived(b"/describe BOB  waves from afar\n")
+    assert take_lines(ta) == ["-> *bob* * alice waves from afar", "*** bob is away: in a meeting"]
+    assert take_lines(tb) == ["*alice* * alice waves from afar"]
+    b.dataReceived(b"/reply hello\n")
+    assert take_lines(ta) == ["*bob* hello"]
+    assert take_lines(tc) == []
 
 
 def test_history_command(chat: MemoryChat) -> None:
@@ -182,6 +198,9 @@ def test_history_command(chat: MemoryChat) -> None:
     assert lines[:3] == ["*** History of #lobby (last 1 line):", f"{stamp}<alice> line 5",
                          "*** End of history."]
     assert lines[3] == "*** History of #lobby (last 4 lines):"
+    b.dataReceived(b"/history #LOBBY  1\n")  # a room of your own named: the same
+    assert take_lines(tb)[:2] == ["*** History of #lobby (last 1 line):",
+                                  f"{stamp}<alice> line 5"]
 
 
 def test_no_history_kept() -> None:

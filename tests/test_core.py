@@ -71,7 +71,7 @@ def test_the_command_table_runs_commands_through_a_session(chat: ChatService) ->
         "sent to bob: hi",
         "notice: Users in #lobby (2): alicia, bob",
         "notice: No history in #lobby yet",
-        "error: usage: /history [N], N a whole number from 1 to 100",
+        "error: usage: /history [#ROOM] [N], N a whole number from 1 to 100",
         "error: unknown command /frob; type /help for a list of commands",
     ]
     table.dispatch(bob, bob.user, "/quit off now")

@@ -175,3 +175,16 @@ def test_the_batch_holds_one_run_and_delivers_it_on_exit() -> None:
         assert batch.hold(b1)
         assert runs == [[a1, a2]]
     assert runs == [[a1, a2], [b1]]
+
+
+def test_a_newcomer_gets_its_greeting_in_one_write() -> None:
+    chat = MemoryChat(service_args={"motd": ["first", "second"]})
+    chat.connect()
+    peer = IPv4Address("TCP", "127.0.0.1", 41999)
+    proto = chat.factory.buildProtocol(peer)
+    assert proto is not None
+    transport = CountingTransport(peerAddress=peer)
+    proto.makeConnection(transport)
+    lines = take_lines(transport)
+    assert lines[0].startswith("*** Welcome to") and "*** | second" in lines
+    assert transport.writes == 1  # not one system call per line of it

@@ -190,6 +190,21 @@ def test_two_irc_users_over_tls_and_tcp_in_two_rooms(daemon: RunningDaemon) -> A
     bob.send(b"in the lobby\n")
     yield alice.wait_for("privmsg", "bob!bob@chatd", "#lobby", "in the lobby")
     assert not [e for e in carol.events if e[0] == "privmsg" and e[2] == "#lobby"]
+    # A private /me stays an action, both ways and between IRC users.
+    alice.describe("bob", "waves")
+    yield bob.wait_for(r"^\*alice\* \* alice waves$")
+    bob.send(b"/describe alice nods\n")
+    yield alice.wait_for("action", "bob!bob@chatd", "alice", "nods")
+    carol.describe("alice", "winks")
+    yield alice.wait_for("action", "carol!carol@chatd", "alice", "winks")
+    # In two rooms, a chatd command on "your room" is told which one.
+    alice.sendLine("HISTORY 1")
+    yield alice.wait_for("notice", "chatd!chatd@chatd", "alice",
+                         "Error: you are in 2 rooms (#dev, #lobby): name the room first, e.g. "
+                         "#dev")
+    alice.msg("chatd", "history #dev 1")
+    yield alice.wait_for("notice", "chatd!chatd@chatd", "alice",
+                         "History of #dev (last 1 line):")
     carol.quit("off")
     yield alice.wait_for("userQuit", "carol", "off")
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from chatd.events import AwayChanged, Connected, Disconnected, Joined
@@ -18,6 +19,7 @@ from chatd.moderation.operators import OperatorAuthenticator
 from chatd.passwd import hash_password
 from chatd.protocol import ChatProtocol
 from tests.support import MemoryChat, take_lines
+from tests.test_fanout import CountingTransport
 
 PASSWORD = "hunter2"
 
@@ -206,6 +208,62 @@ def test_private_messages_cross_both_ways(chat: MemoryIRC) -> None:
     send(alice, "PRIVMSG bob :still there?", "PRIVMSG nobody :hello")
     assert take_lines(alice_t) == [":chatd 301 alice bob :lunch",
                                    ":chatd 401 alice nobody :No such nick/channel"]
+
+
+def test_a_private_action_stays_an_action_on_every_front_end(chat: MemoryIRC) -> None:
+    bob, bob_t = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    _carol, carol_t = chat.irc_user("carol")
+    send(alice, "PRIVMSG bob :\x01ACTION waves \x02hi\x02\x01")
+    assert take_lines(bob_t) == ["*alice* * alice waves hi"]
+    send(alice, "PRIVMSG carol :\x01ACTION winks\x01")
+    assert take_lines(carol_t) == [":alice!alice@chatd PRIVMSG carol :\x01ACTION winks\x01"]
+    send(alice, "PRIVMSG carol :* alice winks")  # plain text that looks like one stays text
+    assert take_lines(carol_t) == [":alice!alice@chatd PRIVMSG carol :* alice winks"]
+    # A long one is split like any text, every piece an action.
+    send(alice, "PRIVMSG carol :\x01ACTION " + "dances " * 69 + "\x01")
+    pieces = take_lines(carol_t)
+    assert len(pieces) == 2
+    for piece in pieces:
+        assert piece.startswith(":alice!alice@chatd PRIVMSG carol :\x01ACTION dances")
+        assert piece.endswith("\x01")
+    # A reply goes back as a plain private message.
+    send(bob, "/reply hello")
+    assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :hello"]
+    assert take_lines(bob_t) == ["-> *alice* hello"]
+    send(bob, "/describe alice nods")  # a line user's private action, as IRC shows one
+    assert take_lines(alice_t) == [":bob!bob@chatd PRIVMSG alice :\x01ACTION nods\x01"]
+    assert take_lines(bob_t) == ["-> *alice* * bob nods"]
+
+
+def test_an_irc_read_of_many_lines_fans_out_as_one_block() -> None:
+    """A PRIVMSG run in one read is held and delivered as one block (chatd/fanout.py), as a
+    line user's paste is: one pick of recipients and one write each, not one per line."""
+    chat = MemoryIRC(flood_rate=0)
+    peer = IPv4Address("TCP", "127.0.0.1", 41000)
+    bob = chat.factory.buildProtocol(peer)
+    bob_t = CountingTransport(peerAddress=peer)
+    bob.makeConnection(bob_t)
+    send(bob, "/nick bob")
+    carol, carol_t = chat.irc_user("carol")
+    alice, _ = chat.irc_user("alice")
+    send(alice, "JOIN #lobby")
+    send(carol, "JOIN #lobby")
+    take_lines(bob_t)
+    take_lines(carol_t)
+    broadcasts = []
+    real = chat.irc.broadcast
+    chat.irc.broadcast = lambda data, clients: (broadcasts.append(data), real(data, clients))
+    bob_t.writes = 0
+    send(alice, *(f"PRIVMSG #lobby :line {i}" for i in range(50)),
+         "PRIVMSG #lobby :\x01ACTION waves\x01", "PRIVMSG bob :psst")
+    assert bob_t.writes == 2  # the run of 51 lines, then the private message
+    assert take_lines(bob_t) == [*(f"<alice> line {i}" for i in range(50)), "* alice waves",
+                                 "*alice* psst"]
+    assert len(broadcasts) == 1  # carol's copy rendered once for the whole run
+    assert take_lines(carol_t) == [
+        *(f":alice!alice@chatd PRIVMSG #lobby :line {i}" for i in range(50)),
+        ":alice!alice@chatd PRIVMSG #lobby :\x01ACTION waves\x01"]
 
 
 def test_messages_to_rooms_one_is_not_in(chat: MemoryIRC) -> None:
@@ -440,6 +498,28 @@ def test_oper_then_kick(chat: MemoryIRC) -> None:
     assert take_lines(alice_t) == [":alice!alice@chatd KICK #lobby bob :spam"]
 
 
+def test_an_operators_mass_message_to_dollar_star_is_a_wall(chat: MemoryIRC) -> None:
+    _bob, bob_t = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    _carol, carol_t = chat.irc_user("carol")  # in no room: a wall reaches her all the same
+    send(alice, "PRIVMSG $* :hello all", "NOTICE $* :hello all")
+    assert take_lines(alice_t) == [
+        ":chatd 481 alice :Permission Denied- You're not an IRC operator"]
+    send(alice, f"OPER root {PASSWORD}")
+    take_lines(alice_t)
+    send(alice, "PRIVMSG $* :\x02maintenance\x02 at noon")
+    assert take_lines(bob_t) == ["*** [wall from alice] maintenance at noon"]
+    assert take_lines(carol_t) == [":chatd NOTICE * :[wall from alice] maintenance at noon"]
+    send(alice, "NOTICE $CHATD :again")  # the server's own name is the other mask
+    assert take_lines(bob_t) == ["*** [wall from alice] again"]
+    send(alice, "PRIVMSG $*.example.org :x", "NOTICE $elsewhere :x", "PRIVMSG $* :\x02 \x02")
+    assert take_lines(alice_t) == [
+        ":chatd NOTICE * :[wall from alice] maintenance at noon",
+        ":chatd NOTICE * :[wall from alice] again",
+        ":chatd 415 alice $*.example.org :Bad Server/host mask"]
+    assert take_lines(bob_t) == []
+
+
 def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> None:
     bob, _ = chat.line_user("bob")
     send(bob, "an old line")
@@ -457,6 +537,41 @@ def test_chatd_commands_through_quote_and_the_service_nick(chat: MemoryIRC) -> N
         ":chatd 421 alice FROBNICATE :Unknown command",
         ":chatd!chatd@chatd NOTICE alice :Error: only operators can do that; see /oper",
     ]
+
+
+def test_a_chatd_command_on_your_room_names_the_room_when_you_are_in_several(
+    chat: MemoryIRC,
+) -> None:
+    bob, bob_t = chat.line_user("bob")
+    send(bob, "in the lobby", "/join #dev", "in dev")
+    alice, alice_t = chat.irc_user("alice")
+    send(alice, "HISTORY 1")
+    assert take_lines(alice_t) == [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are not in any room; /join one"]
+    send(alice, "JOIN #lobby")
+    take_lines(alice_t)
+    send(alice, "HISTORY 1")  # one room: no doubt which
+    assert take_lines(alice_t)[1].endswith("<bob> in the lobby")
+    send(alice, "JOIN #dev")  # #dev, joined last, is no longer taken for granted
+    take_lines(alice_t)
+    send(alice, "HISTORY 1", "PRIVMSG chatd :history")
+    assert take_lines(alice_t) == 2 * [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are in 2 rooms (#dev, #lobby): name the "
+        "room first, e.g. #dev"]
+    send(alice, "HISTORY #LOBBY 1")
+    lines = take_lines(alice_t)
+    assert lines[0] == ":chatd!chatd@chatd NOTICE alice :History of #lobby (last 1 line):"
+    assert lines[1].endswith("<bob> in the lobby")
+    send(alice, "PRIVMSG chatd :history #dev")
+    lines = take_lines(alice_t)
+    assert lines[0] == ":chatd!chatd@chatd NOTICE alice :History of #dev (last 1 line):"
+    assert lines[1].endswith("<bob> in dev")
+    send(alice, "HISTORY #nowhere 1", "HISTORY #dev many")
+    assert take_lines(alice_t) == [
+        ":chatd!chatd@chatd NOTICE alice :Error: you are not in #nowhere",
+        ":chatd!chatd@chatd NOTICE alice :Error: usage: /history [#ROOM] [N], N a whole "
+        "number from 1 to 100"]
+    assert take_lines(bob_t)  # bob saw alice come
 
 
 # --- Liveness and limits -------------------------------------------------------------------------

@@ -33,6 +33,8 @@ NOON = calendar.timegm((2026, 11, 28, 12, 0, 0)) + 0.25
     (Said("#lobby", "bob", "hello"), ":bob!bob@chatd PRIVMSG #lobby :hello"),
     (Acted("#lobby", "bob", "waves"), ":bob!bob@chatd PRIVMSG #lobby :\x01ACTION waves\x01"),
     (PrivateMessage("bob", "alice", "psst, hi"), ":bob!bob@chatd PRIVMSG alice :psst, hi"),
+    (PrivateMessage("bob", "alice", "winks", action=True),
+     ":bob!bob@chatd PRIVMSG alice :\x01ACTION winks\x01"),
     (Joined("#dev", "bob"), ":bob!bob@chatd JOIN :#dev"),
     (Left("#dev", "bob", "joined #lobby"), ":bob!bob@chatd PART #dev :joined #lobby"),
     (Left("#dev", "bob", "see you", quit=True), ":bob!bob@chatd QUIT :see you"),

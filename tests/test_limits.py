@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from chatd.backpressure import SendBufferGuard
 from chatd.bucket import TokenBucket
 from chatd.flood import FloodGate
+from chatd.idle import IdleTimers
 from chatd.limits import ConnectionLimits
 from chatd.protocol import ChatProtocol
 from chatd.ratelog import RateLimitedLog
@@ -522,3 +523,87 @@ def test_udp_echo_source_table_is_bounded() -> None:
     echo.datagramReceived(b"new", ("172.16.0.1", 4000))
     assert sent.sent[-1] == (b"new", ("172.16.0.1", 4000))
     assert len(echo.sources) == 1
+
+
+def test_idle_timeouts_of_many_connections_run_on_one_timer_and_fire_on_time() -> None:
+    """One DelayedCall for a front-end's idle timeouts, not one per connection (issue 16),
+    and each connection still times out exactly its timeout after its last activity."""
+    chat = MemoryChat(idle_timeout=30)
+    timers_before = len(chat.clock.getDelayedCalls())
+    clients = [chat.connect() for _ in range(20)]
+    assert len(chat.clock.getDelayedCalls()) == timers_before + 1
+    assert len(chat.factory.idle_timers) == 20
+
+    def timers() -> int:  # the idle timers' (the logs' summary timers aside)
+        return sum(c.func == chat.factory.idle_timers._expire
+                   for c in chat.clock.getDelayedCalls())
+
+    chat.clock.advance(10)
+    first, t_first = clients[0]
+    first.dataReceived(b"\n")  # the earliest deadline moves to the back: 40 s
+    assert timers() == 1
+    chat.clock.advance(19.9)
+    assert not any(t.disconnecting for _, t in clients)
+    chat.clock.advance(0.1)  # 30 s: all but the one that spoke
+    assert [t.disconnecting for _, t in clients] == [False] + [True] * 19
+    for proto, _ in clients[1:]:
+        proto.connectionLost(Failure(ConnectionDone()))
+    chat.clock.advance(9.9)
+    assert not t_first.disconnecting
+    chat.clock.advance(0.1)
+    assert t_first.disconnecting
+    first.connectionLost(Failure(ConnectionDone()))
+    assert len(chat.factory.idle_timers) == 0
+    assert timers() == 0  # no timer left behind
+
+
+def test_a_reload_that_shortens_the_idle_timeout_reaches_every_live_connection() -> None:
+    chat = MemoryChat(idle_timeout=60)
+    _, ta = chat.connect()
+    _, tb = chat.connect()
+    chat.clock.advance(1)
+    chat.policy.idle_timeout = 15
+    chat.factory.policy_changed()  # counts from the reload: 16 s
+    chat.clock.advance(14.9)
+    assert not ta.disconnecting and not tb.disconnecting
+    chat.clock.advance(0.1)
+    assert ta.disconnecting and tb.disconnecting
+
+
+def test_connections_that_go_before_their_idle_timeout_leave_no_timer() -> None:
+    chat = MemoryChat(idle_timeout=30)
+    people = [chat.connect() for _ in range(3)]
+    for proto, _ in people:
+        proto.connectionLost(Failure(ConnectionDone()))
+    assert not any(c.func == chat.factory.idle_timers._expire
+                   for c in chat.clock.getDelayedCalls())
+
+
+def test_idle_timers_keep_each_timeout_on_time_when_a_reload_mixes_them() -> None:
+    """The echo service's live connections take a new timeout at their next read, so two
+    timeouts can be in use at once; each connection still times out on its own."""
+    clock = Clock()
+    timers = IdleTimers(clock)
+    fired: list[tuple[str, float]] = []
+
+    class Conn:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def idle_timeout_reached(self) -> None:
+            fired.append((self.name, clock.seconds()))
+
+    a, b, c = Conn("a"), Conn("b"), Conn("c")
+    timers.touch(a, 300)
+    clock.advance(1)
+    timers.touch(b, 300)
+    clock.advance(1)
+    timers.touch(b, 10)  # read after a reload to 10 s: due at 12, not 301
+    timers.touch(c, 10)
+    assert len(timers) == 3 and b in timers
+    clock.advance(10)
+    assert fired == [("b", 12), ("c", 12)]
+    clock.advance(287.9)
+    assert len(fired) == 2
+    clock.advance(0.1)
+    assert fired[-1] == ("a", 300) and len(timers) == 0 and not clock.getDelayedCalls()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, endpoints, protocol, reactor, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from chatd.output import ConnectionOutput, OutputBatch, write_now
@@ -160,3 +161,48 @@ def test_write_now_never_overtakes_bytes_twisted_has_queued() -> Any:
     finally:
         transport.loseConnection()
         yield port.stopListening()
+
+
+
+class PausingTransport(RecordingTransport):
+    """Pauses its producer once it holds more than ``threshold`` bytes, as Twisted's do."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.threshold and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def _connected_with_a_small_transport(chat: MemoryChat) -> tuple[Any, PausingTransport]:
+    """A line client whose transport fills up (pauses the guard) past 64 bytes."""
+    proto = chat.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40999))
+    transport = PausingTransport(threshold=1 << 20)
+    proto.makeConnection(transport)
+    transport.clear()
+    transport.writes.clear()
+    transport.threshold = 64
+    return proto, transport
+
+
+def test_the_write_that_fills_the_transport_counts_against_the_send_buffer() -> None:
+    chat = MemoryChat(send_buffer=1000, send_grace=5)
+    proto, transport = _connected_with_a_small_transport(chat)
+    proto.edge.write(b"x" * 600)  # under the limit, sent at once; the transport is now full
+    proto.edge.write(b"y" * 500)  # 1,100 bytes since it filled: over the limit
+    assert transport.writes == [b"x" * 600, b"y" * 500] and not transport.disconnecting
+    chat.clock.advance(5)
+    assert transport.disconnecting
+
+
+def test_a_write_to_a_peer_that_is_behind_is_decided_on_before_it_is_handed_over() -> None:
+    chat = MemoryChat(send_buffer=1000, send_grace=5)
+    proto, transport = _connected_with_a_small_transport(chat)
+    welcome = proto.edge.handed
+    proto.edge.write(b"x" * 600)  # fills the transport
+    proto.edge.write(b"y" * 1500)  # 2,100 bytes: past twice the limit, cut off before handing over
+    assert transport.writes == [b"x" * 600] and transport.disconnecting
+    assert proto.edge.handed == welcome + 600

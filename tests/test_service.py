@@ -284,3 +284,6 @@ def test_events_carry_the_room(chat: ChatService) -> None:
     other = chat.connect(FakeClient(), "test")
     chat.private_message(alice, other.nick, "x")
     assert PrivateMessage("alice", "guest2", "x") in seen
+    chat.private_message(alice, other.nick, "waves", action=True)
+    assert seen[-1] == PrivateMessage("alice", "guest2", "waves", action=True)
+    assert seen[-1] != PrivateMessage("alice", "guest2", "waves")

@@ -150,6 +150,9 @@ def test_a_browser_and_an_nc_user_chat(browser: Browser, daemon: Daemon, tmp_pat
     nc.say("/msg webuser a private word")
     expect(page.locator(".line.private", has_text="a private word")).to_have_count(
         1, timeout=WAIT_MS)
+    nc.say("/describe webuser waves")  # a private /me: the action form, in private
+    expect(page.locator(".line.private", has_text="*ncuser* * ncuser waves")).to_have_count(
+        1, timeout=WAIT_MS)
 
     # A hostile line shows as the text it is, and runs nothing.
     nc.say(HOSTILE)

@@ -51,6 +51,8 @@ EVERY_EVENT: list[tuple[Event, dict[str, Any]]] = [
                                          "text": "waves"}),
     (PrivateMessage("alice", "bob", "psst"), {"type": "private", "from": "alice", "to": "bob",
                                               "text": "psst"}),
+    (PrivateMessage("alice", "bob", "winks", action=True),
+     {"type": "private", "from": "alice", "to": "bob", "text": "winks", "action": True}),
     (Joined("#dev", "bob"), {"type": "joined", "room": "#dev", "nick": "bob"}),
     (Left("#dev", "bob", "bye", quit=True), {"type": "left", "room": "#dev", "nick": "bob",
                                              "reason": "bye", "quit": True}),

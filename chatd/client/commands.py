@@ -12,6 +12,7 @@ from chatd.client.wire import Kind, Line
 SERVER_COMMANDS: tuple[str, ...] = (
     "/away",
     "/back",
+    "/describe",
     "/help",
     "/history",
     "/ignore",

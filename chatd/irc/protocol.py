@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
 from chatd import wire
-from chatd.addresses import describe_peer, peer_host
+from chatd.addresses import peer_host
 from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError, Refused
 from chatd.history import HistoryEntry
@@ -102,9 +102,16 @@ class CommandSession:
 
     @property
     def room(self) -> Room:
-        if self.connection.user is None:
+        """The user's one room. An IRC client shows no "current" room, so a user in several
+        names the room as the command's first word (``HISTORY #dev 20``), else is told to."""
+        user = self.connection.user
+        if user is None:
             raise ChatError("you are not registered")
-        return self.connection.user.room
+        if len(user.rooms) > 1:
+            names = [room.name for room in user.rooms_by_name()]
+            raise ChatError(f"you are in {len(names)} rooms ({', '.join(names)}): name the "
+                            f"room first, e.g. {names[0]}")
+        return user.room
 
     def notice(self, text: str) -> None:
         self.connection.service_notice(text)
@@ -129,7 +136,7 @@ class IRCProtocol(irc.IRC):
     frontend: IRCFactory  # for the service: who broadcasts to this client
     transport: Any  # TCP or TLS: ITCPTransport plus IConsumer, which no interface names
     edge: Edge
-    counted_address: object = None  # the address the factory's limits counted
+    counted_key: str | None = None  # the key the factory's limits counted it under
     # irc.IRC.connectionMade would look this up with socket.getfqdn(): a blocking DNS query.
     hostname = "chatd"
 
@@ -169,7 +176,7 @@ class IRCProtocol(irc.IRC):
     def connectionMade(self) -> None:
         factory = self.frontend = self.factory
         self.edge = factory.start(self)
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = self.edge.peer
         self._heard_at = factory.clock.seconds()
         self._ping_timer = factory.clock.callLater(factory.ping_interval, self._check_ping)
         self._registration_timer = factory.clock.callLater(
@@ -561,6 +568,8 @@ class IRCProtocol(irc.IRC):
         for target in params[0].split(",")[:MAX_TARGETS]:
             if target.startswith("#"):
                 self._to_room(target, params[1], notice)
+            elif target.startswith("$"):
+                self._to_everyone(target, params[1], notice)
             elif nick_key(target) == nick_key(SERVICE_NICK):
                 if not notice:
                     self._run_command(params[1].removeprefix("/"))
@@ -592,6 +601,24 @@ class IRCProtocol(irc.IRC):
                 self.reply(n.ERR_CANNOTSENDTOCHAN, room.name, str(e))
             return
 
+    def _to_everyone(self, target: str, text: str, notice: bool) -> None:
+        """``PRIVMSG $*`` (or ``$SERVER``): an IRC operator's message to every user of the
+        server, which is chatd's ``/wall``; chatd is one server, so no other mask matches."""
+        user = self.user
+        moderator = self.factory.commands.moderator
+        assert user is not None
+        if moderator is None or user.operator is None:
+            if not notice:
+                self.reply(n.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+            return
+        if target[1:].lower() not in ("*", self.server.lower()):
+            if not notice:
+                self.reply(n.ERR_BADMASK, target[:ROOM_NAME_MAX * 2], "Bad Server/host mask")
+            return
+        words = clean_irc_text(text)
+        if words.strip():
+            moderator.wall(user, words)
+
     def _to_nick(self, target: str, text: str, notice: bool) -> None:
         user = self.user
         assert user is not None
@@ -609,10 +636,8 @@ class IRCProtocol(irc.IRC):
         words = clean_irc_text(request[1] if request is not None else text)
         if not words.strip():
             return
-        if request is not None:
-            words = f"* {user.nick} {words}"  # a private /me: chatd has no private action
         try:
-            self.service.private_message(user, recipient.nick, words)
+            self.service.private_message(user, recipient.nick, words, request is not None)
         except ChatError as e:
             if not notice:
                 self.server_notice(str(e))

@@ -91,6 +91,8 @@ class IRCFormatter:
                 return split_to_fit(Message("PRIVMSG", (room, text), self.mask(nick)))
             case Acted(room=room, nick=nick, text=text):
                 return self.action(nick, room, text)
+            case PrivateMessage(sender=sender, recipient=recipient, text=text, action=True):
+                return self.action(sender, recipient, text)
             case PrivateMessage(sender=sender, recipient=recipient, text=text):
                 return split_to_fit(Message("PRIVMSG", (recipient, text), self.mask(sender)))
             case Joined(room=room, nick=nick):

@@ -178,13 +178,14 @@ class BanList(_Expiring[Network, Ban]):
 
     def match(self, host: str | None) -> Ban | None:
         """The ban in force that covers ``host``, the narrowest one if several do."""
-        if host is None:
+        bans = self.current()
+        if host is None or not bans:  # no bans: no address to parse, on every connect
             return None
         try:
             address = addresses.ip_address(host)
         except ValueError:
             return None
-        covering = [b for b in self.current() if address in b.network]
+        covering = [b for b in bans if address in b.network]
         return max(covering, key=lambda b: b.network.prefixlen, default=None)
 
 

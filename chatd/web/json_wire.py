@@ -50,6 +50,9 @@ def describe(event: Event) -> dict[str, Any]:
             return {"type": "said", "room": room, "nick": nick, "text": text}
         case Acted(room=room, nick=nick, text=text):
             return {"type": "acted", "room": room, "nick": nick, "text": text}
+        case PrivateMessage(sender=sender, recipient=recipient, text=text, action=True):
+            return {"type": "private", "from": sender, "to": recipient, "text": text,
+                    "action": True}
         case PrivateMessage(sender=sender, recipient=recipient, text=text):
             return {"type": "private", "from": sender, "to": recipient, "text": text}
         case Joined(room=room, nick=nick):

@@ -138,7 +138,7 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
         super().connectionMade()
         self.frontend = self.factory  # read for every recipient of every line: a plain attribute
         # Counted by the web site per HTTP connection, which handed its release over.
-        self.edge = self.factory.start(self, release=self.release or _nothing_to_release)
+        self.edge = self.factory.start(self, release=self.release)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """The handshake: a foreign page's socket is refused before it opens."""
@@ -259,10 +259,6 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
 
     def input_pending(self) -> bool:
         return False  # autobahn hands over whole messages; a socket never half-closes
-
-def _nothing_to_release() -> None:
-    """A socket the web site did not count (built directly, as unit tests do)."""
-
 
 class ChatSocketFactory(FrontEndClients, WebSocketServerFactory):
     """The web front-end: builds a ChatSocketProtocol per socket; holds the connected ones

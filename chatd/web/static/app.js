@@ -160,7 +160,8 @@ const handlers = {
       classes(m, mentions(m.text) && m.nick !== me.nick ? "mention" : ""));
   },
   private(m) {
-    addLine("private", m.at, [["tag", "private"], ["nick", `*${m.from}*`], " ", ["text", m.text]]);
+    const what = m.action ? ["* ", ["nick", m.from], " ", ["text", m.text]] : [["text", m.text]];
+    addLine("private", m.at, [["tag", "private"], ["nick", `*${m.from}*`], " ", ...what]);
   },
   sent(m) {
     addLine("sent", m.at, [["tag", "private"], `-> `, ["nick", `*${m.to}*`], " ", ["text", m.text]]);
