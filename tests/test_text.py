@@ -162,3 +162,19 @@ class TestLookAlikeNicknames:
         alice = chat.connect(FakeClient(), "test")
         chat.rename(alice, "alice")
         assert chat.rename(alice, "Alice") == "Alice"
+
+
+def test_a_number_is_one_to_nine_digits_by_default() -> None:
+    from chatd.text import parse_whole_number
+
+    assert parse_whole_number("7") == 7
+    assert parse_whole_number("999999999") == 999_999_999
+    assert parse_whole_number("1000000000") is None  # ten digits
+    assert parse_whole_number("1234", max_digits=4) == 1234
+    assert parse_whole_number("12345", max_digits=4) is None
+
+
+def test_a_one_letter_nick_is_a_nick() -> None:
+    assert normalize_nick("a") == "a"
+    with pytest.raises(InvalidNickname):
+        normalize_nick("")
