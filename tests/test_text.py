@@ -178,3 +178,13 @@ def test_a_one_letter_nick_is_a_nick() -> None:
     assert normalize_nick("a") == "a"
     with pytest.raises(InvalidNickname):
         normalize_nick("")
+
+
+@pytest.mark.parametrize(("nick", "said"), [
+    ("a\u3164b", "invalid nickname: it holds a character that shows as nothing"),
+    ("\u0430b", "invalid nickname: it mixes letters of different scripts (cyrillic, latin)"),
+])
+def test_a_refused_nick_says_exactly_why(nick: str, said: str) -> None:
+    with pytest.raises(InvalidNickname) as refused:
+        normalize_nick(nick)
+    assert str(refused.value) == said
