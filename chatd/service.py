@@ -985,7 +985,8 @@ class ChatService(service.Service):
         for user in recipients:
             if user is skip:
                 continue
-            if unless_ignoring is not None and user.ignoring and unless_ignoring in user.ignoring:
+            # (None is in nobody's ignore list.)
+            if user.ignoring and unless_ignoring in user.ignoring:
                 continue
             client = user.client
             if user.timestamps:

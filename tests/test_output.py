@@ -163,7 +163,6 @@ def test_write_now_never_overtakes_bytes_twisted_has_queued() -> Any:
         yield port.stopListening()
 
 
-
 class PausingTransport(RecordingTransport):
     """Pauses its producer once it holds more than ``threshold`` bytes, as Twisted's do."""
 
