@@ -21,7 +21,10 @@ def raise_nofile() -> int:
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
+    """A port on 127.0.0.1 that was free a moment ago. It races other processes until the
+    server binds it; kept for the peers compared against (ngircd, InspIRCd and the asyncio
+    servers take a fixed port in their configuration). chatd itself can listen on port 0
+    and log the port it got (README "Logs": ``listening: ...``)."""
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -10,7 +10,7 @@ bytes to each of its clients. The service stays free of sockets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from twisted.internet import protocol
@@ -28,21 +28,27 @@ from chatd.service import ChatService, EventFormatter
 from chatd.stats import Traffic
 
 
-class Connection(Protocol):
-    """What a front-end's protocol has for its factory."""
+class Client(Protocol):
+    """What every front-end's protocol has for its factory."""
 
     edge: Edge
-    counted_key: str | None  # what the limits counted it under: released once, when it goes
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
 
 
-class FrontEndFactory(protocol.ServerFactory):
-    """Builds one front-end's protocols, holds the connected ones, counts them for the
-    limits and broadcasts to them. Every limit is off unless asked for (0)."""
+class Connection(Client, Protocol):
+    """A protocol of a factory that counts its own connections (``admit``)."""
 
-    noisy = False  # one log line per connection comes from the chat service instead
+    counted_key: str | None  # what the limits counted it under: released once, when it goes
+
+
+class FrontEndClients:
+    """The shape every front-end's factory shares: the connected clients, each one's edge
+    started and ended here, the broadcast to them, and reloads reaching them. Mixed into a
+    Twisted factory: ``FrontEndFactory`` for the line and IRC front-ends, autobahn's
+    WebSocket factory for the web's (chatd/web/socket.py)."""
+
     formatter: EventFormatter
 
     def __init__(
@@ -71,6 +77,42 @@ class FrontEndFactory(protocol.ServerFactory):
         # One timer for every connection's idle timeout, not a DelayedCall each.
         self.idle_timers = IdleTimers(self.clock)
 
+    def start(self, proto: Any, release: Callable[[], None] | None = None) -> Edge:
+        """The edge of a connection just made, every guard running; the client is held
+        until ``lost``. ``proto`` is its edge's owner (and line owner). ``release``: what
+        frees a count taken elsewhere (the web site's) when the connection goes."""
+        edge = Edge(
+            proto, proto.transport, self.policy, self.clock, self.rejections,
+            self.output_batch, release=release, lines=proto, traffic=self.traffic,
+            idle=self.idle_timers,
+        )
+        edge.start_send_buffer_guard()
+        edge.activity()
+        self.clients.add(proto)
+        return edge
+
+    def lost(self, proto: Client, reason: Failure) -> None:
+        self.clients.discard(proto)
+        proto.edge.connection_lost(reason)
+
+    def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
+        """The same bytes to each of ``clients`` (this front-end's, picked by the service)."""
+        for client in clients:
+            client.edge.write(data)
+
+    def policy_changed(self) -> None:
+        """After a reload: new bounds for newcomers, and the new limits for live clients."""
+        self.policy.reconfigure_limits(self.limits)
+        for client in list(self.clients):
+            client.policy_changed()
+
+
+class FrontEndFactory(FrontEndClients, protocol.ServerFactory):
+    """Builds one front-end's protocols, holds the connected ones, counts them for the
+    limits and broadcasts to them. Every limit is off unless asked for (0)."""
+
+    noisy = False  # one log line per connection comes from the chat service instead
+
     def refused(self, reason: str) -> protocol.Protocol:
         """A protocol that tells a newcomer over the limits why, and closes."""
         raise NotImplementedError
@@ -85,31 +127,7 @@ class FrontEndFactory(protocol.ServerFactory):
         proto.counted_key = self.limits.counted_as(addr)
         return cast(protocol.Protocol, proto)
 
-    def start(self, proto: Any) -> Edge:
-        """The edge of a connection just made, every guard running; the client is held
-        until ``lost``. ``proto`` is its edge's owner (and line owner)."""
-        edge = Edge(
-            proto, proto.transport, self.policy, self.clock, self.rejections,
-            self.output_batch, lines=proto, traffic=self.traffic, idle=self.idle_timers,
-        )
-        edge.start_send_buffer_guard()
-        edge.activity()
-        self.clients.add(proto)
-        return edge
-
-    def lost(self, proto: Connection, reason: Failure) -> None:
+    def lost(self, proto: Client, reason: Failure) -> None:
         # The admission count is released here, once, rather than by a closure per edge.
-        self.clients.discard(proto)
-        self.limits.release_counted(proto.counted_key)
-        proto.edge.connection_lost(reason)
-
-    def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
-        """The same bytes to each of ``clients`` (this front-end's, picked by the service)."""
-        for client in clients:
-            client.edge.write(data)
-
-    def policy_changed(self) -> None:
-        """After a reload: new bounds for newcomers, and the new limits for live clients."""
-        self.policy.reconfigure_limits(self.limits)
-        for client in list(self.clients):
-            client.policy_changed()
+        self.limits.release_counted(cast(Connection, proto).counted_key)
+        super().lost(proto, reason)

@@ -226,7 +226,7 @@ class MetricsService(service.MultiService):
         self.registry, lag = build_registry(stats)
         self.lag = ReactorLag(reactor, lag)
         site = metrics_site(self.registry, reactor)
-        self.listener = ListeningService(description, lambda: endpoint.listen(site))
+        self.listener = ListeningService(description, lambda: endpoint.listen(site), "metrics")
         self.listener.setServiceParent(self)
 
     def startService(self) -> None:

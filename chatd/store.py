@@ -39,7 +39,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from chatd.events import Acted, Said
-from chatd.history import HistoryEntry
+from chatd.history import HistoryEntry, line_cost
 from chatd.moderation.rules import Ban, Mute
 from chatd.rooms import Room, room_key
 from chatd.startup import StartupError, report_plainly
@@ -132,11 +132,14 @@ _DELETE_MUTE = "DELETE FROM mutes WHERE key = ?"
 _LOAD_BANS = "SELECT network, reason, by, created, expires FROM bans"
 _LOAD_MUTES = "SELECT key, nick, host, by, created, expires, keys FROM mutes"
 _LOAD_ROOMS = "SELECT key, name, topic, topic_by, topic_at FROM rooms"
+# Newest lines first, taking turns between rooms: every room's newest line, then every
+# room's second newest, ... so that a load stopped at --history-memory has kept the
+# newest lines of every room (SQLite sorts on disk past its cache, not in our memory).
 _LOAD_HISTORY = (
     "SELECT room, at, kind, nick, text FROM ("
     "  SELECT *, row_number() OVER (PARTITION BY room ORDER BY id DESC) AS newest"
     "  FROM history"
-    ") WHERE newest <= ? ORDER BY id"
+    ") WHERE newest <= ? ORDER BY newest, id DESC"
 )
 
 # SQLite's primary result codes that blame the file or the disk, not the statement: a batch
@@ -400,8 +403,12 @@ class SQLiteStore:
         history_size: int,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         connection_class: type[sqlite3.Connection] = sqlite3.Connection,
+        history_memory: int = 0,
     ) -> None:
+        """``history_memory``: what the history loaded at start may cost (``line_cost``),
+        as --history-memory bounds it in memory later; 0: no bound."""
         self.path = path
+        self.history_memory = history_memory
         self._reactor: IReactorTime = reactor
         self._thread_reactor: IReactorFromThreads = reactor
         self.history_size = history_size
@@ -517,10 +524,25 @@ class SQLiteStore:
             key: SavedRoom(name, topic, topic_by, topic_at, [])
             for key, name, topic, topic_by, topic_at in db.execute(_LOAD_ROOMS)
         }
-        for key, at, kind, nick, text in db.execute(_LOAD_HISTORY, (self.history_size,)):
+        # Read a line at a time, newest first, until the next would take the history past
+        # --history-memory: a file written under a larger bound (or none) is never held
+        # whole, even for a moment.
+        budget, used, complete = self.history_memory, 0, True
+        lines = db.execute(_LOAD_HISTORY, (self.history_size,))
+        for key, at, kind, nick, text in lines:
             room = rooms[key]
             line = Said(room.name, nick, text) if kind == "say" else Acted(room.name, nick, text)
+            used += line_cost(line)
+            if budget and used > budget:
+                complete = False
+                break
             room.history.append(HistoryEntry(at, line))
+        lines.close()  # before the trims below: a read still open would hold them back
+        for room in rooms.values():
+            room.history.reverse()  # oldest first, as a room keeps them
+        if not complete:  # what was left out goes from the file too
+            for key, room in rooms.items():
+                db.execute(_TRIM_ROOM, (key, key, len(room.history)))
         return list(rooms.values())
 
     @staticmethod
@@ -721,8 +743,10 @@ def state_file_problem(path: str) -> str | None:
     return None
 
 
-def open_store(state: str, reactor: Any, history_size: int) -> IChatStore:
+def open_store(
+    state: str, reactor: Any, history_size: int, history_memory: int = 0
+) -> IChatStore:
     """The store ``--state`` asks for: ``none`` keeps everything in memory."""
     if state == MEMORY_ONLY:
         return MemoryStore()
-    return SQLiteStore(state, reactor, history_size)
+    return SQLiteStore(state, reactor, history_size, history_memory=history_memory)

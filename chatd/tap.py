@@ -420,7 +420,8 @@ def makeService(options: Options) -> service.MultiService:
         history_size=options["history"],
         replay_size=options["replay"],
         store=MemoryStore() if bus else open_store(options["state"], reactor,
-                                                   options["history"]),
+                                                   options["history"],
+                                                   options["history-memory"]),
         bus=bus,
         motd=options["motd-lines"],
         announce_limit=options["announce-limit"],
@@ -457,7 +458,7 @@ def makeService(options: Options) -> service.MultiService:
     if bus is not None:  # messages from Redis batch their output as a client's read does
         bus.output_batches.append(chat_factory.output_batch)
     for description, endpoint in options.chat_endpoints:
-        _listener(description, endpoint, chat_factory).setServiceParent(top)
+        _listener("chat", description, endpoint, chat_factory).setServiceParent(top)
     if options.web_endpoints:
         from chatd.web.frontend import build_web  # needs autobahn: only when asked for
 
@@ -465,7 +466,7 @@ def makeService(options: Options) -> service.MultiService:
                                   rejections, reactor)
         policy.subscribe(sockets.policy_changed)
         for description, endpoint in options.web_endpoints:
-            _listener(description, endpoint, site).setServiceParent(top)
+            _listener("web", description, endpoint, site).setServiceParent(top)
 
     echo_factory = EchoFactory(policy.echo, rejections=rejections)
     policy.subscribe(echo_factory.policy_changed)
@@ -475,7 +476,7 @@ def makeService(options: Options) -> service.MultiService:
     stats.setServiceParent(top)
     commands.stats = stats
     for description, endpoint in options.echo_endpoints:
-        _listener(description, endpoint, echo_factory).setServiceParent(top)
+        _listener("echo", description, endpoint, echo_factory).setServiceParent(top)
 
     # Every UDP echo port of ours is a refused source port for all of them (no echo loops).
     own_udp_ports = {port for _, port, _ in options.echo_udp_ports}
@@ -490,7 +491,7 @@ def makeService(options: Options) -> service.MultiService:
         )
         stats.echo_udp.append(echo_udp)
         udp_listen = _udp_listen(cast(IReactorUDP, reactor), port, interface, echo_udp)
-        ListeningService(description, udp_listen).setServiceParent(top)
+        ListeningService(description, udp_listen, "echo-udp").setServiceParent(top)
 
     if options.irc_endpoints:
         # The same service, commands, limits and per-address counts as line users.
@@ -499,7 +500,7 @@ def makeService(options: Options) -> service.MultiService:
         policy.subscribe(irc_factory.policy_changed)
         stats.frontends["irc"] = irc_factory
         for description, endpoint in options.irc_endpoints:
-            _listener(description, endpoint, irc_factory).setServiceParent(top)
+            _listener("irc", description, endpoint, irc_factory).setServiceParent(top)
 
     if options.metrics_endpoint is not None:
         from chatd.metrics import MetricsService  # prometheus_client only when asked for
@@ -521,9 +522,9 @@ def _reparse(options: Options) -> Options:
 
 
 def _listener(
-    description: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    role: str, description: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
 ) -> ListeningService:
-    return ListeningService(description, lambda: endpoint.listen(factory))
+    return ListeningService(description, lambda: endpoint.listen(factory), role)
 
 
 def _udp_listen(

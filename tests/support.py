@@ -336,7 +336,8 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 # --- A real daemon in another process: ``twistd -n chatd`` -----------------------------------
 
 VENV_TWISTD = Path(sys.executable).parent / "twistd"
-_STARTED = re.compile(r"\] (.+?) starting on (\d+)$", re.MULTILINE)
+# A listener's line once bound: "listening: chat tcp 127.0.0.1 port 41234 (...)".
+_LISTENING = re.compile(r"listening: (\S+) \S+ \S+ port (\d+) \(")
 
 
 class Twistd:
@@ -391,25 +392,35 @@ class Twistd:
                 raise AssertionError(f"{needle!r} not logged within {seconds:g} s:\n{text}")
             time.sleep(0.02)
 
-    def wait_listening(self, count: int = 1, seconds: float = 20.0) -> list[int]:
-        """The first ``count`` ports bound, in the order they started listening (the order
-        of the options: --listen, then --echo, then --echo-udp)."""
+    def wait_listening(self, *roles: str, seconds: float = 20.0) -> list[int]:
+        """The bound port of each listener named, once all have logged their
+        ``listening:`` line (README "Logs"): roles are ``chat``, ``irc``, ``web``, ``echo``,
+        ``echo-udp`` and ``metrics``; a role named twice is its first and second listener
+        (in the order of the options)."""
         deadline = time.monotonic() + seconds
         while True:
             text = self.output()
-            ports = [int(port) for _, port in _STARTED.findall(text)]
-            if len(ports) >= count:
-                return ports[:count]
+            bound: dict[str, list[int]] = {}
+            for role, port in _LISTENING.findall(text):
+                bound.setdefault(role, []).append(int(port))
+            taken: dict[str, int] = {}
+            ports = []
+            for role in roles:
+                index = taken[role] = taken.get(role, -1) + 1
+                if index < len(bound.get(role, [])):
+                    ports.append(bound[role][index])
+            if len(ports) == len(roles):
+                return ports
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"twistd exited before listening:\n{text}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"not listening within {seconds:g} s:\n{text}")
+                raise AssertionError(f"{roles} not all listening within {seconds:g} s:\n{text}")
             time.sleep(0.02)
 
     @property
     def port(self) -> int:
-        """The first port it listens on (--listen: the chat)."""
-        return self.wait_listening(1)[0]
+        """The port of the first chat listener (--listen)."""
+        return self.wait_listening("chat")[0]
 
     def send_signal(self, sig: int) -> None:
         assert self.process is not None
@@ -449,15 +460,6 @@ def run_twistd(
 
 
 # --- Blocking sockets, for tests that drive a daemon in another process -------------------
-
-
-def free_port() -> int:
-    """A port that was free a moment ago. It races every other process on the machine
-    between this close and the daemon's bind: start daemons through ``Twistd`` on port 0
-    instead. Kept only for the tests (logs, metrics, web browser) not yet moved over."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_until(sock: socket.socket, needle: bytes, timeout: float = 10.0) -> bytes:

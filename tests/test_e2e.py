@@ -36,7 +36,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def chat_echo_and_udp(daemon: Twistd) -> None:
     """One chat line between two users, one TCP echo and one UDP echo, over loopback."""
-    chat, echo_port, udp_port = daemon.wait_listening(3)
+    chat, echo_port, udp_port = daemon.wait_listening("chat", "echo", "echo-udp")
     alice = connect(chat)
     read_until(alice, b"Type /help")
     bob = connect(chat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
@@ -52,6 +53,24 @@ def test_guard_cuts_off_within_the_grace_even_if_nothing_more_is_written() -> No
     guard.wrote(150)
     clock.advance(5)
     assert overruns == [5.0]
+
+
+@pytest.mark.parametrize(("backlog", "cut_at"), [
+    (100, None),  # exactly the limit: within it, no grace starts
+    (101, 5.0),  # over it: cut off when the grace is over
+    (200, 5.0),  # exactly twice the limit (HARD_LIMIT_FACTOR): still given the grace
+    (201, 0.0),  # past it: cut off at once
+])
+def test_the_send_buffer_limits_are_exact(backlog: int, cut_at: float | None) -> None:
+    clock = Clock()
+    overruns: list[float] = []
+    guard = SendBufferGuard(clock, 100, 5, lambda: overruns.append(clock.seconds()))
+    guard.pauseProducing()
+    guard.wrote(backlog)
+    assert (clock.getDelayedCalls() == []) == (cut_at != 5.0)  # a grace only when over
+    clock.advance(5)  # the grace
+    clock.advance(5)  # and as long again: nothing more
+    assert overruns == ([] if cut_at is None else [cut_at])
 
 
 class MeasuredGuard:

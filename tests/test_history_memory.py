@@ -210,6 +210,65 @@ def test_a_restart_loads_back_no_more_than_the_bound(
     assert lines_in_file() == 5
 
 
+def test_a_big_old_file_is_loaded_within_the_bound_newest_lines_of_every_room_first(
+    tmp_path: Path,
+) -> None:
+    """A file written with no bound holds 20 times --history-memory: opening it never
+    holds more than the bound in lines (tracemalloc counts the strings made), keeps the
+    newest lines of every room alike, and the file forgets the rest."""
+    import tracemalloc
+
+    from twisted.internet import reactor
+
+    path = str(tmp_path / "state.sqlite3")
+    with sqlite3.connect(path) as db:  # the schema, as the store makes it
+        SQLiteStore._migrate(db)
+    with sqlite3.connect(path) as db:
+        for r in range(4):
+            db.execute("INSERT INTO rooms (key, name) VALUES (?, ?)", (f"#r{r}", f"#r{r}"))
+        # Three quiet rooms, then #r0 flooded since: its 100 lines are the newest of all,
+        # and must not crowd the others' newest lines out.
+        db.executemany(
+            "INSERT INTO history (room, at, kind, nick, text) VALUES (?, ?, 'say', 'a', ?)",
+            [(f"#r{r}", float(n), f"{n:04d}" + TEXT) for r in (1, 2, 3, 0) for n in range(100)])
+    cost = line_cost(Said("#r0", "a", "0000" + TEXT))
+    bound = 20 * cost + cost // 2  # room for 20 lines: 5 a room
+    store = SQLiteStore(path, reactor, 100, history_memory=bound)
+    tracemalloc.start()
+    try:
+        rooms = store.open()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    try:
+        assert peak < 2 * bound, (peak, bound)  # the whole file is 20 times the bound
+        kept = {room.name: [e.line.text[:4] for e in room.history] for room in rooms}
+        newest = ["0095", "0096", "0097", "0098", "0099"]  # oldest first, as rooms keep them
+        assert kept == {f"#r{r}": newest for r in range(4)}
+        assert sum(line_cost(e.line) for room in rooms for e in room.history) <= bound
+    finally:
+        store._pool.stop()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT room, count(*), min(at) FROM history GROUP BY room"
+                          ).fetchall() == [(f"#r{r}", 5, 95.0) for r in range(4)]
+
+
+def test_a_file_within_the_bound_is_loaded_whole(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    path = str(tmp_path / "state.sqlite3")
+    with sqlite3.connect(path) as db:
+        SQLiteStore._migrate(db)
+        db.execute("INSERT INTO rooms (key, name) VALUES ('#r', '#r')")
+        db.executemany("INSERT INTO history (room, at, kind, nick, text) "
+                       "VALUES ('#r', ?, 'say', 'a', ?)", [(float(n), TEXT) for n in range(3)])
+    store = SQLiteStore(path, reactor, 100, history_memory=3 * COST)
+    try:
+        assert [len(room.history) for room in store.open()] == [3]
+    finally:
+        store._pool.stop()
+
+
 # --- The attack over loopback, against a real twistd ---------------------------------------
 
 

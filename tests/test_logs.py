@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from chatd import logs
 from chatd.ratelog import RateLimitedLog
 from chatd.version import VERSION
-from tests.support import connect, free_port, read_until
+from tests.support import connect, read_until
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
@@ -97,15 +97,31 @@ def test_rate_limited_refusals_carry_event_reason_and_peer() -> None:
     assert limited.counts == {"flood": 2}  # the metrics count both
 
 
-def run_with_json_logs(tmp_path: Path, *twistd_options: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [TWISTD, "--logger", "chatd.logs.json", f"--pidfile={tmp_path / 'twistd.pid'}",
-         *twistd_options, "chatd", "--no-echo", "--state", "none",
-         "--listen", f"tcp:{port}:interface=127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    return process, port
+def run_with_json_logs(tmp_path: Path, *twistd_options: str) -> subprocess.Popen[bytes]:
+    """twistd with JSON logs, chat on a port the system picks; standard output and error
+    go to ``out.log`` (which is not where twistd itself would put a log)."""
+    with (tmp_path / "out.log").open("wb") as out:
+        return subprocess.Popen(
+            [TWISTD, "--logger", "chatd.logs.json", f"--pidfile={tmp_path / 'twistd.pid'}",
+             *twistd_options, "chatd", "--no-echo", "--state", "none",
+             "--listen", "tcp:0:interface=127.0.0.1"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def listening_port(log: Path, seconds: float = 20.0) -> int:
+    """The chat port, from the ``chatd.listening`` record in the JSON log ``log``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if log.exists():
+            for line in log.read_text().splitlines():
+                record = json.loads(line) if line.startswith("{") else {}
+                if record.get("event") == "chatd.listening" and record["role"] == "chat":
+                    assert record["text"].startswith(f"listening: chat tcp 127.0.0.1 port "
+                                                     f"{record['port']} (tcp:0:")
+                    return int(record["port"])
+        time.sleep(0.05)
+    raise AssertionError(f"no chatd.listening record in {log} within {seconds:g} s")
 
 
 def chat_once(port: int) -> None:
@@ -120,13 +136,13 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_twistd_n_writes_one_json_object_per_line_to_stdout(tmp_path: Path) -> None:
-    process, port = run_with_json_logs(tmp_path, "-n")
+    process = run_with_json_logs(tmp_path, "-n")
     try:
-        chat_once(port)
+        chat_once(listening_port(tmp_path / "out.log"))
     finally:
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-    records = parse_lines(out.decode())
+        process.wait(timeout=30)
+    records = parse_lines((tmp_path / "out.log").read_text())
     events = {r["event"]: r for r in records}
     assert events["chatd.start"]["version"] == VERSION
     assert events["chatd.start"]["text"].startswith(f"chatd {VERSION} (Twisted ")
@@ -135,11 +151,11 @@ def test_twistd_n_writes_one_json_object_per_line_to_stdout(tmp_path: Path) -> N
 
 
 def test_a_daemon_writes_json_lines_to_its_log_file(tmp_path: Path) -> None:
-    process, port = run_with_json_logs(tmp_path, "--logfile=chat.log")
+    process = run_with_json_logs(tmp_path, "--logfile=chat.log")
     assert process.wait(timeout=30) == 0  # the parent returns once the daemon started
     pid = int((tmp_path / "twistd.pid").read_text())
     try:
-        chat_once(port)
+        chat_once(listening_port(tmp_path / "chat.log"))
     finally:
         import os
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,7 @@ from chatd.rooms import Room
 from chatd.service import ChatService
 from chatd.stats import ServerStats
 from chatd.store import SQLiteStore, StoreBacklog
-from tests.support import connect, free_port, read_until
-
-TWISTD = str(Path(sys.executable).parent / "twistd")
+from tests.support import Twistd, connect, read_until
 
 
 def samples(text: str) -> dict[str, float]:
@@ -124,41 +120,38 @@ def wait_for_sample(port: int, name: str, value: float) -> dict[str, float]:
         time.sleep(0.1)
 
 
-def test_scraping_a_running_daemon_shows_what_the_test_did(tmp_path: Path) -> None:
-    chat_port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "chat.sqlite3",
-         "--listen", f"tcp:{chat_port}:interface=127.0.0.1",
-         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        alice, bob = connect(chat_port), connect(chat_port)
-        for sock in (alice, bob):
-            read_until(sock, b"/help")
-        alice.sendall(b"/join #dev\r\n")
-        read_until(alice, b"#dev")
-        alice.sendall(b"hello dev\r\n")
-        found = wait_for_sample(metrics_port, "chatd_users", 2)
-        assert found["chatd_rooms"] == 2  # #lobby and #dev
-        assert found["process_resident_memory_bytes"] > 10_000_000
-        assert found["process_open_fds"] >= 5
-        assert "python_info{" in "".join(found)
-        found = wait_for_sample(metrics_port, "chatd_store_pending_writes", 0)  # committed
-        assert found["chatd_store_write_errors_total"] == 0
-        time.sleep(1.1)  # two reactor-lag probes, 0.5 s apart
-        found = scrape(metrics_port)
-        assert found["chatd_reactor_lag_seconds_count"] >= 2
-        assert found['chatd_reactor_lag_seconds_bucket{le="+Inf"}'] >= 2
-        bob.close()
-        wait_for_sample(metrics_port, "chatd_users", 1)
-        alice.close()
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10)
-        assert missing.value.code == 404
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+def test_scraping_a_running_daemon_shows_what_the_test_did(
+    twistd: Callable[..., Twistd],
+) -> None:
+    daemon = twistd("chatd", "--no-echo", "--state", "chat.sqlite3", "--listen", LOCAL,
+                    "--metrics", LOCAL)
+    chat_port, metrics_port = daemon.wait_listening("chat", "metrics")
+    alice, bob = connect(chat_port), connect(chat_port)
+    for sock in (alice, bob):
+        read_until(sock, b"/help")
+    alice.sendall(b"/join #dev\r\n")
+    read_until(alice, b"#dev")
+    alice.sendall(b"hello dev\r\n")
+    found = wait_for_sample(metrics_port, "chatd_users", 2)
+    assert found["chatd_rooms"] == 2  # #lobby and #dev
+    assert found["process_resident_memory_bytes"] > 10_000_000
+    assert found["process_open_fds"] >= 5
+    assert "python_info{" in "".join(found)
+    found = wait_for_sample(metrics_port, "chatd_store_pending_writes", 0)  # committed
+    assert found["chatd_store_write_errors_total"] == 0
+    time.sleep(1.1)  # two reactor-lag probes, 0.5 s apart
+    found = scrape(metrics_port)
+    assert found["chatd_reactor_lag_seconds_count"] >= 2
+    assert found['chatd_reactor_lag_seconds_bucket{le="+Inf"}'] >= 2
+    bob.close()
+    wait_for_sample(metrics_port, "chatd_users", 1)
+    alice.close()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10)
+    assert missing.value.code == 404
 
 
 class Reader:
@@ -186,112 +179,95 @@ class Reader:
         return len(data)
 
 
-def test_counters_match_what_the_test_did(tmp_path: Path) -> None:
+def test_counters_match_what_the_test_did(
+    tmp_path: Path, twistd: Callable[..., Twistd]
+) -> None:
     from chatd.passwd import hash_password
     from chatd.version import VERSION
 
-    chat_port, echo_port, metrics_port = free_port(), free_port(), free_port()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        udp_port = probe.getsockname()[1]
     (tmp_path / "chatd.toml").write_text(f'[operators]\nop = "{hash_password("pw")}"\n')
-    process = subprocess.Popen(
-        [TWISTD, "--pidfile=", "-n", "chatd", "--config", "chatd.toml", "--state", "none",
-         "--listen", f"tcp:{chat_port}:interface=127.0.0.1", "--max-per-ip", "3",
-         "--max-line", "100", "--echo", f"tcp:{echo_port}:interface=127.0.0.1",
-         "--echo-udp", f"udp:{udp_port}:interface=127.0.0.1", "--echo-udp-max-size", "100",
-         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    daemon = twistd("chatd", "--config", "chatd.toml", "--state", "none", "--listen", LOCAL,
+                    "--max-per-ip", "3", "--max-line", "100", "--echo", LOCAL,
+                    "--echo-udp", "udp:0:interface=127.0.0.1", "--echo-udp-max-size", "100",
+                    "--metrics", LOCAL)
+    chat_port, echo_port, udp_port, metrics_port = daemon.wait_listening(
+        "chat", "echo", "echo-udp", "metrics")
     sent = 0
-    try:
-        alice = Reader(chat_port)
-        alice.until(b"commands.")
-        bob = Reader(chat_port)
-        bob.until(b"commands.")
-        alice.until(b"has joined")
-        sent += alice.send(b"hello\r\n")
-        bob.until(b"<guest1> hello")
-        sent += bob.send(b"/me waves\n")
-        alice.until(b"waves")
-        sent += alice.send(b"/msg guest2 psst\n")
-        bob.until(b"psst")
-        sent += alice.send(b"x" * 150 + b"\n")  # over --max-line
-        alice.until(b"line too long")
-        carol = Reader(chat_port)
-        carol.until(b"commands.")
-        with connect(chat_port) as dave:  # the fourth from one address
-            assert b"too many connections" in read_until(dave, b"\n")
-        carol.drain()
-        carol.sock.close()
-        bob.until(b"guest3 has left")
-        sent += bob.send(b"/stats\n")
-        bob.until(b"only operators can do that")
-        sent += bob.send(b"/oper op wrong\n")
-        bob.until(b"wrong operator name or password")
-        sent += bob.send(b"/oper op pw\n/stats\n")
-        stats = bob.until(b"write errors since start").decode()
-        assert f"*** chatd {VERSION}, up " in stats
-        assert "*** Connections: 2 line, 0 echo-tcp\r\n" in stats
-        assert "*** Messages: " in stats and "/s over the last minute, 3 since start" in stats
-        assert "*** Store: 0 writes pending, 0 write errors since start" in stats
+    alice = Reader(chat_port)
+    alice.until(b"commands.")
+    bob = Reader(chat_port)
+    bob.until(b"commands.")
+    alice.until(b"has joined")
+    sent += alice.send(b"hello\r\n")
+    bob.until(b"<guest1> hello")
+    sent += bob.send(b"/me waves\n")
+    alice.until(b"waves")
+    sent += alice.send(b"/msg guest2 psst\n")
+    bob.until(b"psst")
+    sent += alice.send(b"x" * 150 + b"\n")  # over --max-line
+    alice.until(b"line too long")
+    carol = Reader(chat_port)
+    carol.until(b"commands.")
+    with connect(chat_port) as dave:  # the fourth from one address
+        assert b"too many connections" in read_until(dave, b"\n")
+    carol.drain()
+    carol.sock.close()
+    bob.until(b"guest3 has left")
+    sent += bob.send(b"/stats\n")
+    bob.until(b"only operators can do that")
+    sent += bob.send(b"/oper op wrong\n")
+    bob.until(b"wrong operator name or password")
+    sent += bob.send(b"/oper op pw\n/stats\n")
+    stats = bob.until(b"write errors since start").decode()
+    assert f"*** chatd {VERSION}, up " in stats
+    assert "*** Connections: 2 line, 0 echo-tcp\r\n" in stats
+    assert "*** Messages: " in stats and "/s over the last minute, 3 since start" in stats
+    assert "*** Store: 0 writes pending, 0 write errors since start" in stats
 
-        with connect(echo_port) as echo:
-            echo.sendall(b"e" * 1000)
-            read_until(echo, b"e" * 1000)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.settimeout(10)
-            for size in (10, 20, 200):  # the last is over --echo-udp-max-size
-                udp.sendto(b"u" * size, ("127.0.0.1", udp_port))
-            assert [len(udp.recv(1000)) for _ in range(2)] == [10, 20]
+    with connect(echo_port) as echo:
+        echo.sendall(b"e" * 1000)
+        read_until(echo, b"e" * 1000)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(10)
+        for size in (10, 20, 200):  # the last is over --echo-udp-max-size
+            udp.sendto(b"u" * size, ("127.0.0.1", udp_port))
+        assert [len(udp.recv(1000)) for _ in range(2)] == [10, 20]
 
-        found = wait_for_sample(metrics_port, "chatd_echo_dropped_datagrams_total"
-                                '{reason="datagram too large"}', 1)
-        assert found['chatd_connections{frontend="line"}'] == 2
-        assert found["chatd_users"] == 2
-        assert found["chatd_messages_total"] == 3
-        assert found["chatd_bytes_received_total{frontend=\"line\"}"] == sent
-        assert found['chatd_refusals_total{reason="per-address"}'] == 1
-        assert found['chatd_refusals_total{reason="line too long"}'] == 1
-        assert found['chatd_refusals_total{reason="full"}'] == 0
-        assert found["chatd_oper_failures_total"] == 1
-        assert found["chatd_echo_bytes_total"] == 1000
-        assert found["chatd_echo_datagrams_total"] == 2
-        assert found["chatd_deliveries_total"] >= 4  # joins, hello, waves, psst, a leave
-        # Every byte the clients read, and nothing more, counted as sent.
-        deadline = time.monotonic() + 10
-        while True:
-            for reader in (alice, bob):
-                reader.drain()
-            counted = scrape(metrics_port)['chatd_bytes_sent_total{frontend="line"}']
-            read = len(alice.read) + len(bob.read) + len(carol.read)
-            if counted == read or time.monotonic() > deadline:
-                break
-        assert counted == read
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    found = wait_for_sample(metrics_port, "chatd_echo_dropped_datagrams_total"
+                            '{reason="datagram too large"}', 1)
+    assert found['chatd_connections{frontend="line"}'] == 2
+    assert found["chatd_users"] == 2
+    assert found["chatd_messages_total"] == 3
+    assert found["chatd_bytes_received_total{frontend=\"line\"}"] == sent
+    assert found['chatd_refusals_total{reason="per-address"}'] == 1
+    assert found['chatd_refusals_total{reason="line too long"}'] == 1
+    assert found['chatd_refusals_total{reason="full"}'] == 0
+    assert found["chatd_oper_failures_total"] == 1
+    assert found["chatd_echo_bytes_total"] == 1000
+    assert found["chatd_echo_datagrams_total"] == 2
+    assert found["chatd_deliveries_total"] >= 4  # joins, hello, waves, psst, a leave
+    # Every byte the clients read, and nothing more, counted as sent.
+    deadline = time.monotonic() + 10
+    while True:
+        for reader in (alice, bob):
+            reader.drain()
+        counted = scrape(metrics_port)['chatd_bytes_sent_total{frontend="line"}']
+        read = len(alice.read) + len(bob.read) + len(carol.read)
+        if counted == read or time.monotonic() > deadline:
+            break
+    assert counted == read
 
 
-def test_irc_connections_and_bytes_are_counted_apart(tmp_path: Path) -> None:
-    chat_port, irc_port, metrics_port = free_port(), free_port(), free_port()
-    process = subprocess.Popen(
-        [TWISTD, "--pidfile=", "-n", "chatd", "--no-echo", "--state", "none",
-         "--listen", f"tcp:{chat_port}:interface=127.0.0.1",
-         "--irc", f"tcp:{irc_port}:interface=127.0.0.1",
-         "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        line = Reader(chat_port)
-        line.until(b"commands.")
-        irc = Reader(irc_port)
-        sent = irc.send(b"NICK ircy\r\nUSER ircy 0 * :Irc User\r\n")
-        irc.until(b" 001 ")
-        found = wait_for_sample(metrics_port, 'chatd_connections{frontend="irc"}', 1)
-        assert found['chatd_connections{frontend="line"}'] == 1
-        assert found['chatd_bytes_received_total{frontend="irc"}'] == sent
-        assert found['chatd_bytes_received_total{frontend="line"}'] == 0
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+def test_irc_connections_and_bytes_are_counted_apart(twistd: Callable[..., Twistd]) -> None:
+    daemon = twistd("chatd", "--no-echo", "--state", "none", "--listen", LOCAL,
+                    "--irc", LOCAL, "--metrics", LOCAL)
+    chat_port, irc_port, metrics_port = daemon.wait_listening("chat", "irc", "metrics")
+    line = Reader(chat_port)
+    line.until(b"commands.")
+    irc = Reader(irc_port)
+    sent = irc.send(b"NICK ircy\r\nUSER ircy 0 * :Irc User\r\n")
+    irc.until(b" 001 ")
+    found = wait_for_sample(metrics_port, 'chatd_connections{frontend="irc"}', 1)
+    assert found['chatd_connections{frontend="line"}'] == 1
+    assert found['chatd_bytes_received_total{frontend="irc"}'] == sent
+    assert found['chatd_bytes_received_total{frontend="line"}'] == 0

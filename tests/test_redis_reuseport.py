@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer, endpoints, error, protocol, reactor
 
 from chatd.reuseport import ReusePortEndpoint
-from tests.redis_support import free_port, until
+from tests.redis_support import until
 
 
 class Counting(protocol.Factory):
@@ -23,13 +23,13 @@ class Counting(protocol.Factory):
 
 @pytest_twisted.inlineCallbacks
 def test_two_listeners_share_one_port_and_both_get_connections() -> Any:
-    port = free_port()
-    description = f"reuseport:{port}:interface=127.0.0.1"
     first, second = Counting(), Counting()
-    listening = [
-        (yield endpoints.serverFromString(reactor, description).listen(first)),
-        (yield endpoints.serverFromString(reactor, description).listen(second)),
-    ]
+    # The first listener is given a port by the system; the second joins it.
+    listening = [(yield endpoints.serverFromString(
+        reactor, "reuseport:0:interface=127.0.0.1").listen(first))]
+    port = listening[0].getHost().port
+    listening.append((yield endpoints.serverFromString(
+        reactor, f"reuseport:{port}:interface=127.0.0.1").listen(second)))
     clients = []
     try:
         # A listener without SO_REUSEPORT may not join them.

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -29,8 +29,10 @@ from chatd.store import (
     MemoryStore,
     SavedModeration,
     SQLiteStore,
+    _Pending,
     open_store,
 )
+from tests.support import within
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -52,8 +54,11 @@ class Disk:
 
     def __init__(self) -> None:
         self.full = False
+        self.crash: Exception | None = None  # raised at COMMIT: a failure not of SQLite's
         self.failing_statement = ""  # statements starting with this fail with an I/O error
         self.refused_reason = ""  # a statement with this parameter fails a CHECK constraint
+        # A statement with this parameter fails in Python's sqlite3 itself (no SQLite code).
+        self.unbindable = ""
         self.open = threading.Event()  # COMMITs wait for this
         self.open.set()
         self.attempts = 0  # COMMITs tried
@@ -66,6 +71,8 @@ class Disk:
             def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
                 if disk.failing_statement and sql.startswith(disk.failing_statement):
                     raise disk_error("disk I/O error", 10, "SQLITE_IOERR")
+                if disk.unbindable and disk.unbindable in params:
+                    raise sqlite3.ProgrammingError("Error binding parameter 2: unsupported")
                 if disk.refused_reason and disk.refused_reason in params:
                     error = sqlite3.IntegrityError("CHECK constraint failed: refused by the test")
                     error.sqlite_errorcode = 275  # SQLITE_CONSTRAINT_CHECK
@@ -74,6 +81,8 @@ class Disk:
                     return super().execute(sql, params)
                 assert disk.open.wait(10), "the test never let the commit through"
                 disk.attempts += 1
+                if disk.crash is not None:
+                    raise disk.crash
                 if disk.full:
                     raise disk_error("database or disk is full", 13, "SQLITE_FULL")
                 cursor = super().execute(sql, params)
@@ -116,6 +125,20 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> Any
 
 
 @pytest.fixture
+def store_events() -> Iterator[list[LogEvent]]:
+    """What the store logs, as the events themselves (their names, their failures)."""
+    events: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace", "").startswith("chatd.store"):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.fixture
 def store_log() -> Iterator[list[str]]:
     """What the store logs, one formatted line per event."""
     lines: list[str] = []
@@ -131,7 +154,10 @@ def store_log() -> Iterator[list[str]]:
 
 def test_open_store_chooses_by_state(tmp_path: Path) -> None:
     assert isinstance(open_store("none", reactor, 10), MemoryStore)
-    assert isinstance(open_store(str(tmp_path / "s.sqlite3"), reactor, 10), SQLiteStore)
+    store = open_store(str(tmp_path / "s.sqlite3"), reactor, 10, 5000)
+    assert isinstance(store, SQLiteStore)
+    assert (store.path, store._reactor, store.history_size, store.history_memory) == (
+        str(tmp_path / "s.sqlite3"), reactor, 10, 5000)
 
 
 @pytest_twisted.inlineCallbacks
@@ -227,6 +253,51 @@ def test_a_refused_statement_is_logged_and_dropped_alone(
     assert rows(path, "SELECT network, reason FROM bans ORDER BY network") == [
         ("192.0.2.1/32", "spam"), ("192.0.2.2/32", "spam")
     ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_statement_sqlite_itself_refuses_is_dropped_alone(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    """The single-statement error path against SQLite itself, no fault injected: a
+    constraint that fails undoes that one statement and leaves the transaction open (what
+    ``_commit`` counts on), so the rest of the batch commits. (Once shown with raw SQL
+    against a missing table; the typed methods leave a NOT NULL column to break.)"""
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(str(path), reactor, 10)
+    store.open()
+    store.save_ban(ban("192.0.2.1", "spam"))
+    store.save_ban(Ban(parse_ban_target("192.0.2.2"), cast(str, None), "root", 0.0, None))
+    store.save_room(Room("#dev", 10))
+    store.save_ban(ban("192.0.2.3", "spam"))
+    yield store.flush()
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in store_log] == [
+        "NOT NULL constraint failed: bans.reason"]
+    assert store.backlog() == (0, 1)  # nothing waits; one write refused
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT network FROM bans ORDER BY network") == [
+        ("192.0.2.1/32",), ("192.0.2.3/32",)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_statement_python_refuses_is_dropped_alone_too(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    """An error from Python's sqlite3 (no SQLite result code, as binding a value it cannot
+    store) is a refusal of one statement, not a failing disk."""
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.unbindable = "odd"
+    store.save_ban(ban("192.0.2.1", "odd"))
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in store_log] == [
+        "Error binding parameter 2: unsupported"]
+    assert store.backlog().pending_writes == 0  # nothing kept back for another try
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -338,7 +409,10 @@ def test_a_failed_batch_is_tried_again_later_without_being_asked(
     yield until(lambda: disk.attempts == opened + 1 and len(store_log) == 1, "a failed try")
     for i in range(1, 100):  # what waits is bounded by what is kept: 3 lines
         store.add_line(room, HistoryEntry(i, Said("#dev", "alice", f"line {i}")))
-    clocked.clock.advance(FIRST_RETRY)  # tried again after a second...
+    clocked.clock.advance(FIRST_RETRY / 2)  # tried again after a second...
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    assert disk.attempts == opened + 1
+    clocked.clock.advance(FIRST_RETRY / 2)
     yield until(lambda: disk.attempts == opened + 2, "the second try")
     disk.full = False
     clocked.clock.advance(2 * FIRST_RETRY - 0.001)  # ... then after two more
@@ -429,6 +503,97 @@ def test_a_room_forgotten_while_its_row_commits_gets_its_row_back_with_a_new_lin
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_line_for_a_room_whose_forget_is_committing_brings_the_row_back(
+    tmp_path: Path, store_log: list[str]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    store.forget_room("#dev")
+    disk.open.clear()
+    forgetting = store.flush()  # the worker holds the forget at COMMIT
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "back")))
+    disk.open.set()
+    yield forgetting
+    yield store.close()
+    assert store_log == []  # no line refused for want of its room's row
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+    assert rows(path, "SELECT room, text FROM history") == [("#dev", "back")]
+
+
+def pending_statements(pending: _Pending) -> list[tuple[str, tuple[Any, ...]]]:
+    """What a batch would run, each statement named by its first three words."""
+    return [(" ".join(sql.split()[:3]), tuple(params)) for sql, params in pending.in_order()]
+
+
+def test_a_forgotten_room_takes_its_queued_row_lines_and_trim_with_it() -> None:
+    pending = _Pending(10)
+    pending.save_room("#a", ("#a", "#A", "", "", 0.0))
+    pending.add_line("#a", ("#a", 1.0, "say", "x", "hi"))
+    pending.trim_room("#a", 1)
+    pending.save_room("#b", ("#b", "#B", "", "", 0.0))
+    pending.forget_room("#a")
+    assert pending_statements(pending) == [
+        ("DELETE FROM history", ("#a",)), ("DELETE FROM rooms", ("#a",)),
+        ("INSERT INTO rooms", ("#b", "#B", "", "", 0.0)),
+    ]
+
+
+def test_the_latest_write_of_a_ban_or_mute_replaces_the_queued_one_and_goes_last() -> None:
+    pending = _Pending(10)
+    pending.moderate("bans", "192.0.2.1/32", "INSERT OR REPLACE INTO bans", ("save",))
+    pending.moderate("mutes", "bob", "INSERT OR REPLACE INTO mutes", ("mute",))
+    pending.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("delete",))
+    assert pending_statements(pending) == [
+        ("INSERT OR REPLACE", ("mute",)), ("DELETE FROM bans", ("delete",))]
+    assert pending.size() == 2
+
+
+def test_a_failed_batch_absorbs_what_came_since_as_if_queued_behind_it() -> None:
+    failed = _Pending(3)
+    failed.save_room("#a", ("#a", "#A", "", "", 0.0))
+    failed.add_line("#a", ("#a", 1.0, "say", "x", "one"))
+    failed.moderate("bans", "192.0.2.1/32", "INSERT OR REPLACE INTO bans", ("save",))
+    newer = _Pending(3)
+    newer.forget_room("#gone")
+    newer.save_room("#b", ("#b", "#B", "t", "x", 2.0))
+    for n in range(3):
+        newer.add_line("#a", ("#a", 2.0 + n, "say", "x", f"new{n}"))
+    newer.trim_room("#b", 0)
+    newer.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("delete",))
+    newer.moderate("mutes", "bob", "INSERT OR REPLACE INTO mutes", ("mute",))
+    failed.absorb(newer)
+    assert pending_statements(failed) == [
+        ("DELETE FROM history", ("#gone",)), ("DELETE FROM rooms", ("#gone",)),
+        ("INSERT INTO rooms", ("#a", "#A", "", "", 0.0)),
+        ("INSERT INTO rooms", ("#b", "#B", "t", "x", 2.0)),
+        # --history 3: the oldest queued line goes as the newer ones come in
+        ("INSERT INTO history", ("#a", 2.0, "say", "x", "new0")),
+        ("INSERT INTO history", ("#a", 3.0, "say", "x", "new1")),
+        ("INSERT INTO history", ("#a", 4.0, "say", "x", "new2")),
+        ("DELETE FROM history", ("#a", "#a", 3)),
+        ("DELETE FROM history", ("#b", "#b", 0)),
+        ("DELETE FROM bans", ("delete",)),
+        ("INSERT OR REPLACE", ("mute",)),
+    ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_save_and_a_delete_of_one_ban_or_mute_wait_as_one_write(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10, flush_interval=60)
+    store.open()
+    store.save_ban(ban("192.0.2.1", "spam"))
+    store.delete_ban("192.0.2.1/32")
+    assert store.backlog().pending_writes == 1
+    store.save_mute(Mute("eve", "eve", None, "root", 2.0, None))
+    store.delete_mute("eve")
+    assert store.backlog().pending_writes == 2
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_state_file_is_bounded_by_the_history_kept(tmp_path: Path) -> Any:
     path = tmp_path / "state.sqlite3"
     sizes = []
@@ -515,12 +680,12 @@ def test_bans_and_mutes_are_saved_deleted_and_loaded_by_typed_methods(tmp_path: 
     store.save_ban(ban("198.51.100.9", "short", expires=60.0))
     store.save_ban(ban("192.0.2.1", "lifted"))
     store.delete_ban("192.0.2.1/32")  # a later write of the same ban replaces the queued one
-    muted = Mute("bob", "Bob", "192.0.2.7", "root", 1.0, None, frozenset({"robert"}))
+    muted = Mute("bob", "Bob", "192.0.2.7", "root", 1.0, None, frozenset({"robert", "rob"}))
     store.save_mute(muted)
     store.save_mute(Mute("eve", "eve", None, "root", 2.0, 90.0))
     store.delete_mute("eve")
     yield store.close()
-    assert rows(path, "SELECT key, keys FROM mutes") == [("bob", "robert")]
+    assert rows(path, "SELECT key, keys FROM mutes") == [("bob", "rob robert")]
     again = SQLiteStore(str(path), reactor, 10)
     again.open()
     saved = again.load_moderation()
@@ -568,3 +733,169 @@ def test_a_file_damaged_past_its_header_cannot_be_opened(tmp_path: Path) -> None
                             f"(mv {path} {path}.damaged), to start with an empty one")
     assert "\n" not in message
     assert path.read_bytes() == damaged  # nothing was written to it
+
+
+@pytest.mark.parametrize(("problems", "shown"), [
+    # PRAGMA quick_check's rows: a header naming the database, then what it found
+    (["*** in database main ***\nPage 5: never used"], "Page 5: never used"),
+    (["*** in database main ***\n" + "x" * 300], "x" * 200),  # one line, cut at 200
+    (["", "*** in database main ***"], "unknown damage"),
+])
+def test_the_damage_reported_is_the_first_thing_sqlite_found(
+    tmp_path: Path, problems: list[str], shown: str
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    message = str(SQLiteStore(str(path), reactor, 10)._damaged(problems))
+    assert message.startswith(f"cannot use the state file {path}: it is damaged ({shown}); ")
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_tries_are_counted_and_named_and_what_waits_is_not_in_flight(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.full = True
+    store.save_room(Room("#dev", 10))
+    store.save_ban(ban("192.0.2.1", "spam"))
+    yield store.flush()
+    assert store.backlog() == (2, 1)  # both wait (none in flight); one failed try
+    yield store.flush()
+    assert store.backlog() == (2, 2)
+    assert [(e["event"], formatEvent(e)) for e in store_events] == [(
+        "store.write_failed", f"cannot write to {path}: database or disk is full; keeping "
+        "1 room, 1 ban or mute in memory and trying again (every 30.0 s at most)")]
+    disk.full = False
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failure_that_is_not_sqlites_is_logged_with_its_traceback(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.crash = MemoryError("no room for the batch")
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    [event] = store_events
+    assert event["event"] == "store.write_failed"
+    assert formatEvent(event) == (f"cannot write to {path}; keeping 1 room in memory and "
+                                  "trying again")
+    assert event["log_failure"].check(MemoryError)
+    assert store.backlog() == (1, 1)
+    disk.crash = None
+    yield store.close()
+    assert rows(path, "SELECT name FROM rooms") == [("#dev",)]
+
+
+def test_what_waits_is_described_in_words_for_the_log() -> None:
+    pending = _Pending(10)
+    assert pending.describe() == "nothing"
+    pending.forget_room("#a")
+    pending.moderate("bans", "192.0.2.1/32", "DELETE FROM bans", ("x",))
+    assert pending.describe() == "1 room to forget, 1 ban or mute"
+    pending.forget_room("#b")
+    pending.moderate("mutes", "bob", "DELETE FROM mutes", ("bob",))
+    pending.save_room("#c", ("#c", "#c", "", "", 0.0))
+    pending.add_line("#c", ("#c", 1.0, "say", "x", "hi"))
+    assert pending.describe() == ("1 room, 1 history line, 2 rooms to forget, "
+                                  "2 bans or mutes")
+    assert pending.size() == 6
+
+
+def test_a_trimmed_room_keeps_its_new_lines_as_they_come_up_to_history_size() -> None:
+    pending = _Pending(3)
+    pending.trim_room("#a", 1)  # --history-memory took all but one line from the file
+    pending.add_line("#a", ("#a", 1.0, "say", "x", "one"))
+    assert pending_statements(pending)[-1] == ("DELETE FROM history", ("#a", "#a", 2))
+    for n in range(3):
+        pending.add_line("#a", ("#a", 2.0 + n, "say", "x", "more"))
+    assert pending_statements(pending)[-1] == ("DELETE FROM history", ("#a", "#a", 3))
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_and_recoveries_are_counted_and_named_and_each_outage_logged(
+    tmp_path: Path, store_events: list[LogEvent]
+) -> Any:
+    path = tmp_path / "state.sqlite3"
+    disk, store = store_on_disk(path)
+    store.open()
+    disk.refused_reason = "odd"
+    for _ in range(2):  # two batches, one refusal each
+        store.save_ban(ban("192.0.2.1", "odd"))
+        yield store.flush()
+    assert store.backlog() == (0, 2)
+    for _ in range(2):  # two outages, each logged when it starts and when it ends
+        disk.full = True
+        store.save_room(Room("#dev", 10))
+        yield store.flush()
+        disk.full = False
+        yield store.flush()
+    assert store.backlog() == (0, 4)
+    assert [e["event"] for e in store_events] == [
+        "store.write_refused", "store.write_refused", "store.write_failed",
+        "store.write_recovered", "store.write_failed", "store.write_recovered"]
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_came_in_during_a_commit_goes_right_after_it(tmp_path: Path) -> Any:
+    """Lines that waited for a batch to commit have waited already: they are written at
+    once after it, not a flush interval later; a flush asked for meanwhile waits for both."""
+    path = tmp_path / "state.sqlite3"
+    disk, clocked = Disk(), ClockedReactor()
+    store = SQLiteStore(str(path), clocked, 10, flush_interval=10,
+                        connection_class=disk.connection_class())
+    store.open()
+    opened = disk.commits
+    disk.open.clear()
+    store.save_room(Room("#dev", 10))
+    writing = store.flush()  # held at COMMIT
+    store.add_line(Room("#dev", 10), HistoryEntry(1, Said("#dev", "bob", "meanwhile")))
+    assert clocked.clock.getDelayedCalls() == []  # no timer of its own while one commits
+    disk.open.set()
+    yield writing
+    clocked.clock.advance(0)
+    yield until(lambda: disk.commits == opened + 2, "the second batch, at once")
+    disk.open.clear()
+    store.add_line(Room("#dev", 10), HistoryEntry(2, Said("#dev", "bob", "later")))
+    writing = store.flush()
+    store.add_line(Room("#dev", 10), HistoryEntry(3, Said("#dev", "bob", "last")))
+    both = store.flush()  # asked for while the other commits: waits for both
+    disk.open.set()
+    yield writing
+    yield within(both, "a flush asked for during a commit")
+    assert rows(path, "SELECT text FROM history ORDER BY id") == [
+        ("meanwhile",), ("later",), ("last",)]
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_writer_thread_never_keeps_the_process_alive(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10)
+    store.open()
+    store.save_room(Room("#dev", 10))
+    yield store.flush()
+    assert store._pool.threads and all(thread.daemon for thread in store._pool.threads)
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_new_store_has_nothing_pending_and_no_errors(tmp_path: Path) -> Any:
+    store = SQLiteStore(str(tmp_path / "state.sqlite3"), reactor, 10)
+    assert store.backlog() == (0, 0)
+    yield store.flush()  # before it opens: nothing to write, nothing tried
+    store.open()
+    assert store.backlog() == (0, 0)
+    yield store.close()
+
+
+def test_a_state_file_that_cannot_be_created_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "no such directory" / "state.sqlite3"
+    with pytest.raises(CannotOpenState) as refused:
+        SQLiteStore(str(path), reactor, 10).open()
+    assert str(refused.value) == (f"cannot use the state file {path}: "
+                                  "unable to open database file")

@@ -162,3 +162,29 @@ class TestLookAlikeNicknames:
         alice = chat.connect(FakeClient(), "test")
         chat.rename(alice, "alice")
         assert chat.rename(alice, "Alice") == "Alice"
+
+
+def test_a_number_is_one_to_nine_digits_by_default() -> None:
+    from chatd.text import parse_whole_number
+
+    assert parse_whole_number("7") == 7
+    assert parse_whole_number("999999999") == 999_999_999
+    assert parse_whole_number("1000000000") is None  # ten digits
+    assert parse_whole_number("1234", max_digits=4) == 1234
+    assert parse_whole_number("12345", max_digits=4) is None
+
+
+def test_a_one_letter_nick_is_a_nick() -> None:
+    assert normalize_nick("a") == "a"
+    with pytest.raises(InvalidNickname):
+        normalize_nick("")
+
+
+@pytest.mark.parametrize(("nick", "said"), [
+    ("a\u3164b", "invalid nickname: it holds a character that shows as nothing"),
+    ("\u0430b", "invalid nickname: it mixes letters of different scripts (cyrillic, latin)"),
+])
+def test_a_refused_nick_says_exactly_why(nick: str, said: str) -> None:
+    with pytest.raises(InvalidNickname) as refused:
+        normalize_nick(nick)
+    assert str(refused.value) == said

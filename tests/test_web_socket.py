@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from chatd.frontend import FrontEndClients
 from chatd.policy import EdgePolicy
 from chatd.service import ChatService
 from chatd.version import VERSION
@@ -68,6 +69,15 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
+class SocketTransport(StringTransport):
+    """A StringTransport that, like a TCP transport, lets a producer be unregistered when
+    none is (autobahn does that as it drops a connection after the close handshake)."""
+
+    def unregisterProducer(self) -> None:
+        if self.producer is not None:
+            super().unregisterProducer()
+
+
 class Browser:
     """One socket on a StringTransport: what the page would send and receive."""
 
@@ -77,7 +87,7 @@ class Browser:
         proto = chat.factory.buildProtocol(peer)
         assert isinstance(proto, ChatSocketProtocol)
         self.proto = proto
-        self.transport = StringTransport(peerAddress=peer)
+        self.transport = SocketTransport(peerAddress=peer)
         proto.makeConnection(self.transport)
         proto.dataReceived(handshake(origin))
         head, _, rest = self.transport.value().partition(b"\r\n\r\n")
@@ -181,9 +191,27 @@ def test_commands_run_from_the_one_table_and_update_the_page() -> None:
     assert alice.texts() == ["unknown command /bogus; type /help for a list of commands"]
     alice.send("//not a command")
     assert bob.take() == []  # bob is in #dev now
+
+
+def test_quit_says_goodbye_then_closes_with_1000() -> None:
+    chat = MemorySockets()
+    alice, bob = chat.open(), chat.open()
+    alice.take()
+    bob.take()
     alice.send("/quit bye")
-    assert alice.texts() == ["Goodbye."]
+    frames = parse_frames(alice.transport.value())
+    assert [opcode for opcode, _ in frames] == [1, 8]  # the goodbye, then a close frame
+    assert json.loads(frames[0][1])["text"] == "Goodbye."
+    assert frames[1][1] == struct.pack("!H", 1000) + b"quit"
     assert alice.transport.disconnecting
+    # The page answers with its own close frame: the end of the handshake, not answered
+    # again (a second close frame would break RFC 6455).
+    alice.transport.clear()
+    alice.proto.dataReceived(client_frame(struct.pack("!H", 1000), opcode=8))
+    assert alice.transport.value() == b""
+    alice.proto.connectionLost(Failure(ConnectionDone()))
+    assert bob.take() == [{"type": "left", "room": "#lobby", "nick": "guest1",
+                           "reason": "bye", "quit": True}]
 
 
 def test_a_message_over_max_line_is_refused_and_the_socket_stays() -> None:
@@ -252,9 +280,37 @@ def test_a_closed_socket_leaves_the_chat() -> None:
     alice.take()
     bob.proto.connectionLost(Failure(ConnectionDone()))
     assert alice.take() == [{"type": "left", "room": "#lobby", "nick": "guest2",
-                             "reason": "connection lost"}]
+                             "reason": "connection lost", "quit": True}]
     assert set(chat.service.users) == {"guest1"}
     assert chat.factory.clients == {alice.proto}
+
+
+def test_the_web_factory_holds_counts_and_broadcasts_as_every_front_end_does() -> None:
+    chat = MemorySockets()
+    assert isinstance(chat.factory, FrontEndClients)
+    alice, bob = chat.open(), chat.open()
+    assert chat.factory.clients == {alice.proto, bob.proto}
+    alice.take()
+    bob.take()
+    chat.factory.broadcast(frame(b'{"type":"notice","text":"x"}'), [bob.proto])
+    assert (alice.take(), bob.take()) == ([], [{"type": "notice", "text": "x"}])
+    received = chat.factory.traffic.bytes_received
+    bob.send("hi")
+    assert chat.factory.traffic.bytes_received == received + len(client_frame(b"hi"))
+    handed = bob.proto.edge.handed  # every frame the edge sent it (greeting, notice, ...)
+    assert handed > 0
+    bob.proto.connectionLost(Failure(ConnectionDone()))
+    assert chat.factory.clients == {alice.proto}
+    assert chat.factory.traffic.bytes_sent == handed  # added to the front-end's as it goes
+
+
+def test_leaving_a_room_is_not_a_quit() -> None:
+    chat = MemorySockets()
+    alice, bob = chat.open(), chat.open()
+    alice.take()
+    bob.send("/join #dev")  # out of #lobby, still in the chat
+    assert alice.take() == [{"type": "left", "room": "#lobby", "nick": "guest2",
+                             "reason": "joined #dev", "quit": False}]
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])

@@ -54,8 +54,10 @@ EVERY_EVENT: list[tuple[Event, dict[str, Any]]] = [
     (PrivateMessage("alice", "bob", "winks", action=True),
      {"type": "private", "from": "alice", "to": "bob", "text": "winks", "action": True}),
     (Joined("#dev", "bob"), {"type": "joined", "room": "#dev", "nick": "bob"}),
-    (Left("#dev", "bob", "quit"), {"type": "left", "room": "#dev", "nick": "bob",
-                                   "reason": "quit"}),
+    (Left("#dev", "bob", "bye", quit=True), {"type": "left", "room": "#dev", "nick": "bob",
+                                             "reason": "bye", "quit": True}),
+    (Left("#dev", "bob", "parted"), {"type": "left", "room": "#dev", "nick": "bob",
+                                     "reason": "parted", "quit": False}),
     (Renamed("guest1", "carol"), {"type": "renamed", "old": "guest1", "new": "carol"}),
     (TopicChanged("#dev", "bob", "release"), {"type": "topic", "room": "#dev", "nick": "bob",
                                               "topic": "release"}),
@@ -88,6 +90,8 @@ def test_every_event_has_its_documented_shape() -> None:
 
 def test_every_event_type_in_the_union_is_covered() -> None:
     covered = {type(event) for event, _ in EVERY_EVENT}
+    # Left both ways: a quit (gone from chatd) and a part (gone from the room only)
+    assert {e.quit for e, _ in EVERY_EVENT if isinstance(e, Left)} == {True, False}
     assert covered == set(Event.__args__)  # type: ignore[attr-defined]
 
 

@@ -57,8 +57,10 @@ def describe(event: Event) -> dict[str, Any]:
             return {"type": "private", "from": sender, "to": recipient, "text": text}
         case Joined(room=room, nick=nick):
             return {"type": "joined", "room": room, "nick": nick}
-        case Left(room=room, nick=nick, reason=reason):
-            return {"type": "left", "room": room, "nick": nick, "reason": reason}
+        case Left(room=room, nick=nick, reason=reason, quit=quit):
+            # quit: they left chatd altogether, not only this room
+            return {"type": "left", "room": room, "nick": nick, "reason": reason,
+                    "quit": quit}
         case Kicked(room="", nick=nick, by=by, reason=reason, rooms=rooms):
             # To the one kicked: no "room"; the rooms they were in.
             return {"type": "kicked", "nick": nick, "by": by, "reason": reason,

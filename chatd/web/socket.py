@@ -18,7 +18,7 @@ front-end's: it builds the protocols, holds the connected ones and broadcasts to
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from autobahn.twisted.resource import WebSocketResource
@@ -30,12 +30,12 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from chatd.addresses import describe_peer
-from chatd.commands import CommandTable, build_command_table, greet, run_line
+from chatd.commands import CommandTable, greet, run_line
 from chatd.edge import TOO_LONG, Edge
 from chatd.errors import ChatError
 from chatd.events import Event
+from chatd.frontend import FrontEndClients
 from chatd.history import HistoryEntry
-from chatd.idle import IdleTimers
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
@@ -53,6 +53,9 @@ HARD_MINIMUM = 64 * 1024
 HANDSHAKE_TIMEOUT = 10.0  # seconds from connect to a finished WebSocket handshake
 
 _TEXT_FRAME = 0x81  # FIN, opcode 1 (text)
+_CLOSE_FRAME = 0x88  # FIN, opcode 8 (close)
+CLOSE_NORMAL = 1000  # RFC 6455 section 7.4.1: the purpose is fulfilled
+QUIT_REASON = "quit"  # the close frame's reason after /quit (the page shows it)
 
 
 def frame(payload: bytes) -> bytes:
@@ -65,6 +68,14 @@ def frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", _TEXT_FRAME, 127, size)
     return header + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """An unmasked close frame (RFC 6455 section 5.5.1): the status code, then the reason
+    in UTF-8 (a control frame's payload is at most 125 bytes)."""
+    payload = struct.pack("!H", code) + reason.encode("utf-8")
+    assert len(payload) <= 125, reason
+    return struct.pack("!BB", _CLOSE_FRAME, len(payload)) + payload
 
 
 class FramedJsonFormatter:
@@ -125,15 +136,9 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        factory = self.factory
-        self.frontend = factory  # read for every recipient of every line: a plain attribute
-        self.edge = Edge(
-            self, self.transport, factory.policy, factory.clock, factory.rejections,
-            factory.output_batch, release=self.release, lines=self,
-            idle=factory.idle_timers,
-        )
-        self.edge.start_send_buffer_guard()
-        factory.clients.add(self)
+        self.frontend = self.factory  # read for every recipient of every line: a plain attribute
+        # Counted by the web site per HTTP connection, which handed its release over.
+        self.edge = self.factory.start(self, release=self.release)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """The handshake: a foreign page's socket is refused before it opens."""
@@ -160,14 +165,28 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
             self._show_state(rooms=True)
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.traffic.bytes_received += len(data)
         # Everything this read makes anyone receive goes out as one write per recipient.
         with self.factory.output_batch:
             super().dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
-        self.factory.clients.discard(self)
-        self.edge.connection_lost(reason)
+        self.factory.lost(self, reason)
+
+    def quit(self, reason: str) -> None:
+        """/quit: the goodbye, then a close frame saying 1000 (normal) queued behind it on
+        the edge, then the edge closes once both are sent: the page sees a clean close,
+        not a dropped connection (1006)."""
+        self._quit_reason = reason
+        self.notice("Goodbye.")
+        self.edge.write(close_frame(CLOSE_NORMAL, QUIT_REASON))
+        # autobahn takes the page's answering close frame as the end of the handshake we
+        # started, instead of answering it with a close frame of its own.
+        autobahn: Any = self  # (its annotations have these two as None for ever)
+        autobahn.state, autobahn.closedByMe = self.STATE_CLOSING, True
+        autobahn.localCloseCode, autobahn.localCloseReason = CLOSE_NORMAL, QUIT_REASON.encode()
+        self.edge.close()
 
     def policy_changed(self) -> None:
         """A reload changed the limits: a live connection takes them too."""
@@ -241,10 +260,11 @@ class ChatSocketProtocol(OneRoomSession, WebSocketServerProtocol):  # type: igno
     def input_pending(self) -> bool:
         return False  # autobahn hands over whole messages; a socket never half-closes
 
-class ChatSocketFactory(WebSocketServerFactory):
-    """The web front-end: builds a ChatSocketProtocol per socket, holds the connected ones
-    and broadcasts to them. Connections are counted by the web site, which hands each
-    socket its count (``pending_release``) as the HTTP connection becomes a socket."""
+class ChatSocketFactory(FrontEndClients, WebSocketServerFactory):
+    """The web front-end: builds a ChatSocketProtocol per socket; holds the connected ones
+    and broadcasts to them as every front-end does (``FrontEndClients``). Connections are
+    counted by the web site, which hands each socket its count (``pending_release``) as
+    the HTTP connection becomes a socket."""
 
     protocol = ChatSocketProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
     formatter: EventFormatter = FRAMED_JSON_FORMATTER
@@ -259,20 +279,14 @@ class ChatSocketFactory(WebSocketServerFactory):
         rejections: RateLimitedLog | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__(server="chatd")
-        self.service = service
-        self.policy = policy if policy is not None else EdgePolicy()
-        self.commands = commands if commands is not None else build_command_table(service)
+        WebSocketServerFactory.__init__(self, server="chatd")
+        # Its limits are counted by the web site, per HTTP connection (chatd/web/site.py).
+        FrontEndClients.__init__(self, service, policy, commands=commands,
+                                 rejections=rejections, clock=clock)
         self.origins = frozenset(origins)
-        self.clock: IReactorTime = clock if clock is not None else service.reactor
-        self.rejections = rejections if rejections is not None else RateLimitedLog(self.clock)
-        # Counted by the web site, per HTTP connection (chatd/web/site.py).
-        self.limits = self.policy.connection_limits(self.clock)
-        self.clients: set[ChatSocketProtocol] = set()
         # A speaker's lines in one read fan out as one block (chatd/fanout.py).
         self.output_batch = OutputBatch(service.chat_lines)
         self.pending_release: Callable[[], None] | None = None
-        self.idle_timers = IdleTimers(self.clock)  # one timer for every connection's timeout
         self._set_options()
 
     def _set_options(self) -> None:
@@ -293,17 +307,10 @@ class ChatSocketFactory(WebSocketServerFactory):
         proto.release, self.pending_release = self.pending_release, None
         return proto
 
-    def broadcast(self, data: bytes, clients: Sequence[Any]) -> None:
-        """The same frame to each of ``clients`` (ChatSocketProtocols the service picked)."""
-        for client in clients:
-            client.edge.write(data)
-
     def policy_changed(self) -> None:
-        """After a reload: new bounds for newcomers, and the new limits for live sockets."""
-        self.policy.reconfigure_limits(self.limits)
+        """After a reload: autobahn's size bounds for newcomers too."""
         self._set_options()
-        for client in list(self.clients):
-            client.policy_changed()
+        super().policy_changed()
 
 
 class ChatSocketResource(WebSocketResource):

@@ -178,7 +178,9 @@ const handlers = {
       members.delete(m.nick.toLowerCase());
       renderMembers();
     }
-    addLine("left", m.at, [`*** ${m.nick} has left ${m.room} (${m.reason})`]);
+    // quit: they left the chat altogether, not only this room
+    const what = m.quit ? "has quit" : `has left ${m.room}`;
+    addLine("left", m.at, [`*** ${m.nick} ${what} (${m.reason})`]);
   },
   kicked(m) {
     if (!m.room) {  // this connection was kicked; the server closes it next
