@@ -49,6 +49,7 @@ from chatd.events import (
     Unmuted,
 )
 from chatd.fanout import ChatLineBatch
+from chatd.former_nicks import FormerNicks
 from chatd.history import DEFAULT_HISTORY_MEMORY, HistoryBudget, HistoryEntry, RoomHistory
 from chatd.limits import DEFAULT_CONNECT_RATE, AddressRates
 from chatd.ratelog import RateLimitedLog
@@ -239,6 +240,9 @@ class ChatService(service.Service):
         self.motd = list(motd)
         self.users: dict[str, User] = {}  # by nick_key
         self.look_alikes: dict[str, User] = {}  # by nick_skeleton: no two nicks look alike
+        # Local users by the nicks they gave up lately: an operator elsewhere may have named
+        # them by one (chatd/former_nicks.py).
+        self.former_nicks: FormerNicks[User] = FormerNicks()
         self.rooms: dict[str, Room] = {}  # by room_key
         # Other chatd processes' users in our rooms (chatd/remote.py); empty without a cluster.
         self.remote = RemoteUsers()
@@ -333,7 +337,7 @@ class ChatService(service.Service):
             if kicked is not None:
                 for room in list(kicked.rooms.values()):
                     self._leave(room, kicked, event.nick)
-            else:
+            elif self.holder(event.nick) is None:  # else ours, renamed: see _deliver_kick
                 for room in [r for r in self.rooms.values()
                              if nick_key(event.nick) in r.remote_members]:
                     self._leave(room, None, event.nick)
@@ -349,6 +353,7 @@ class ChatService(service.Service):
                 del self.users[user.key]
                 if self.look_alikes.get(old := nick_skeleton(user.nick)) is user:
                     del self.look_alikes[old]
+                self.former_nicks.gave_up(user.key, user, self.reactor.seconds())
                 user.nick, user.key = event.new, nick_key(event.new)
                 self.users[user.key] = user
                 self.look_alikes[nick_skeleton(user.nick)] = user
@@ -850,6 +855,15 @@ class ChatService(service.Service):
                 raise
             return target
 
+    def holder(self, nick: str) -> User | None:
+        """The user connected here as ``nick``, or who was moments ago (chatd/former_nicks.py:
+        an operator of another process named them by it before it heard of the rename)."""
+        key = nick_key(nick)
+        user = self.users.get(key)
+        if user is None and key not in self.remote.by_key:  # not someone else's now
+            user = self.former_nicks.who(key, self.reactor.seconds())
+        return user if user is not None and self.is_connected(user) else None
+
     def is_connected(self, user: User) -> bool:
         """Whether ``user`` is still connected (an answer that took a while may be late)."""
         return self.users.get(user.key) is user
@@ -934,11 +948,14 @@ class ChatService(service.Service):
     def _deliver_kick(self, event: Kicked) -> None:
         """Each room the user was in sees them kicked from it; the user, if connected
         here, is told and disconnected."""
-        for name in event.rooms.split():
+        user = self.holder(event.nick)
+        # Renamed while the kick was on its way (ours, under another nick now): their rooms
+        # see them leave under that nick instead, as for any disconnect (Left events).
+        renamed = user is not None and user.key != nick_key(event.nick)
+        for name in [] if renamed else event.rooms.split():
             room = self.rooms.get(room_key(name))
             if room is not None:
                 self._send((dataclasses.replace(event, room=room.name),), room.members)
-        user = self.users.get(nick_key(event.nick))
         if user is not None:
             self._send((event,), (user,))
             self.disconnect(user, f"kicked by {event.by}: {event.reason}")

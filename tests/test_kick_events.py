@@ -16,7 +16,16 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from chatd.errors import ChatError, Refused
-from chatd.events import Connected, Disconnected, Event, Joined, Kicked, LocalEventBus
+from chatd.events import (
+    Banned,
+    Connected,
+    Disconnected,
+    Event,
+    Joined,
+    Kicked,
+    LocalEventBus,
+    Muted,
+)
 from chatd.irc.factory import IRCFactory
 from chatd.irc.render import IRCFormatter
 from chatd.text import nick_key
@@ -259,3 +268,53 @@ def test_an_irc_kick_of_a_member_on_another_process(pair: Pair) -> None:
     assert take_lines(alice_t) == [":alice!alice@chatd KICK #lobby bob :spam"]
     assert take_lines(pair.bob_t) == ["*** You have been kicked by alice: spam"]
     assert pair.bob_t.disconnecting
+
+
+# --- A rename in flight: the operator's process named the user by the nick they had -----------
+
+
+def renamed_while_the_rule_was_on_its_way(pair: Pair) -> str:
+    """bob renames himself on B; A made its event before it heard of it."""
+    say(pair.bob, "/nick bobby")
+    take_lines(pair.bob_t), take_lines(pair.carol_t)
+    return pair.a.service.origin
+
+
+def test_a_kick_made_before_the_user_renamed_still_kicks_them(pair: Pair) -> None:
+    a = renamed_while_the_rule_was_on_its_way(pair)
+    pair.b.service._received(Kicked("bob", "opal", "spam", "#lobby", "198.51.100.7",
+                                    pair.b.clock.seconds() + 30, origin=a))
+    assert "*** You have been kicked by opal: spam" in take_lines(pair.bob_t)
+    assert pair.bob_t.disconnecting
+    assert take_lines(pair.carol_t) == ["*** bobby has left #lobby (kicked by opal: spam)"]
+    assert nick_key("bobby") not in pair.b.service.users
+
+
+def test_a_ban_by_nick_made_before_the_user_renamed_still_disconnects_them(pair: Pair) -> None:
+    a = renamed_while_the_rule_was_on_its_way(pair)
+    pair.b.service._received(Banned("198.51.100.7/32", "spam", "root", "opal",
+                                    pair.b.clock.seconds(), nick="bob", origin=a))
+    assert pair.bob_t.disconnecting
+    assert not pair.carol_t.disconnecting
+
+
+def test_a_mute_made_before_the_user_renamed_still_mutes_them(pair: Pair) -> None:
+    a = renamed_while_the_rule_was_on_its_way(pair)
+    pair.b.service._received(Muted("bob", "bob", "198.51.100.7", "root",
+                                   pair.b.clock.seconds(), origin=a))
+    say(pair.bob, "can you hear me")
+    assert take_lines(pair.bob_t)[-1].startswith("*** Error: you are muted")
+    assert not [line for line in take_lines(pair.carol_t) if "can you hear me" in line]
+    assert pair.a.moderator.mutes.match(nick_key("bobby")) is not None  # everywhere
+
+
+def test_a_nick_given_up_and_taken_elsewhere_names_the_one_who_has_it_now(
+        pair: Pair) -> None:
+    """bob became bobby on B, and dan on A took "bob": a mute of "bob" is dan's alone."""
+    renamed_while_the_rule_was_on_its_way(pair)
+    dan, _ = pair.a.join("203.0.113.4")
+    say(dan, "/nick bob")
+    say(pair.op, "/mute bob")
+    say(pair.bob, "still free")
+    assert take_lines(pair.carol_t)[-1] == "<bobby> still free"
+    assert pair.b.moderator.mutes.match(nick_key("bobby")) is None

@@ -78,3 +78,27 @@ def test_every_line_kept_leaves_once_in_its_rooms_order(
     for room in ("#a", "#b", "#c"):
         mine = [each for each in lines if each.room == room][-8:]
         assert [each for each in out if each.room == room] == mine
+
+
+def test_a_room_the_budget_emptied_is_not_kept() -> None:
+    """Many rooms of one line each, past --history-memory: the rooms the budget took the
+    lines of go too (their bookkeeping is not counted in the budget)."""
+    budget = HistoryBudget(10 * line_cost(line("#r", 0)))
+    backlog = OutageBacklog(100, budget)
+    for n in range(1000):
+        backlog.record(line(f"#r{n}", n))
+    assert len(backlog) == 10 and backlog.rooms == 10
+
+
+def test_at_most_max_rooms_rooms_the_newest_kept() -> None:
+    """Like the rooms themselves (--max-rooms): someone making a room after another while
+    cut off, to say a line in each, holds at most that many rooms' lines here."""
+    budget = HistoryBudget(0)
+    backlog = OutageBacklog(100, budget, max_rooms=lambda: 5)
+    for n in range(100):
+        backlog.record(line(f"#r{n}", n))
+    assert backlog.rooms == 5 and len(backlog) == 5
+    assert budget.used == sum(line_cost(line(f"#r{n}", n)) for n in range(95, 100))
+    part = backlog.next_part(100)
+    assert part is not None and [each.room for each in part[1]] == [
+        f"#r{n}" for n in range(95, 100)]

@@ -8,6 +8,7 @@ of the user's address never touches the operator.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 
 from chatd.passwd import hash_password
 from tests import redis_support
-from tests.redis_support import ChatdProcess, Chatter, RedisServer
+from tests.irssi import Irssi
+from tests.redis_support import ChatdProcess, Chatter, RedisServer, command
+from tests.test_redis_outage import cut_off, let_back
 
 redis_server = redis_support.redis_server
 chatd_processes = redis_support.chatd_processes
@@ -28,7 +31,7 @@ USER = "127.0.0.2"  # where the moderated users connect from
 
 
 def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
-          name: str) -> ChatdProcess:
+          name: str, url: str = "", extra: str = "") -> ChatdProcess:
     directory = tmp_path / name
     directory.mkdir()
     config = directory / "chatd.toml"
@@ -36,8 +39,9 @@ def start(started: list[ChatdProcess], server: RedisServer, tmp_path: Path,
 listen = ["tcp:0:interface=127.0.0.1"]
 no-echo = true
 server-name = "{name}"
-redis = "{server.url}"
+redis = "{url or server.url}"
 kick-rejoin-delay = 60.0
+{extra}
 [operators]
 root = "{CHEAP_HASH}"
 """)
@@ -112,8 +116,14 @@ def test_a_kick_on_one_process_removes_a_user_of_another(
     # Within the delay, the nick may not come back from that address, on either process.
     for daemon in (a, b):
         again = Chatter(daemon.port, source=USER)
-        again.say("/nick bob")
-        again.expect(r"Error: you were kicked from this server; you may reconnect in \d+ s")
+        deadline = time.monotonic() + 10
+        while True:  # "taken" until bob's Disconnected, from b, has reached a (under load)
+            again.say("/nick bob")
+            if "kicked" in again.expect(r"you were kicked from this server; you may reconnect "
+                                        r"in \d+ s|nickname \"bob\" is already taken"):
+                break
+            assert time.monotonic() < deadline, again.lines
+            time.sleep(0.1)
         closed(again)
     assert a.output().count("operator root kicked") == 1
     assert "operator root kicked" not in b.output()
@@ -234,3 +244,104 @@ def redis_get(server: RedisServer, key: str, field: str) -> bytes:
                 break
             reply += chunk
     return reply.split(b"\r\n")[1] if not reply.startswith(b"$-1") else b"$-1"
+
+
+def apart(server: RedisServer, tmp_path: Path, started: list[ChatdProcess]
+          ) -> tuple[ChatdProcess, ChatdProcess]:
+    """Processes a, which can be cut off alone (it logs in as the Redis user chatd-a), and b."""
+    command(server.port, "ACL", "SETUSER", "chatd-a", "on", ">secret", "~*", "&*", "+@all")
+    a = start(started, server, tmp_path, "a",
+              url=f"redis://chatd-a:secret@127.0.0.1:{server.port}/0")
+    return a, start(started, server, tmp_path, "b")
+
+
+def test_a_ban_lifted_while_a_process_was_cut_off_is_not_put_back_by_it(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    opal, otto = operator(a.port), operator(b.port, "otto")
+    opal.say("/ban 192.0.2.0/24 raid")
+    opal.expect(r"Banned 192\.0\.2\.0/24")
+    deadline = time.monotonic() + 10
+    while True:  # b takes the ban in
+        otto.say("/bans")
+        if "by root" in otto.expect(r"^\*\*\* (No bans|192\.0\.2\.0/24 by root)"):
+            break
+        assert time.monotonic() < deadline, otto.lines
+        time.sleep(0.1)
+    cut_off(redis_server, "chatd-a", a, 1)
+    otto.say("/unban 192.0.2.0/24")
+    otto.expect(r"^\*\*\* Unbanned 192\.0\.2\.0/24\.$")
+    let_back(redis_server, "chatd-a", a, 1)
+    opal.say("back")  # published after whatever a put to the cluster on rejoining
+    otto.expect(r"^<opal> back$")
+    otto.say("/bans")
+    otto.expect(r"^\*\*\* No bans are in force\.$")
+    assert redis_get(redis_server, "chatd:bans", "192.0.2.0/24") == b"$-1"
+
+
+def test_a_ban_by_nick_made_while_cut_off_spares_the_others_at_the_address_everywhere(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    opal = operator(a.port)
+    bob = Chatter(a.port, source=USER).rename("bob")
+    bea = Chatter(b.port, source=USER).rename("bea")  # same address, another process
+    cut_off(redis_server, "chatd-a", a, 1)
+    opal.say("/ban bob spam")
+    opal.expect(r"^\*\*\* Banned 127\.0\.0\.2/32")
+    closed(bob)
+    let_back(redis_server, "chatd-a", a, 1)
+    eventually(lambda: first_line(b.port).startswith("*** Error: you are banned"),
+               "b refuses the ban set on a while Redis was away", seconds=15)
+    bea.say("/who")
+    bea.expect(r"^\*\*\* Users in #lobby")
+    assert not [line for line in bea.lines if "banned" in line], bea.lines
+    assert "Traceback" not in a.output() + b.output()
+
+
+def shows(irssi: Irssi, pattern: str, seconds: float = 20.0) -> None:
+    """Waits until irssi's screen shows ``pattern``."""
+    deadline = time.monotonic() + seconds
+    while not re.search(pattern, irssi.screen()):
+        assert time.monotonic() < deadline, f"irssi never showed {pattern!r}:\n{irssi.screen()}"
+        time.sleep(0.1)
+
+
+def test_irssi_sees_kicks_made_on_another_process_as_kicks(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a = start(chatd_processes, redis_server, tmp_path, "a")
+    b = start(chatd_processes, redis_server, tmp_path, "b",
+              extra='irc = ["tcp:0:interface=127.0.0.1"]')
+    ivy = Irssi(tmp_path / "irssi", b.port_of("IRCFactory"), "ivy")
+    try:
+        shows(ivy, r"Welcome to the b IRC network")
+        ivy.type("/join #lobby")
+        shows(ivy, r"ivy \S+ has joined #lobby")
+        opal = operator(a.port)
+        dave = Chatter(a.port, source=USER).rename("dave")
+        opal.who_until(lambda reply: "ivy" in reply and "dave" in reply)
+        opal.say("/kick dave spam")
+        closed(dave)
+        shows(ivy, r"dave was kicked from #lobby by opal \[spam\]")
+        opal.say("/kick ivy bye")
+        opal.expect(r"^\*\*\* ivy has left #lobby \(kicked by opal: bye\)$")
+        shows(ivy, r"ivy was kicked from #lobby by opal \[bye\]")  # irssi says so of itself too
+    finally:
+        ivy.close()
+    assert "Traceback" not in a.output() + b.output()
+
+
+def test_a_user_kicked_while_their_process_was_cut_off_is_kicked_when_it_is_back(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer, tmp_path: Path) -> None:
+    a, b = apart(redis_server, tmp_path, chatd_processes)
+    bob = Chatter(a.port, source=USER).rename("bob")
+    opal = operator(b.port)
+    opal.who_until(lambda reply: "bob" in reply)
+    cut_off(redis_server, "chatd-a", a, 1)
+    opal.say("/kick bob spam")  # b does not know yet that a is gone
+    opal.expect(r"^\*\*\* bob has left #lobby \(kicked by opal: spam\)$")
+    let_back(redis_server, "chatd-a", a, 1)
+    bob.expect(r"^\*\*\* You have been kicked by an operator while this server was cut off from "
+               r"the cluster$")
+    closed(bob)
+    opal.who_until(lambda reply: "bob" not in reply)
+    assert "Traceback" not in a.output() + b.output()

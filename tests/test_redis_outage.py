@@ -159,3 +159,27 @@ def test_an_irc_user_in_no_room_is_known_to_every_process(
     ian.say("WHOIS bob")  # bob was renamed: the old nick is unknown now
     ian.expect(r" 401 ian bob ")
     assert "Traceback" not in b.output()
+
+
+def test_a_user_who_leaves_during_a_short_outage_is_gone_everywhere_after_it(
+        chatd_processes: list[ChatdProcess], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """Cut off for less than the heartbeat's bound (so not reaped): the process's users
+    who left meanwhile leave the cluster when it is back, and their nicks are free."""
+    server_command(redis_server, "ACL", "SETUSER", "chatd-a", "on", ">secret", "~*", "&*",
+                   "+@all")
+    a = start_chatd(chatd_processes, redis_server, tmp_path, "a",
+                    url=f"redis://chatd-a:secret@127.0.0.1:{redis_server.port}/0")
+    b = start_chatd(chatd_processes, redis_server, tmp_path, "b")
+    alice = Chatter(a.port).rename("alice")
+    bob = Chatter(b.port).rename("bob")
+    bob.who_until(lambda reply: "alice" in reply)
+    cut_off(redis_server, "chatd-a", a, 1)
+    alice.say("/quit")
+    alice.expect(r"Goodbye")
+    let_back(redis_server, "chatd-a", a, 1)
+    assert "given this process up" not in a.output()  # not reaped: a short outage
+    bob.who_until(lambda reply: "alice" not in reply, seconds=5)
+    Chatter(a.port).who_until(lambda reply: "alice" not in reply, seconds=5)
+    bob.say("/nick alice")
+    bob.expect(r"is now known as alice$")

@@ -171,6 +171,8 @@ def test_a_silent_process_is_reaped_its_users_leave_and_nicks_are_freed(
 def test_a_backlog_part_is_appended_once_in_order_and_trimmed(
         two: tuple[Process, Process]) -> Any:
     a, b = two
+    yield a.state.apply(codec.encode(Joined("#dev", "alice")), "A", "join", "#dev", "#dev",
+                        "alice", "alice", "")
     yield a.state.apply(codec.encode(Said("#dev", "bob", "before")), "B", "line", "#dev",
                         "#dev", 4)
     lines = [Said("#dev", "alice", f"apart {n}", at=100.0 + n) for n in range(4)]
@@ -184,8 +186,9 @@ def test_a_backlog_part_is_appended_once_in_order_and_trimmed(
     (room,) = snapshot.rooms
     history = [codec.decode(line) for line in room.history]
     assert history == lines and [line.at for line in history] == [100.0, 101.0, 102.0, 103.0]
-    yield until(lambda: len(b.received) == 5, lambda: f"b hears the line and 4: {b.received}")
-    backfilled = [event for _, event in b.events()[1:]]
+    yield until(lambda: len(b.received) == 6,
+                lambda: f"b hears the join, the line and 4: {b.received}")
+    backfilled = [event for _, event in b.events()[2:]]
     assert backfilled == [Backfilled("#dev", "alice", line.text, line.at) for line in lines]
     # The next part, and another process's first: each its own count.
     assert (yield a.state.backfill(a.origin, 2, 4, part[:1])) == 1
@@ -268,3 +271,19 @@ def test_where_a_registered_user_connects_from_is_kept_for_their_holder_only(
     assert (yield b.state.snapshot()).where == {"zed": "192.0.2.5"}
     yield a.state.release(a.origin, "zed")
     assert (yield b.state.snapshot()).where == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backlog_part_for_a_room_nobody_is_in_now_is_not_kept(
+        two: tuple[Process, Process]) -> Any:
+    """Lines said while cut off in a room that has since emptied (no topic): the room is
+    forgotten with its history, as everywhere else, not kept in Redis for good."""
+    a, _ = two
+    lines = [Said(f"#gone{n}", "mallory", "x" * 100, at=100.0) for n in range(3)]
+    part = [(line.room, line.room, codec.encode(line),
+             codec.encode(Backfilled(line.room, line.nick, line.text, line.at)))
+            for line in lines]
+    yield a.state.apply(b"{}", "A", "topic", "#gone2", "#gone2", "kept", "root", 5.0)
+    assert (yield a.state.backfill(a.origin, 1, 4, part)) == 3
+    rooms = {room.key: len(room.history) for room in (yield a.state.snapshot()).rooms}
+    assert rooms == {"#gone2": 1}

@@ -13,8 +13,8 @@
 - **Rejoining.** When the link comes up (at start, and after every outage), the process
   holds incoming events, claims its users' nicks and announces them again (``Connected``
   where the cluster had lost the claim, ``Joined`` where it had lost them in a room),
-  appends what they said while cut off to the cluster's history (``_backfill``: each line
-  once, however often this runs), offers its topics (Redis keeps the later of two), reads
+  offers its topics (Redis keeps the later of two), appends what they said while cut off
+  to the cluster's history (``_backfill``: each line once, however often this runs), reads
   a snapshot of the cluster's rooms, topics, histories, members and registered users,
   applies it, and hands on the held events newer than it.
 - **Outages.** When Redis goes away, the process says so once in the log and to its
@@ -41,6 +41,7 @@ from chatd.cluster import codec
 from chatd.cluster.backlog import OutageBacklog
 from chatd.cluster.bus import MAX_BATCH, RedisBus, script_arguments
 from chatd.cluster.state import (
+    GONE_REASON,
     HEARTBEAT,
     SHUTDOWN_REASON,
     ClaimRefused,
@@ -61,8 +62,11 @@ from chatd.events import (
     Muted,
     Renamed,
     RoomNotice,
+    RuleEvent,
     Said,
     TopicChanged,
+    Unbanned,
+    Unmuted,
 )
 from chatd.history import HistoryEntry
 from chatd.rooms import room_key
@@ -127,7 +131,11 @@ class ClusterMember(service.Service):
         bus.on_down = self._down
         self.guests = chat.guest_numbers = GuestNumbers(bus.state, lambda: bool(bus.link.up))
         # Lines said here while Redis is away, for the cluster's history when it is back.
-        self.backlog = OutageBacklog(chat.history_size, chat.history_budget)
+        self.backlog = OutageBacklog(chat.history_size, chat.history_budget,
+                                     lambda: chat.max_rooms)
+        # Bans and mutes set or lifted here while Redis is away, as made (the operator and
+        # the nick with them), the latest per rule: given to the cluster when it is back.
+        self.unshared_rules: dict[str, RuleEvent] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -194,6 +202,9 @@ class ClusterMember(service.Service):
         if isinstance(event, Said | Acted):
             if not self.bus.link.up:  # the bus did not send it: kept for when Redis is back
                 self.backlog.record(event)
+        elif isinstance(event, Banned | Unbanned | Muted | Unmuted):
+            if not self.bus.link.up:
+                self.unshared_rules[_rule_name(event)] = event
         elif isinstance(event, Connected):
             if nick_key(event.nick) not in self.claimed:
                 self._claim(event.nick, None)
@@ -248,12 +259,17 @@ class ClusterMember(service.Service):
         @defer.inlineCallbacks
         def rejoin() -> Any:
             yield state.heartbeat(self.origin)
+            # Who left while we were cut off (and not reaped): their leaving never reached
+            # Redis. Out of the rooms and free, for everyone.
+            yield state.depart_gone(self.origin, GONE_REASON, list(self.chat.users))
             for user in list(self.chat.users.values()):
                 yield self._announce(user)
             # What was said and set here while cut off goes to the cluster before its
-            # state is read: the snapshot then has it, as the other processes do.
-            yield self._backfill()
+            # state is read: the snapshot then has it, as the other processes do. Topics
+            # first: a room kept for its topic keeps the lines backfilled into it.
             yield self._offer_topics()
+            yield self._backfill()
+            yield self._share_rules()
             snapshot = yield state.snapshot()
             while True:
                 self._take_in(snapshot)
@@ -333,6 +349,16 @@ class ClusterMember(service.Service):
             [(codec.encode(topic), self.origin, "topic-if-newer",
               script_arguments(topic, self.chat.history_size)[1]) for topic in topics])
 
+    @defer.inlineCallbacks
+    def _share_rules(self) -> Any:
+        """Gives the cluster the bans and mutes set or lifted here while cut off, as they
+        were made (the same events: a ban by nick still spares the others at its address,
+        and its operator, on every process)."""
+        for name, event in list(self.unshared_rules.items()):
+            yield self.bus.push(event)
+            if self.unshared_rules.get(name) is event:
+                del self.unshared_rules[name]
+
     def _take_in(self, snapshot: Snapshot) -> None:
         """The cluster's rooms, members, topics, histories and registered users, as this
         process's copy."""
@@ -353,8 +379,10 @@ class ClusterMember(service.Service):
     def _take_in_rules(self, snapshot: Snapshot) -> None:
         """The cluster's bans, mutes and kick delays, and where its users connect from.
 
-        A ban or mute in force here that the cluster lacks (set while Redis was away) is
-        put to the cluster; a ban lifted elsewhere meanwhile holds here until lifted again."""
+        A user of ours kicked elsewhere while we were cut off is disconnected now. The
+        bans and mutes set here while Redis was away are in it already (``_share_rules``); a
+        ban or mute in force here that the cluster lacks was lifted elsewhere meanwhile (or
+        Redis lost it): it holds here until lifted again, and is not put back."""
         for key, where in snapshot.where.items():
             remote = self.chat.remote.by_key.get(key)
             if remote is not None:
@@ -363,23 +391,26 @@ class ClusterMember(service.Service):
         if rules is None:
             return
         ours = {_rule_name(event) for event in rules.in_force()}
-        theirs = set()
         for data in snapshot.rules:
             try:
                 event = codec.decode(data)
             except codec.UndecodableEvent:
                 continue
             if isinstance(event, Banned | Muted):
-                theirs.add(_rule_name(event))
                 rules.apply(event)
                 if _rule_name(event) not in ours:  # new here: it disconnects whom it covers
                     rules.deliver(event)
-        for event in rules.in_force():
-            if _rule_name(event) not in theirs:
-                self.bus.push(event).addErrback(lambda _: None)
+        now = self.clock.seconds()
         for field, until in snapshot.kicks.items():
             where, _, key = field.partition(" ")
-            rules.apply(Kicked(key, "", "", where=where, until=_seconds(until)))
+            kick = Kicked(key, "", "", where=where, until=_seconds(until))
+            rules.apply(kick)
+            # Ours, kicked by an operator elsewhere while we were cut off (the kick never
+            # reached us): out now, as they would be refused if they came back.
+            user = self.chat.users.get(key)
+            if user is not None and kick.until > now and self.chat.where(user) == where:
+                self.chat.remove(user, "kicked by an operator while this server was cut off "
+                                       "from the cluster")
 
 
 def _backfilled(line: ChatLine) -> Backfilled:
@@ -387,8 +418,11 @@ def _backfilled(line: ChatLine) -> Backfilled:
                       line.origin)
 
 
-def _rule_name(event: Banned | Muted) -> str:
-    return f"ban {event.network}" if isinstance(event, Banned) else f"mute {event.key}"
+def _rule_name(event: RuleEvent) -> str:
+    """What a rule event sets or lifts: a ban of a network, or a mute of a nick_key."""
+    if isinstance(event, Banned | Unbanned):
+        return f"ban {event.network}"
+    return f"mute {event.key}"
 
 
 def _seconds(text: str) -> float:

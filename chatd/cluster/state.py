@@ -33,10 +33,11 @@ Keys (``P`` is the prefix, ``chatd:``; ``nk`` a nick_key, ``rk`` a room_key)::
     P mutes              hash: nk -> the encoded ``Muted`` event in force
     P kicks              hash: "WHERE NK" -> until when a kicked nick may not come back
 
-A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py) and, when it
-rejoins, appends them to history with BACKFILL, which publishes each as a ``Backfilled``
-event (history only, not live chat); then it offers its topics with ``topic-if-newer``,
-which Redis takes only if newer than its own, before it reads the snapshot.
+A process cut off from Redis keeps its users' lines (chatd/cluster/backlog.py). When it
+rejoins, it offers its topics with ``topic-if-newer``, which Redis takes only if newer
+than its own, then appends the lines to history with BACKFILL, which publishes each as a
+``Backfilled`` event (history only, not live chat) and forgets a room nobody is in now
+that has no topic, before it reads the snapshot.
 
 Bans, mutes and kick delays that have run out are pruned (by Redis's clock) when the next
 one is set; every process also drops them from its own copy at their time.
@@ -75,6 +76,9 @@ HEARTBEAT = 2.0  # seconds between heartbeats
 PROCESS_TTL = 10.0  # seconds without a heartbeat before a process's users are gone
 REAPED_REASON = "their chatd process stopped answering"
 SHUTDOWN_REASON = "their chatd process is shutting down"
+# Said of a user who left while their process was cut off from Redis (their own process's
+# users saw their real reason then).
+GONE_REASON = "left while their chatd process was cut off"
 
 # A room is forgotten, with its history, when nobody is in it and it has no topic: the rule
 # of a single process (Room.worth_keeping), so the rooms anyone may make do not pile up in
@@ -108,21 +112,22 @@ local function release(P, origin, nk)
 end
 -- Every user of process o leaves every room (a Left event each, as o's), their nicks are
 -- freed (a Disconnected each); then o is forgotten.
-local function depart(P, o, reason)
-  for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do
-    local entry = redis.call('HGET', P..'nicks', nk)
-    local nick = entry and cjson.decode(entry).n or nk
-    for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
-      redis.call('HDEL', P..'members:'..rk, nk)
-      local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
-      forget_if_empty(P, rk)
-      publish(P, o, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
-                                  origin = o, quit = true}))
-    end
-    redis.call('DEL', P..'in:'..nk)
-    release(P, o, nk)
-    publish(P, o, cjson.encode({type = 'Disconnected', nick = nick, origin = o}))
+local function gone(P, o, nk, reason)
+  local entry = redis.call('HGET', P..'nicks', nk)
+  local nick = entry and cjson.decode(entry).n or nk
+  for _, rk in ipairs(redis.call('SMEMBERS', P..'in:'..nk)) do
+    redis.call('HDEL', P..'members:'..rk, nk)
+    local name = redis.call('HGET', P..'room:'..rk, 'name') or rk
+    forget_if_empty(P, rk)
+    publish(P, o, cjson.encode({type = 'Left', room = name, nick = nick, reason = reason,
+                                origin = o, quit = true}))
   end
+  redis.call('DEL', P..'in:'..nk)
+  release(P, o, nk)
+  publish(P, o, cjson.encode({type = 'Disconnected', nick = nick, origin = o}))
+end
+local function depart(P, o, reason)
+  for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..o)) do gone(P, o, nk, reason) end
   redis.call('DEL', P..'owned:'..o)
   redis.call('ZREM', P..'procs', o)
 end
@@ -284,11 +289,32 @@ depart(ARGV[1], ARGV[2], ARGV[3])
 return 1
 """
 
+# ARGV: prefix, origin, reason, then the nks of the users origin has now. Every other user
+# the cluster holds for origin leaves (as ``depart`` does for all of them): those who went
+# while origin was cut off from Redis, for less than PROCESS_TTL (so it was not reaped),
+# whose leaving never reached Redis. Returns how many went.
+DEPART_GONE = _FORGET_IF_EMPTY + """
+local P, origin, reason = ARGV[1], ARGV[2], ARGV[3]
+local here = {}
+for i = 4, #ARGV do here[ARGV[i]] = true end
+local count = 0
+for _, nk in ipairs(redis.call('SMEMBERS', P..'owned:'..origin)) do
+  if not here[nk] then
+    gone(P, origin, nk, reason)
+    count = count + 1
+  end
+end
+return count
+"""
+
 # ARGV: prefix, origin, the number of this part of its backlog, keep (--history), then per
 # line: rk, room name, the line as history keeps it (Said or Acted), the Backfilled event to
 # publish. The lines a process said while it was cut off from Redis, appended to their
 # rooms' history in one go; ``backfilled:ORIGIN`` keeps the number of the last part taken
 # in, so a part sent again (its answer was lost with the connection) is not appended twice.
+# A room nobody is in now and without a topic is then forgotten with its history, by the
+# rule of a leave (the rejoining process has announced its users, and offered its topics,
+# first), so what anyone said in rooms they made and left while cut off does not pile up.
 # It outlives the process by a day (BACKFILL_MARK_TTL), so a process reaped while its answer
 # was lost does not append it twice either. Returns how many lines were added (0: this
 # part was in already).
@@ -308,6 +334,8 @@ for i = 5, #ARGV, 4 do
   end
   publish(P, origin, ARGV[i + 3])
 end
+-- A room emptied since (nobody in it, no topic) goes with its history, as on a leave.
+for i = 5, #ARGV, 4 do forget_if_empty(P, ARGV[i]) end
 return (#ARGV - 4) / 4
 """
 
@@ -426,6 +454,12 @@ class ClusterState:
     def depart(self, origin: str, reason: str) -> defer.Deferred[Any]:
         """Takes every user of ``origin`` out of the cluster at once (it is stopping)."""
         return self.link.call(DEPART, self._keys, [self.prefix, origin, reason])
+
+    def depart_gone(self, origin: str, reason: str, here: Sequence[str]) -> defer.Deferred[int]:
+        """Takes out of the cluster every user it holds for ``origin`` but those of ``here``
+        (nks); fires with how many went."""
+        d = self.link.call(DEPART_GONE, self._keys, [self.prefix, origin, reason, *here])
+        return d.addCallback(int)
 
     def backfill(self, origin: str, part: int, keep: int,
                  lines: Sequence[tuple[str, str, bytes, bytes]]) -> defer.Deferred[int]:

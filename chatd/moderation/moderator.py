@@ -214,14 +214,17 @@ class Moderator(service.Service):
 
     def deliver(self, event: RuleEvent) -> None:
         """A ban disconnects this process's users it covers (but its operator), or the one
-        user it names."""
+        user it names; a mute of a user of this process who has renamed themselves since
+        the operator named them follows them to their nick now."""
+        if isinstance(event, Muted):
+            self._follow_rename(event)
         if not isinstance(event, Banned):
             return
         ban = ban_of(event)
         if ban is None:
             return
-        if event.nick:
-            hit = [u for u in self.chat.connected() if u.key == nick_key(event.nick)]
+        if event.nick:  # the user it names, under their nick now (chatd/former_nicks.py)
+            hit = [u for u in [self.chat.holder(event.nick)] if u is not None]
         else:
             hit = [u for u in self.chat.connected()
                    if u.key != nick_key(event.op) and covers(ban, u.host)]
@@ -229,6 +232,14 @@ class Moderator(service.Service):
                   else f"for {format_duration(ban.expires - ban.created)}")
         for user in hit:
             self.chat.remove(user, f"banned by {event.op} {length}: {event.reason}")
+
+    def _follow_rename(self, event: Muted) -> None:
+        """The user a mute names renamed themselves while it was on its way from another
+        process: it covers their new nick too, on every process (as after a /rename)."""
+        user = self.chat.holder(event.key)
+        mute = self.mutes.match(event.key)
+        if user is not None and mute is not None and not mute.covers(user.key):
+            self.chat.publish(muted_event(mute.renamed(user.key), self.chat.origin))
 
     def in_force(self) -> list[Banned | Muted]:
         """The bans and mutes in force here, as the events that make them."""
