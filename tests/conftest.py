@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support import Twistd
+
+# Speed is measured by `make bench`, never asserted in tests: Hypothesis's per-example
+# deadline (200 ms) fails correct examples on a loaded runner (tests/client/test_client_wire.py
+# did, once), so no property test has one.
+settings.register_profile("chatd", deadline=None)
+settings.load_profile("chatd")
 
 
 @pytest.fixture
