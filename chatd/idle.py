@@ -13,12 +13,16 @@ A reload can change the timeout while connections still run on the old one (the 
 service's live connections take a new ``--echo-idle-timeout`` at their next read): each
 timeout in use has its own queue, so deadlines stay in order within each, and the timer is
 set for the earliest head of them all. Normally there is one.
+
+``Deadlines`` is the same structure for any deadline a connection re-arms, with the call to
+make when one passes: the IRC front-end keeps its PING and registration deadlines on two.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -31,15 +35,20 @@ class Idles(Protocol):
         """This connection's deadline has passed."""
 
 
-class IdleTimers:
-    """One front-end's connections, by deadline, and one timer for the earliest."""
+Conn = TypeVar("Conn")
 
-    __slots__ = ("_call", "_queues", "clock")
 
-    def __init__(self, clock: IReactorTime) -> None:
+class Deadlines(Generic[Conn]):
+    """One front-end's connections, by deadline, and one timer for the earliest;
+    ``reached(conn)`` when a connection's deadline passes."""
+
+    __slots__ = ("_call", "_queues", "_reached", "clock")
+
+    def __init__(self, clock: IReactorTime, reached: Callable[[Conn], None]) -> None:
         self.clock = clock
+        self._reached = reached
         # timeout -> connections on it, each with its deadline, earliest first
-        self._queues: dict[float, OrderedDict[Idles, float]] = {}
+        self._queues: dict[float, OrderedDict[Conn, float]] = {}
         self._call: IDelayedCall | None = None
 
     def __len__(self) -> int:
@@ -48,7 +57,7 @@ class IdleTimers:
     def __contains__(self, conn: object) -> bool:
         return any(conn in queue for queue in self._queues.values())
 
-    def touch(self, conn: Idles, timeout: float) -> None:
+    def touch(self, conn: Conn, timeout: float) -> None:
         """``conn`` was active now: its deadline is ``timeout`` seconds from now, the latest
         of all the connections on that timeout."""
         queues = self._queues
@@ -63,7 +72,7 @@ class IdleTimers:
         if call is None or deadline < call.getTime():  # the first, or a shorter timeout
             self._schedule(timeout)
 
-    def forget(self, conn: Idles) -> None:
+    def forget(self, conn: Conn) -> None:
         """``conn`` has no deadline any more (closing, gone, or the timeout was turned off)."""
         self._drop(conn)
         if not self._queues and self._call is not None:
@@ -71,7 +80,7 @@ class IdleTimers:
                 self._call.cancel()
             self._call = None
 
-    def _drop(self, conn: Idles, keep: float | None = None) -> None:
+    def _drop(self, conn: Conn, keep: float | None = None) -> None:
         for timeout in [t for t in self._queues if t != keep]:
             queue = self._queues[timeout]
             queue.pop(conn, None)
@@ -87,7 +96,7 @@ class IdleTimers:
                 if deadline > now + _SLACK:
                     break
                 del queue[conn]
-                conn.idle_timeout_reached()
+                self._reached(conn)
         for timeout in [t for t, queue in self._queues.items() if not queue]:
             del self._queues[timeout]
         heads = [next(iter(queue.values())) for queue in self._queues.values()]
@@ -100,3 +109,16 @@ class IdleTimers:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = self.clock.callLater(max(delay, 0.0), self._expire)
+
+
+def _idle_timeout_reached(conn: Idles) -> None:
+    conn.idle_timeout_reached()
+
+
+class IdleTimers(Deadlines[Idles]):
+    """Idle timeouts: ``idle_timeout_reached()`` on each connection whose deadline passes."""
+
+    __slots__ = ()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__(clock, _idle_timeout_reached)

@@ -160,6 +160,29 @@ def test_a_nick_taken_between_nick_and_user_is_433_at_registration(chat: MemoryI
     assert take_lines(transport)[0].startswith(":chatd 001 dave2 ")
 
 
+def test_connections_share_the_ping_and_registration_timers(chat: MemoryIRC) -> None:
+    """A connection's PING and registration deadlines are entries on the factory's two
+    shared timers (chatd/idle.py), not a DelayedCall each (about 600 bytes a connection),
+    and a lost connection leaves no deadline and no timer behind."""
+    before = len(chat.clock.getDelayedCalls())
+    clients = [chat.irc_connect()]
+    with_one = len(chat.clock.getDelayedCalls())
+    assert with_one > before  # the shared timers are set
+    clients += [chat.irc_connect() for _ in range(9)]
+    assert len(chat.clock.getDelayedCalls()) == with_one
+    for i, (proto, _transport) in enumerate(clients[:5]):
+        send(proto, f"NICK n{i}", f"USER n{i} 0 * :N")
+    chat.clock.advance(chat.irc.ping_interval)  # the five unregistered closed, the rest pinged
+    assert [take_lines(t)[-1] for _p, t in clients[:5]] == ["PING :chatd"] * 5
+    for proto, _transport in clients[5:]:
+        proto.connectionLost()  # closed: gone, with its edge's deadline to close by
+    assert len(chat.clock.getDelayedCalls()) <= with_one
+    for proto, _transport in clients[:5]:
+        proto.connectionLost()
+    assert len(chat.irc.ping_timers) == len(chat.irc.registration_timers) == 0
+    assert len(chat.clock.getDelayedCalls()) == before
+
+
 def test_registration_times_out(chat: MemoryIRC) -> None:
     proto, transport = chat.irc_connect()
     send(proto, "NICK slow")
@@ -575,6 +598,30 @@ def test_a_chatd_command_on_your_room_names_the_room_when_you_are_in_several(
 
 
 # --- Liveness and limits -------------------------------------------------------------------------
+
+
+def test_a_ping_timeout_longer_than_the_interval_is_waited_out(chat: MemoryIRC) -> None:
+    """A PING's wait runs its course: a client that answers early is pinged again when it
+    ends (not ping_interval after the answer), one that answers late ping_interval after."""
+    chat.irc.ping_interval, chat.irc.ping_timeout = 10.0, 30.0
+    early, early_t = chat.irc_user("early")
+    late, late_t = chat.irc_user("late")
+    chat.clock.advance(10)
+    assert take_lines(early_t) == take_lines(late_t) == ["PING :chatd"]  # the wait ends at 40
+    chat.clock.advance(5)
+    send(early, "PONG :chatd")  # at 15: 15 + 10 is inside the wait
+    chat.clock.advance(10)
+    assert take_lines(early_t) == []
+    chat.clock.advance(10)
+    send(late, "PONG :chatd")  # at 35: 35 + 10 is past it
+    chat.clock.advance(5)
+    assert take_lines(early_t) == ["PING :chatd"]
+    assert take_lines(late_t) == []
+    chat.clock.advance(5)
+    assert take_lines(late_t) == ["PING :chatd"]
+    chat.clock.advance(25)
+    assert take_lines(early_t) == [
+        "ERROR :Closing Link: 127.0.0.1 (Ping timeout: 55 seconds)"]
 
 
 def test_ping_pong_both_ways_and_ping_timeout(chat: MemoryIRC) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import protocol
 
 from chatd.frontend import FrontEndFactory
+from chatd.idle import Deadlines
 from chatd.irc.message import Message, serialize
 from chatd.irc.protocol import PING_INTERVAL, PING_TIMEOUT, REGISTRATION_TIMEOUT, IRCProtocol
 from chatd.irc.render import IRCFormatter
@@ -53,6 +54,10 @@ class IRCFactory(FrontEndFactory):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.registration_timeout = registration_timeout
+        # Every connection's PING and registration deadlines on two shared timers, as the
+        # idle timeouts are: a DelayedCall each cost about 600 bytes per connection.
+        self.ping_timers = Deadlines(self.clock, IRCProtocol.ping_due)
+        self.registration_timers = Deadlines(self.clock, IRCProtocol.registration_due)
         self.created = self.clock.seconds()
         self.formatter: IRCFormatter = IRCFormatter(lambda: service.server_name)
         # A speaker's lines in one read fan out as one block (chatd/fanout.py), as the line

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
@@ -152,8 +151,7 @@ class IRCProtocol(irc.IRC):
         self.peer = "?"
         self._heard_at = 0.0  # when the client last sent anything (PING)
         self._pinged = False
-        self._ping_timer: IDelayedCall | None = None
-        self._registration_timer: IDelayedCall | None = None
+        self._answer_by = 0.0  # when the last PING's wait ends (a read before it, see below)
         self._quit_reason: str | None = None
 
     @property
@@ -178,14 +176,13 @@ class IRCProtocol(irc.IRC):
         self.edge = factory.start(self)
         self.peer = self.edge.peer
         self._heard_at = factory.clock.seconds()
-        self._ping_timer = factory.clock.callLater(factory.ping_interval, self._check_ping)
-        self._registration_timer = factory.clock.callLater(
-            factory.registration_timeout, self._registration_timed_out)
+        # The factory's shared timers, not a DelayedCall each (chatd/idle.py).
+        factory.ping_timers.touch(self, factory.ping_interval)
+        factory.registration_timers.touch(self, factory.registration_timeout)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        for timer in (self._ping_timer, self._registration_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self.factory.ping_timers.forget(self)
+        self.factory.registration_timers.forget(self)
         self.factory.lost(self, reason)
 
     def policy_changed(self) -> None:
@@ -197,10 +194,13 @@ class IRCProtocol(irc.IRC):
     def dataReceived(self, data: bytes) -> None:
         """Splits lines once per read (linear in the read's size) and offers each to the
         edge's flood gate. CRLF or LF ends a line (mIRC and friends send LF alone)."""
-        self.factory.traffic.bytes_received += len(data)
+        factory = self.factory
+        factory.traffic.bytes_received += len(data)
         self.edge.activity()
-        self._heard_at = self.factory.clock.seconds()
+        heard_at = self._heard_at = factory.clock.seconds()
         self._pinged = False
+        if heard_at + factory.ping_interval >= self._answer_by:
+            factory.ping_timers.touch(self, factory.ping_interval)
         with self.factory.output_batch:
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
@@ -306,23 +306,28 @@ class IRCProtocol(irc.IRC):
 
     # --- Liveness ----------------------------------------------------------------------------
 
-    def _check_ping(self) -> None:
+    # Each read moves the client's PING deadline to ping_interval after it. A PING moves it
+    # to ping_timeout after the PING: a client silent until then is dropped, and one that
+    # answered is sent its next PING ping_interval after it was last heard, but never before
+    # that wait ends (so a ping_timeout longer than ping_interval, and a read during it, leave
+    # the deadline where it is: _answer_by).
+
+    def ping_due(self) -> None:
+        """The client's PING deadline passed (the factory's ``ping_timers``)."""
         factory = self.factory
         now = factory.clock.seconds()
         quiet = now - self._heard_at
-        if quiet < factory.ping_interval:
-            delay = factory.ping_interval - quiet
-        elif not self._pinged:
-            self._pinged = True
-            self.send_message(Message("PING", (self.server,)))
-            delay = factory.ping_timeout
-        else:
+        if self._pinged:
             self.edge.log_cause("disconnected: ping timeout", f"{quiet:.0f} s")
             self.close_link(f"Ping timeout: {quiet:.0f} seconds")
             return
-        self._ping_timer = factory.clock.callLater(delay, self._check_ping)
+        self._pinged = True
+        self.send_message(Message("PING", (self.server,)))
+        self._answer_by = now + factory.ping_timeout
+        factory.ping_timers.touch(self, factory.ping_timeout)
 
-    def _registration_timed_out(self) -> None:
+    def registration_due(self) -> None:
+        """The registration deadline passed (the factory's ``registration_timers``)."""
         if self.user is None:
             self.edge.log_cause("disconnected: did not register")
             self.close_link("Registration timed out")
@@ -410,8 +415,7 @@ class IRCProtocol(irc.IRC):
             self.factory.rejections.event("connection refused: banned", self.peer)
             self.close_link(str(e))
             return
-        if self._registration_timer is not None and self._registration_timer.active():
-            self._registration_timer.cancel()
+        self.factory.registration_timers.forget(self)
         self.user = user
         user.timestamps = SERVER_TIME in self.caps.enabled
         self.edge.nick = user.nick
