@@ -18,10 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from twisted.internet import defer, reactor, task
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_SECONDS = 10.0  # from exec to answering PING
@@ -161,25 +159,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-@defer.inlineCallbacks
-def until(check: Callable[[], Any], what: str | Callable[[], str],
-          seconds: float = 10.0) -> Any:
-    """Polls ``check()`` while the reactor runs until it is truthy; fails naming ``what``
-    (or what it returns, if callable, to show the state at the deadline)."""
-    deadline = time.monotonic() + seconds
-    while not (outcome := check()):
-        if time.monotonic() > deadline:
-            said = what() if callable(what) else what
-            raise AssertionError(f"{said}: not within {seconds:g} s")
-        yield task.deferLater(reactor, 0.01, lambda: None)
-    return outcome
-
-
-def sleep(seconds: float) -> defer.Deferred[None]:
-    """Lets the reactor run (only to let time pass; to wait for an outcome, use until)."""
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class Chatter:

@@ -14,7 +14,8 @@ from chatd.cluster.address import parse_redis_url
 from chatd.cluster.bus import RedisBus, split_message
 from chatd.events import Announcement, Event, Joined, Said
 from tests import redis_support
-from tests.redis_support import RedisServer, sleep, until
+from tests.redis_support import RedisServer
+from tests.support import sleep, until
 
 redis_server = redis_support.redis_server
 

@@ -17,8 +17,8 @@ from twisted.internet import defer
 from chatd.cluster.member import ClusterMember
 from chatd.events import Announcement
 from tests import redis_support
-from tests.redis_support import RedisServer, until
-from tests.support import RunningDaemon, connect_client
+from tests.redis_support import RedisServer
+from tests.support import RunningDaemon, connect_client, until
 
 redis_server = redis_support.redis_server
 

@@ -12,8 +12,8 @@ from twisted.logger import globalLogPublisher
 from chatd.cluster.address import RedisAddress, parse_redis_url
 from chatd.cluster.link import RedisLink
 from tests import redis_support
-from tests.redis_support import RedisServer, sleep, start_redis, until
-from tests.support import make_certificates
+from tests.redis_support import RedisServer, start_redis
+from tests.support import make_certificates, sleep, until
 
 redis_server = redis_support.redis_server
 

@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer, endpoints, error, protocol, reactor
 
 from chatd.reuseport import ReusePortEndpoint
-from tests.redis_support import until
+from tests.support import until
 
 
 class Counting(protocol.Factory):

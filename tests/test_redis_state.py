@@ -18,7 +18,8 @@ from chatd.cluster.state import REAPED_REASON, ClaimRefused, ClusterState
 from chatd.events import Backfilled, Banned, Disconnected, Joined, Muted, Said
 from chatd.text import nick_key, nick_skeleton
 from tests import redis_support
-from tests.redis_support import RedisServer, sleep, until
+from tests.redis_support import RedisServer
+from tests.support import sleep, until
 
 redis_server = redis_support.redis_server
 
