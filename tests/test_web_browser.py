@@ -21,6 +21,8 @@ from tests.support import Twistd, connect, read_until
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 10_000
+# Run whole on one worker under xdist (tests/conftest.py ONE_WORKER_MODULES): the module's
+# tests share one chromium.
 pytestmark = pytest.mark.slow
 
 CHEAP_HASH = hash_password("opsecret", n=2**4)
