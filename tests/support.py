@@ -457,6 +457,27 @@ class Twistd:
         return self.start()
 
 
+def start_on_a_named_port(
+    start: Callable[[], Twistd], *roles: str, seconds: float = WAIT_SECONDS,
+) -> tuple[Twistd, list[int]]:
+    """``start()``'s daemon once it listens, and the ports of ``roles`` (wait_listening).
+
+    For a daemon told a port in advance (a restart keeps the port its first run was given,
+    since a client reconnects to its address): any other process may take that port in
+    between (a port-0 listener, an outgoing connection's local port; other tests run in
+    parallel). That shows as a refused start, "cannot listen", and is tried again until
+    ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        daemon = start()
+        try:
+            return daemon, daemon.wait_listening(*roles)
+        except AssertionError:
+            if "cannot listen" not in daemon.output() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def run_twistd(
     argv: Sequence[str], cwd: Path, executable: Path = VENV_TWISTD, seconds: float = 30.0,
     **popen_args: Any,
