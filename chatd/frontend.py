@@ -76,8 +76,8 @@ class FrontEndClients:
         self.clients: set[Any] = set()  # connected, admitted, not yet lost
         self.traffic = Traffic()  # bytes, for /stats and the metrics
         # Every connection's output joined per read (chatd/output.py), the speaker's lines
-        # held with it (chatd/fanout.py). One batch for every front-end of the service, so
-        # that a read on any of them is one write to each recipient on all of them.
+        # held with it (chatd/fanout.py). makeService hands every front-end of the service
+        # the same one, so that a read on any of them is one write to each recipient on all.
         self.output_batch = output_batch if output_batch is not None else OutputBatch(
             service.chat_lines)
         # One timer for every connection's idle timeout, not a DelayedCall each.
