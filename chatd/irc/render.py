@@ -67,7 +67,7 @@ class IRCFormatter:
         self._name = ""
         self._server = ""
         # The fast path's templates (format): the start of the last speaker's PRIVMSG to the
-        # last room, with what it leaves for text, and the last time tag.
+        # last room (for the server's name then), and the last time tag.
         self._said_key: tuple[str, str, str] | None = None
         self._said_head = b""
         self._stamp_at: float | None = None
