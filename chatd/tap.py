@@ -39,6 +39,7 @@ from chatd.listening import Listen, ListeningService
 from chatd.logs import StartupLine
 from chatd.moderation.moderator import DEFAULT_KICK_REJOIN_DELAY, Moderator
 from chatd.moderation.operators import OperatorAuthenticator
+from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE, Policy
 from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
@@ -215,7 +216,7 @@ class Options(usage.Options):
          "('none': keep them in memory only, until a restart)."],
         ["redis", None, None,
          "Share rooms, nicks, presence and history with every chatd on this Redis: "
-         "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH "
+         "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH "
          "(README: Running several processes). The cluster's state is then in Redis, "
          "not in --state."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
@@ -278,8 +279,7 @@ class Options(usage.Options):
         self["web"].append(description)
 
     def opt_web_origin(self, origin: str) -> None:
-        """Another page origin (https://HOST[:PORT]) whose pages may use --web's socket;
-        repeatable"""
+        """Another origin (https://HOST[:PORT]) whose pages may use --web's socket; repeatable"""
         self["web-origin"].append(origin)
 
     def opt_irc(self, description: str) -> None:
@@ -453,17 +453,25 @@ def makeService(options: Options) -> service.MultiService:
     moderator.setServiceParent(top)
     # The one command table, handed to every front-end that runs /commands.
     commands = build_command_table(chat, moderator)
-    chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections)
+    # One output batch for the whole chat side: every chat front-end and the Redis bus.
+    # A read on any front-end (or a flood-gate release, or a run of messages from Redis)
+    # then joins the output of every recipient on every front-end into one write each, and
+    # the held chat lines are delivered once, when the one outermost batch closes. Made
+    # here, not in ChatService, because it holds connections' output and the service knows
+    # nothing of connections. The echo front-end is not in it: an echo goes out at once.
+    output_batch = OutputBatch(chat.chat_lines)
+    if bus is not None:
+        bus.output_batch = output_batch
+    chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections,
+                               output_batch=output_batch)
     policy.subscribe(chat_factory.policy_changed)
-    if bus is not None:  # messages from Redis batch their output as a client's read does
-        bus.output_batches.append(chat_factory.output_batch)
     for description, endpoint in options.chat_endpoints:
         _listener("chat", description, endpoint, chat_factory).setServiceParent(top)
     if options.web_endpoints:
         from chatd.web.frontend import build_web  # needs autobahn: only when asked for
 
         site, sockets = build_web(chat, policy.chat, commands, options.web_origins,
-                                  rejections, reactor)
+                                  rejections, reactor, output_batch)
         policy.subscribe(sockets.policy_changed)
         for description, endpoint in options.web_endpoints:
             _listener("web", description, endpoint, site).setServiceParent(top)
@@ -473,6 +481,8 @@ def makeService(options: Options) -> service.MultiService:
     # The numbers behind /stats and --metrics; read when asked for.
     stats = ServerStats(chat, reactor, {"line": chat_factory, ECHO_TCP: echo_factory},
                         rejections, authenticator)
+    if options.web_endpoints:
+        stats.frontends["web"] = sockets
     stats.setServiceParent(top)
     commands.stats = stats
     for description, endpoint in options.echo_endpoints:
@@ -496,7 +506,7 @@ def makeService(options: Options) -> service.MultiService:
     if options.irc_endpoints:
         # The same service, commands, limits and per-address counts as line users.
         irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
-                                 limits=chat_factory.limits)
+                                 limits=chat_factory.limits, output_batch=output_batch)
         policy.subscribe(irc_factory.policy_changed)
         stats.frontends["irc"] = irc_factory
         for description, endpoint in options.irc_endpoints:
