@@ -112,8 +112,6 @@ class EchoProtocol(protocol.Protocol):
         self.edge.activity()
         self.edge.write(data)  # echo at once, not on the reactor's next turn
 
-    # --- IPushProducer: the transport says when its send buffer is full and when drained ---
-
     def _stall(self) -> bool:
         """The peer does not read its echo: count what we hold for it against the total, or
         cut it off (False) if that would pass it."""
@@ -134,6 +132,8 @@ class EchoProtocol(protocol.Protocol):
 
     def pipe_drained(self) -> None:
         self.factory.drained(self)
+
+    # --- IPushProducer (TLS): the transport says when its buffer is full and when drained -
 
     def pauseProducing(self) -> None:
         if self._stall():
