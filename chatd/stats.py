@@ -19,6 +19,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
+from chatd.commands import plural
 from chatd.events import Acted, Event, PrivateMessage, Said
 from chatd.moderation.rules import format_duration
 from chatd.ratelog import RateLimitedLog
@@ -185,10 +186,10 @@ def stats_lines(snapshot: Snapshot) -> list[str]:
     return [
         f"chatd {VERSION}, up {format_duration(snapshot.uptime)}",
         f"Connections: {connections or 'none'}",
-        f"Users: {snapshot.users} in {snapshot.rooms} rooms",
+        f"Users: {snapshot.users} in {plural(snapshot.rooms, 'room')}",
         f"Messages: {snapshot.messages_per_second:.1f}/s over the last minute, "
         f"{snapshot.messages} since start",
         f"Memory: {snapshot.memory / (1024 * 1024):.1f} MiB resident",
-        f"Store: {snapshot.pending_writes} writes pending, "
-        f"{snapshot.write_errors} write errors since start",
+        f"Store: {plural(snapshot.pending_writes, 'write')} pending, "
+        f"{plural(snapshot.write_errors, 'write error')} since start",
     ]

@@ -215,7 +215,7 @@ class Options(usage.Options):
          "('none': keep them in memory only, until a restart)."],
         ["redis", None, None,
          "Share rooms, nicks, presence and history with every chatd on this Redis: "
-         "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH "
+         "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH "
          "(README: Running several processes). The cluster's state is then in Redis, "
          "not in --state."],
         ["default-room", None, DEFAULT_ROOM, "The room everyone starts in."],
@@ -278,8 +278,7 @@ class Options(usage.Options):
         self["web"].append(description)
 
     def opt_web_origin(self, origin: str) -> None:
-        """Another page origin (https://HOST[:PORT]) whose pages may use --web's socket;
-        repeatable"""
+        """Another origin (https://HOST[:PORT]) whose pages may use --web's socket; repeatable"""
         self["web-origin"].append(origin)
 
     def opt_irc(self, description: str) -> None:
@@ -473,6 +472,8 @@ def makeService(options: Options) -> service.MultiService:
     # The numbers behind /stats and --metrics; read when asked for.
     stats = ServerStats(chat, reactor, {"line": chat_factory, ECHO_TCP: echo_factory},
                         rejections, authenticator)
+    if options.web_endpoints:
+        stats.frontends["web"] = sockets
     stats.setServiceParent(top)
     commands.stats = stats
     for description, endpoint in options.echo_endpoints:

@@ -265,6 +265,10 @@ def test_kick(chat: ModeratedChat, audit_log: Any) -> None:
         ("/kick nobody", 'no one called "nobody" is here'),
         ("/ban", "usage: " + "/ban NICK|ADDRESS|CIDR [DURATION] [REASON]"),
         ("/ban nobody", 'no one called "nobody" is here'),
+        # A mistyped DURATION is refused, never taken as the reason of a permanent ban.
+        ("/ban 203.0.113.7 10min spam", '"10min" is not a duration like 10m, 2h or 7d'),
+        ("/ban 203.0.113.7 2", '"2" is not a duration like 10m, 2h or 7d'),
+        ("/ban 203.0.113.7 0m", 'duration "0m" must be more than 0 and at most 10 years'),
         ("/unban 203.0.113.1", "203.0.113.1/32 is not banned; see /bans"),
         ("/unban nonsense", '"nonsense" is not an IP address or CIDR block'),
         ("/unban", "usage: /unban ADDRESS|CIDR"),

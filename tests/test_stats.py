@@ -47,3 +47,13 @@ def test_stats_lines_fit_an_80_column_terminal() -> None:
         "Store: 2 writes pending, 0 write errors since start",
     ]
     assert all(len("*** " + line) <= 79 for line in lines)
+
+
+def test_stats_lines_say_one_room_and_one_write_in_the_singular() -> None:
+    snapshot = Snapshot(
+        uptime=5, connections={"line": 1}, users=1, rooms=1, messages=1,
+        messages_per_second=0.0, memory=60 * 1024 * 1024, pending_writes=1, write_errors=1,
+    )
+    lines = stats_lines(snapshot)
+    assert "Users: 1 in 1 room" in lines
+    assert "Store: 1 write pending, 1 write error since start" in lines

@@ -14,6 +14,7 @@ import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, endpoints, reactor, task
 
+from chatd.stats import ServerStats, bytes_sent, stats_lines
 from tests.support import WAIT_SECONDS, RunningDaemon, connect_client, local_args
 
 Message = dict[str, Any]
@@ -251,6 +252,18 @@ def test_web_connections_count_per_address(daemon: RunningDaemon) -> Any:
     yield wait_until(lambda: daemon.chat.users.__len__() == 1)
     third = yield connect_web(port)  # the closed socket's count was given back
     yield third.wait_for(type="state")
+
+
+@pytest_twisted.inlineCallbacks
+def test_stats_and_metrics_count_web_sockets_and_their_bytes(daemon: RunningDaemon) -> Any:
+    stats = next(child for child in daemon.top if isinstance(child, ServerStats))
+    web = yield connect_web(web_port(daemon))
+    yield web.wait_for(type="state")
+    web.say("hello from the browser")
+    yield wait_until(lambda: stats.frontends["web"].traffic.bytes_received > 0)
+    assert stats.connections()["web"] == 1
+    assert "1 web" in stats_lines(stats.snapshot())[1]  # /stats: "Connections: ..."
+    assert bytes_sent(stats.frontends["web"]) > 0
 
 
 @pytest_twisted.inlineCallbacks

@@ -8,7 +8,7 @@ from twisted.internet import defer
 
 from chatd.commands import CommandList, CommandTable, Session
 from chatd.errors import ChatError
-from chatd.moderation.rules import looks_like_duration, parse_duration
+from chatd.moderation.rules import parse_duration
 from chatd.stats import stats_lines
 
 if TYPE_CHECKING:
@@ -34,11 +34,20 @@ def _words(args: str, count: int, usage: str) -> list[str]:
     return words + [""] * (count + 1 - len(words))
 
 
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise ChatError(str(e)) from None
+
+
 def _duration_and_rest(text: str) -> tuple[int | None, str]:
-    """An optional leading DURATION, then the rest (a reason)."""
+    """An optional leading DURATION, then the rest (a reason). A first word that starts
+    with a digit is meant as the DURATION: if it is not one (``10min``), it is refused
+    rather than taken as the reason of a permanent ban."""
     first, _, rest = text.partition(" ")
-    if first and looks_like_duration(first):
-        return parse_duration(first), rest.strip()
+    if first[:1].isascii() and first[:1].isdigit():
+        return _duration(first), rest.strip()
     return None, text
 
 
@@ -99,13 +108,7 @@ def _mutes(table: CommandTable, session: Session, user: User, args: str) -> None
 @command("mute", "/mute NICK [DURATION]", "(operators) refuse someone's lines")
 def _mute(table: CommandTable, session: Session, user: User, args: str) -> None:
     nick, rest = _words(args, 1, "/mute NICK [DURATION]")
-    seconds = None
-    if rest:
-        try:
-            seconds = parse_duration(rest)
-        except ValueError as e:
-            raise ChatError(str(e)) from None
-    _moderator(table).mute(user, nick, seconds)
+    _moderator(table).mute(user, nick, _duration(rest) if rest else None)
 
 
 @command("unmute", "/unmute NICK", "(operators) let someone talk again")

@@ -47,14 +47,6 @@ def parse_duration(text: str) -> int:
     return seconds
 
 
-def looks_like_duration(text: str) -> bool:
-    try:
-        parse_duration(text)
-    except ValueError:
-        return False
-    return True
-
-
 def format_duration(seconds: float) -> str:
     """A short human duration: ``2h``, ``1d3h``, ``45s``."""
     remaining = max(1, round(seconds))
