@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from typing import Any, cast
 
-from twisted.internet import interfaces, protocol
+from twisted.internet import abstract, interfaces, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -28,6 +28,7 @@ from chatd.stats import Traffic
 # most ECHO_READ_SIZE bytes and reading pauses once more than that is unsent.
 ECHO_MAX_BACKLOG = PIPE_SIZE
 ECHO_READ_SIZE = ECHO_MAX_BACKLOG // 2
+TLS_READ_SIZE = 16 * 1024  # the largest TLS record: see EchoProtocol.connectionMade
 # Connections that stopped reading their echo may hold this much in all; past it, one more
 # such connection is cut off instead of paused (1024 stalled connections at 64 KiB each).
 DEFAULT_ECHO_TOTAL_BACKLOG = 1024 * ECHO_MAX_BACKLOG
@@ -102,6 +103,12 @@ class EchoProtocol(protocol.Protocol):
         # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
         # than that is queued: one more read at most, so the backlog stays under twice it.
         self.transport.bufferSize = ECHO_READ_SIZE
+        socket_transport = getattr(self.transport, "transport", None)
+        if isinstance(socket_transport, abstract.FileDescriptor):
+            # TLS: the socket's transport beneath reads and queues the ciphertext, and its
+            # bufferSize is what counts. A read may also complete a record left over from
+            # the last one, and records add their overhead: a third of the bound each.
+            socket_transport.bufferSize = TLS_READ_SIZE
         self.transport.registerProducer(self, True)
 
     def _release(self) -> None:

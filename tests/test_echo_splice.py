@@ -435,6 +435,9 @@ def test_tls_echo_keeps_the_python_path_and_its_bound(tmp_path: Path) -> Any:
         more = random.Random(5).randbytes(8 << 20)
         tls_client.transport.write(more)
         yield until(lambda: factory.stalled == {proto}, "the TLS echo paused")
+        yield sleep(0.2)  # time for a read past the pause, were there one
+        held = queued_in_transport(proto.transport.transport)  # ciphertext, beneath TLS
+        assert held is not None and 0 < held <= PROMISE, held
         tls_client.transport.resumeProducing()
         everything = payload + more
         yield until(lambda: len(received) >= len(everything), lambda: f"{len(received)} echoed")
