@@ -72,7 +72,8 @@ class EchoProtocol(protocol.Protocol):
     through a pipe of ECHO_MAX_BACKLOG bytes (chatd/splice.py), stops reading while the
     pipe holds what the peer has not taken, and tells us (``pipe_stalled``,
     ``pipe_drained``). Elsewhere (TLS), the protocol is the transport's producer: when the
-    peer stops reading and more than ECHO_READ_SIZE bytes are unsent, Twisted pauses us
+    peer stops reading and more than ECHO_READ_SIZE bytes (beneath TLS, TLS_READ_SIZE
+    bytes of ciphertext) are unsent, Twisted pauses us
     and we stop reading from the peer; once all is sent it resumes us. Either way a client
     that only sends gets TCP backpressure, we hold at most ECHO_MAX_BACKLOG bytes for it,
     and the factory bounds what all such stalled connections hold together. The connection
