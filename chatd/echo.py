@@ -73,12 +73,11 @@ class EchoProtocol(protocol.Protocol):
     pipe holds what the peer has not taken, and tells us (``pipe_stalled``,
     ``pipe_drained``). Elsewhere (TLS), the protocol is the transport's producer: when the
     peer stops reading and more than ECHO_READ_SIZE bytes (beneath TLS, TLS_READ_SIZE
-    bytes of ciphertext) are unsent, Twisted pauses us
-    and we stop reading from the peer; once all is sent it resumes us. Either way a client
-    that only sends gets TCP backpressure, we hold at most ECHO_MAX_BACKLOG bytes for it,
-    and the factory bounds what all such stalled connections hold together. The connection
-    counts, the idle timeout and closing are the edge's (chatd/edge.py), as for every
-    front-end.
+    bytes of ciphertext) are unsent, Twisted pauses us and we stop reading from the peer;
+    once all is sent it resumes us. Either way a client that only sends gets TCP
+    backpressure, we hold at most ECHO_MAX_BACKLOG bytes for it, and the factory bounds
+    what all such stalled connections hold together. The connection counts, the idle
+    timeout and closing are the edge's (chatd/edge.py), as for every front-end.
     """
 
     transport: Any  # ITCPTransport plus IConsumer and IPushProducer
