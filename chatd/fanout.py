@@ -20,7 +20,7 @@ What keeps it exact:
 - Every byte of the block goes through the recipient's edge like a line did, so the
   send-buffer bound counts it all (one write, one check).
 - Held lines are always delivered before the read's output is flushed: the batch is
-  entered and left with the front-end's ``OutputBatch`` (chatd/output.py).
+  entered and left with the chat side's one ``OutputBatch`` (chatd/output.py).
 """
 
 from __future__ import annotations

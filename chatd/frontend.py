@@ -60,9 +60,12 @@ class FrontEndClients:
         rejections: RateLimitedLog | None = None,
         clock: IReactorTime | None = None,
         limits: ConnectionLimits | None = None,
+        output_batch: OutputBatch | None = None,
     ) -> None:
         """``limits``: counts shared with another front-end's factory, so that
-        --max-clients and --max-per-ip hold for both together."""
+        --max-clients and --max-per-ip hold for both together. ``output_batch``: the chat
+        side's one batch (made in ``makeService``), shared with every other front-end and
+        the Redis bus; a factory built alone makes its own."""
         self.service = service
         self.policy = policy if policy is not None else EdgePolicy()
         self.commands = commands if commands is not None else build_command_table(service)
@@ -72,8 +75,11 @@ class FrontEndClients:
             self.clock)
         self.clients: set[Any] = set()  # connected, admitted, not yet lost
         self.traffic = Traffic()  # bytes, for /stats and the metrics
-        # Shared, so one read coalesces output across recipients.
-        self.output_batch = OutputBatch()
+        # Every connection's output joined per read (chatd/output.py), the speaker's lines
+        # held with it (chatd/fanout.py). makeService hands every front-end of the service
+        # the same one, so that a read on any of them is one write to each recipient on all.
+        self.output_batch = output_batch if output_batch is not None else OutputBatch(
+            service.chat_lines)
         # One timer for every connection's idle timeout, not a DelayedCall each.
         self.idle_timers = IdleTimers(self.clock)
 

@@ -83,10 +83,15 @@ _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux
 class OutputBatch:
     """While active, connections collect their output and are flushed together at the end.
 
-    Reentrant: a nested ``with`` (a command that itself triggers input handling) flushes
-    only when the outermost one ends. ``first`` (the chat service's held lines,
-    chatd/fanout.py) is entered and left with it, and delivers what it holds into the
-    connections' output before that output is flushed.
+    The chat side has one (made in ``makeService``), shared by every chat front-end and
+    the Redis bus: a read on any front-end, a flood-gate release or a run of messages
+    from Redis is one write to each recipient, whatever front-end it is on.
+
+    Reentrant: a nested ``with`` (a command that itself triggers input handling, a
+    resume inside a read) flushes only when the outermost one ends; with one batch there
+    is one outermost. ``first`` (the chat service's held lines, chatd/fanout.py) is
+    entered and left with it, and delivers what it holds into the connections' output
+    before that output is flushed.
 
     The held lines are delivered as the outermost batch closes (``closing``): they are
     the last output of the read, so a recipient with nothing pending gets them at once,

@@ -33,9 +33,8 @@ from chatd.edge import TOO_LONG, Edge, Reply
 from chatd.errors import ChatError
 from chatd.framing import SLICE, LineInput
 from chatd.frontend import FrontEndFactory
-from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE
-from chatd.service import ChatService, EventFormatter, User
+from chatd.service import EventFormatter, User
 from chatd.session import OneRoomSession, Replies
 from chatd.text import decode_line
 
@@ -238,11 +237,6 @@ class ChatFactory(FrontEndFactory):
 
     protocol = ChatProtocol  # type: ignore[assignment]  # Twisted's stub wants a callable
     formatter: EventFormatter = wire.LINE_FORMATTER
-
-    def __init__(self, service: ChatService, *args: Any, **kwargs: Any) -> None:
-        super().__init__(service, *args, **kwargs)
-        # A speaker's lines in one read fan out as one block (chatd/fanout.py).
-        self.output_batch = OutputBatch(service.chat_lines)
 
     def refused(self, reason: str) -> RefusedProtocol:
         return RefusedProtocol(reason)

@@ -39,6 +39,7 @@ from chatd.listening import Listen, ListeningService
 from chatd.logs import StartupLine
 from chatd.moderation.moderator import DEFAULT_KICK_REJOIN_DELAY, Moderator
 from chatd.moderation.operators import OperatorAuthenticator
+from chatd.output import OutputBatch
 from chatd.policy import DEFAULT_MAX_LINE, Policy
 from chatd.protocol import ChatFactory
 from chatd.ratelog import RateLimitedLog
@@ -452,17 +453,25 @@ def makeService(options: Options) -> service.MultiService:
     moderator.setServiceParent(top)
     # The one command table, handed to every front-end that runs /commands.
     commands = build_command_table(chat, moderator)
-    chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections)
+    # One output batch for the whole chat side: every chat front-end and the Redis bus.
+    # A read on any front-end (or a flood-gate release, or a run of messages from Redis)
+    # then joins the output of every recipient on every front-end into one write each, and
+    # the held chat lines are delivered once, when the one outermost batch closes. Made
+    # here, not in ChatService, because it holds connections' output and the service knows
+    # nothing of connections. The echo front-end is not in it: an echo goes out at once.
+    output_batch = OutputBatch(chat.chat_lines)
+    if bus is not None:
+        bus.output_batch = output_batch
+    chat_factory = ChatFactory(chat, policy.chat, commands=commands, rejections=rejections,
+                               output_batch=output_batch)
     policy.subscribe(chat_factory.policy_changed)
-    if bus is not None:  # messages from Redis batch their output as a client's read does
-        bus.output_batches.append(chat_factory.output_batch)
     for description, endpoint in options.chat_endpoints:
         _listener("chat", description, endpoint, chat_factory).setServiceParent(top)
     if options.web_endpoints:
         from chatd.web.frontend import build_web  # needs autobahn: only when asked for
 
         site, sockets = build_web(chat, policy.chat, commands, options.web_origins,
-                                  rejections, reactor)
+                                  rejections, reactor, output_batch)
         policy.subscribe(sockets.policy_changed)
         for description, endpoint in options.web_endpoints:
             _listener("web", description, endpoint, site).setServiceParent(top)
@@ -497,7 +506,7 @@ def makeService(options: Options) -> service.MultiService:
     if options.irc_endpoints:
         # The same service, commands, limits and per-address counts as line users.
         irc_factory = IRCFactory(chat, policy.chat, commands=commands, rejections=rejections,
-                                 limits=chat_factory.limits)
+                                 limits=chat_factory.limits, output_batch=output_batch)
         policy.subscribe(irc_factory.policy_changed)
         stats.frontends["irc"] = irc_factory
         for description, endpoint in options.irc_endpoints:

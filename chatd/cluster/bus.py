@@ -133,11 +133,12 @@ class RedisBus:
         self._outbox: list[tuple[Event, defer.Deferred[int] | None]] = []
         self._flushing: Any = None
         self._handlers: list[EventHandler] = []
-        # The front-ends' output batches (chatd/output.py), entered around each read from
-        # the channel: makeService adds them.
-        self.output_batches: list[AbstractContextManager[Any]] = []
+        # The chat side's one output batch (chatd/output.py), entered around each read from
+        # the channel, so a run of messages is one write to each recipient on every
+        # front-end, as a client's read is: makeService sets it.
+        self.output_batch: AbstractContextManager[Any] = contextlib.nullcontext()
         self.link = RedisLink(reactor, address, f"{prefix}events", self._message,
-                              self._up, self._down, batch=self._batched)
+                              self._up, self._down, batch=lambda: self.output_batch)
         # The default room outlives its last member in Redis too, as it does in a process.
         self.state = ClusterState(self.link, prefix, room_key(default_room))
         self.last_seq = 0
@@ -206,12 +207,6 @@ class RedisBus:
             handler(event)
 
     # --- From the channel ------------------------------------------------------------------
-
-    def _batched(self) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        for batch in self.output_batches:
-            stack.enter_context(batch)
-        return stack
 
     def _message(self, message: bytes) -> None:
         try:

@@ -17,7 +17,6 @@ from chatd.idle import Deadlines
 from chatd.irc.message import Message, serialize
 from chatd.irc.protocol import PING_INTERVAL, PING_TIMEOUT, REGISTRATION_TIMEOUT, IRCProtocol
 from chatd.irc.render import IRCFormatter
-from chatd.output import OutputBatch
 from chatd.service import ChatService
 
 
@@ -60,9 +59,6 @@ class IRCFactory(FrontEndFactory):
         self.registration_timers = Deadlines(self.clock, IRCProtocol.registration_due)
         self.created = self.clock.seconds()
         self.formatter: IRCFormatter = IRCFormatter(lambda: service.server_name)
-        # A speaker's lines in one read fan out as one block (chatd/fanout.py), as the line
-        # front-end's do: without it, every PRIVMSG was a fan-out to every member of its own.
-        self.output_batch = OutputBatch(service.chat_lines)
 
     def refused(self, reason: str) -> RefusedIRCProtocol:
         return RefusedIRCProtocol(reason)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chatd.commands import CommandTable
+from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
 from chatd.service import ChatService
@@ -21,10 +22,12 @@ def build_web(
     origins: Iterable[Origin],
     rejections: RateLimitedLog,
     reactor: Any = None,
+    output_batch: OutputBatch | None = None,
 ) -> tuple[WebSite, ChatSocketFactory]:
-    """The site every --web endpoint serves, and the socket factory (for reloads)."""
+    """The site every --web endpoint serves, and the socket factory (for reloads).
+    ``output_batch``: the chat side's one batch, shared with the other front-ends."""
     sockets = ChatSocketFactory(service, policy, commands=commands, origins=origins,
-                                rejections=rejections)
+                                rejections=rejections, output_batch=output_batch)
     site = WebSite(build_root(ChatSocketResource(sockets)), sockets.limits, rejections,
                    reactor)
     return site, sockets

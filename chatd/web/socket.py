@@ -278,14 +278,14 @@ class ChatSocketFactory(FrontEndClients, WebSocketServerFactory):
         origins: Iterable[Origin] = (),
         rejections: RateLimitedLog | None = None,
         clock: IReactorTime | None = None,
+        output_batch: OutputBatch | None = None,
     ) -> None:
         WebSocketServerFactory.__init__(self, server="chatd")
         # Its limits are counted by the web site, per HTTP connection (chatd/web/site.py).
         FrontEndClients.__init__(self, service, policy, commands=commands,
-                                 rejections=rejections, clock=clock)
+                                 rejections=rejections, clock=clock,
+                                 output_batch=output_batch)
         self.origins = frozenset(origins)
-        # A speaker's lines in one read fan out as one block (chatd/fanout.py).
-        self.output_batch = OutputBatch(service.chat_lines)
         self.pending_release: Callable[[], None] | None = None
         self._set_options()
 
