@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chatd.irc.message import (
@@ -11,6 +13,8 @@ from chatd.irc.message import (
     Message,
     body_length,
     parse,
+    parse_chat,
+    parse_command,
     serialize,
     split_to_fit,
     tags_length,
@@ -177,3 +181,79 @@ def test_split_to_fit_loses_nothing_and_every_piece_fits(text: str) -> None:
         line = serialize(piece)
         assert len(line) <= MAX_LINE
         assert parse(line[:-2]) == piece
+
+
+# --- The chat fast path: parse_command reads every line as parse does ----------------------------
+
+
+def _as_parse_reads_it(line: bytes) -> tuple[str, str | None, list[str]] | None:
+    message = parse(line)
+    return None if message is None else (message.command, message.prefix, list(message.params))
+
+
+# Lines shaped like chat, each part allowed to be a little off: the verbs in other cases, a
+# prefix or tags first, runs of spaces, colons in and before the target, no trailing
+# parameter, and text with CTCP, line breaks, NUL, non-ASCII, colons, or past 512 bytes.
+_TEXTS = st.sampled_from([
+    "hello", "", ":-) a :colon", "\x01ACTION waves\x01", "\x01VERSION", "Zwölf 日本語",
+    "\u202e\ufffd", "a\rb\0c\nd", " lead and trail ", "é" * 400, "x" * 600,
+]) | st.text(max_size=20)
+_VERBS = ["PRIVMSG", "NOTICE", "privmsg", "Notice", "PING", "JOIN", ":bob PRIVMSG",
+          "@a=b PRIVMSG", " PRIVMSG", ""]
+_SEPARATORS = [" ", "  ", "", ":", " :"]
+_TARGETS = ["#lobby", "bob", "#a,#b", "", ":#a", "#a:b", "a b", " #a", "#a ", "é"]
+_BEFORE_TEXT = [" :", "  :", " ", ":", "", " : "]
+_SHAPED = st.tuples(
+    st.sampled_from(_VERBS), st.sampled_from(_SEPARATORS), st.sampled_from(_TARGETS),
+    st.sampled_from(_BEFORE_TEXT), _TEXTS,
+).map(lambda parts: "".join(parts).encode("utf-8"))
+_LINES = st.one_of(
+    _SHAPED,
+    st.tuples(_SHAPED, st.binary(min_size=1, max_size=4)).map(  # invalid UTF-8 at the end
+        lambda parts: parts[0] + parts[1]),
+    st.binary(max_size=600),
+)
+
+
+@settings(max_examples=500)  # the shapes above are many; each example is cheap
+@given(_LINES)
+def test_the_chat_fast_path_reads_every_line_as_parse_does(line: bytes) -> None:
+    expected = _as_parse_reads_it(line)
+    assert parse_command(line) == expected
+    fast = parse_chat(line.decode("utf-8", "replace"))
+    assert fast is None or fast == expected
+
+
+def test_every_shape_of_chat_line_is_read_as_parse_does() -> None:
+    """Every combination of the parts above (3,000 shapes), with a few texts: the random
+    examples above may miss one shape; this cannot."""
+    for parts in itertools.product(_VERBS, _SEPARATORS, _TARGETS, _BEFORE_TEXT,
+                                   ["hi", "", ":-) a :b", "\x01ACTION x"]):
+        line = "".join(parts).encode("utf-8")
+        assert parse_command(line) == _as_parse_reads_it(line), line
+
+
+@pytest.mark.parametrize("line", [
+    "PRIVMSG #lobby :hello world", "NOTICE #lobby :hi", "PRIVMSG bob :psst",
+    "PRIVMSG #a,#b,bob :to three", "PRIVMSG #lobby :", "PRIVMSG #lobby ::-) a :colon: or two ",
+    "PRIVMSG #lobby :\x01ACTION waves\x01", "PRIVMSG #lobby :\x02bold\x02 \x0304red",
+    "PRIVMSG #lobby :Zwölf Boxkämpfer 日本語 \u202e", "PRIVMSG #lobby :" + "é" * 400,
+    "PRIVMSG #lobby :a\rb\0c",
+])
+def test_chat_lines_take_the_fast_path(line: str) -> None:
+    """Chat as clients send it, over-long and odd text included, is read without the
+    general parser (and as it would read it, above)."""
+    data = line.encode("utf-8")
+    assert parse_chat(line) is not None
+    assert parse_command(data) == _as_parse_reads_it(data)
+
+
+@pytest.mark.parametrize("line", [
+    "@time=1 PRIVMSG #a :x", ":bob PRIVMSG #a :x", "privmsg #a :x", " PRIVMSG #a :x",
+    "PRIVMSG  #a :x", "PRIVMSG #a  :x", "PRIVMSG #a x", "PRIVMSG :x", "PRIVMSG #a", "PING :x",
+    "PRIVMSG :#a :x",
+])
+def test_anything_else_is_left_to_the_general_parser(line: str) -> None:
+    assert parse_chat(line) is None
+    data = line.encode("utf-8")
+    assert parse_command(data) == _as_parse_reads_it(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -203,3 +204,77 @@ def test_list_who_whois_and_mode() -> None:
         ":srv 318 alice bob :End of /WHOIS list.",
     ]
     assert lines([numerics.channel_mode("srv", "alice", "#a")]) == [":srv 324 alice #a :+n"]
+
+
+# --- The chat fast path: format renders a room's line as render does -----------------------------
+
+_NAMES = st.sampled_from(["bob", "Zoë", "日本", "a" * 30, "x y", ":bob", "", "b\rb"]) | st.text(
+    max_size=12)
+_ROOMS = st.sampled_from(["#lobby", "#dev", "#" + "r" * 60, ":#a", "#a b", ""]) | st.text(
+    max_size=12)
+_SAID_TEXTS = st.sampled_from([
+    "hello", "", " : colons :: ", "\x01ACTION waves\x01", "\x02bold\x0304red", "a\r\nb\0c",
+    "Zwölf Boxkämpfer 日本語", "é" * 240, "x" * 470, "y " * 300, "\u202e\ufffd",
+]) | st.text(max_size=600)
+_SERVER_NAMES = st.sampled_from(["chatd", "irc.example.net", "my chat server", "s" * 430])
+_TIMES = st.none() | st.sampled_from([NOON, NOON + 0.001]) | st.floats(0, 4e9)
+
+
+def _outcome(render: Callable[[Event, float | None], bytes], event: Event,
+             at: float | None = None) -> bytes | type[Exception]:
+    try:
+        return render(event, at)
+    except ValueError as e:  # what no IRC line can carry (an invalid nick or room)
+        return type(e)
+
+
+@given(st.lists(_SERVER_NAMES, min_size=2, max_size=2, unique=True),
+       st.lists(_NAMES, min_size=1, max_size=2),
+       st.lists(_ROOMS, min_size=1, max_size=2),
+       st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(0, 1), _SAID_TEXTS,
+                          _TIMES), min_size=1, max_size=8))
+def test_the_fast_path_renders_every_chat_line_as_render_does(
+    servers: list[str], nicks: list[str], rooms: list[str],
+    lines: list[tuple[int, int, int, str, float | None]],
+) -> None:
+    """A run of lines through one formatter (its templates kept from line to line), while
+    the server's name, the speaker, the room and the time change or stay."""
+    name = [servers[0]]
+    formatter = IRCFormatter(lambda: name[0])
+    for server, nick, room, text, at in lines:
+        name[0] = servers[server % len(servers)]
+        event = Said(rooms[room % len(rooms)], nicks[nick % len(nicks)], text)
+        assert _outcome(formatter.format, event, at) == _outcome(formatter.render, event, at)
+
+
+def test_the_fast_path_agrees_at_every_length_around_a_full_line() -> None:
+    """Texts one byte either side of what fits, for prefixes that leave from 0 to 80 bytes
+    (under 4 is no room at all), in one- and two-byte characters."""
+    for room in range(0, 81):
+        server = "s" * (MAX_LINE - len(":bob!bob@ PRIVMSG #lobby :\r\n") - room)
+        formatter = IRCFormatter(server)
+        for length in range(max(0, room - 3), room + 3):
+            for text in ("x" * length, "é" * (length // 2), "x" + "é" * (length // 2)):
+                event = Said("#lobby", "bob", text)
+                assert _outcome(formatter.format, event) == _outcome(
+                    formatter.render, event), (room, text)
+
+
+@pytest.mark.parametrize("text", ["hello", "Zwölf 日本語 :-)", "x" * 470])
+def test_a_line_that_fits_takes_the_fast_path(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    formatter = IRCFormatter("chatd")
+    expected = formatter.render(Said("#lobby", "bob", text), NOON)
+    monkeypatch.setattr(IRCFormatter, "render", None)  # the general path is not taken
+    assert formatter.format(Said("#lobby", "bob", text), NOON) == expected
+
+
+def test_a_new_server_name_shows_in_the_next_line_of_a_run() -> None:
+    """The fast path's template is the speaker's, the room's and the server's: a SIGHUP
+    that renames the server between two lines of one run changes the second."""
+    name = ["chatd"]
+    formatter = IRCFormatter(lambda: name[0])
+    assert formatter.format(Said("#a", "bob", "hi")) == b":bob!bob@chatd PRIVMSG #a :hi\r\n"
+    name[0] = "renamed"
+    assert formatter.format(Said("#a", "bob", "hi")) == b":bob!bob@renamed PRIVMSG #a :hi\r\n"
+    assert formatter.format(Said("#b", "bob", "hi")) == b":bob!bob@renamed PRIVMSG #b :hi\r\n"
+    assert formatter.format(Said("#b", "al", "hi")) == b":al!al@renamed PRIVMSG #b :hi\r\n"

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatd.irc.formatting import clean_irc_text, ctcp, parse_ctcp, strip_formatting
+from chatd.text import clean_text
 
 
 @pytest.mark.parametrize(("typed", "seen"), [
@@ -40,6 +41,12 @@ def test_no_formatting_code_or_control_survives(text: str) -> None:
     cleaned = clean_irc_text(text)
     assert not any(ord(char) in _CONTROLS for char in cleaned)
     assert all(unicodedata.category(c) != "Cc" for c in cleaned)
+
+
+@given(st.text(st.sampled_from("\x02\x03\x04\x0f,09Aa x\x01\x1b\u202e\u2028é日") | st.characters()))
+def test_cleaning_printable_text_on_the_fast_path_changes_nothing(text: str) -> None:
+    """clean_irc_text returns printable text as it is: both its steps would."""
+    assert clean_irc_text(text) == clean_text(strip_formatting(text))
 
 
 def test_parse_ctcp() -> None:

@@ -36,6 +36,8 @@ def strip_formatting(text: str) -> str:
 
 def clean_irc_text(text: str) -> str:
     """What an IRC user typed, as chatd carries it: no formatting codes, no controls."""
+    if text.isprintable():  # nearly every line: nothing for either step to take out
+        return text
     return clean_text(strip_formatting(text))
 
 

@@ -25,6 +25,8 @@ MAX_TAGS = 8191
 EOL = b"\r\n"
 
 _COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}")
+# The commands that carry chat, which parse_command reads on a fast path.
+_CHAT_COMMANDS = frozenset({"PRIVMSG", "NOTICE"})
 _TAG_KEY = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
 # Characters that would end or corrupt a line; never sent, whatever a caller passes.
 _LINE_BREAKERS = str.maketrans("", "", "\r\n\0")
@@ -52,7 +54,42 @@ def parse(line: bytes) -> Message | None:
     """One received line (without its line ending) as a Message, or None if it has no
     command. Invalid UTF-8 becomes U+FFFD; nothing else is changed here (text parameters
     are cleaned where they are used, after CTCP and formatting codes are read)."""
+    return _parse_text(line.decode("utf-8", "replace"))
+
+
+def parse_command(line: bytes) -> tuple[str, str | None, list[str]] | None:
+    """What a command handler takes of a received line: its command, prefix and parameters
+    exactly as ``parse`` reads them (tags, which chatd does not act on, are left out), or
+    None if it has no command.
+
+    Most of what a client sends is chat, ``PRIVMSG #room :text``: that takes a fast path
+    (``parse_chat``) which builds no Message; tests prove it reads every line as ``parse``
+    does."""
     text = line.decode("utf-8", "replace")
+    chat = parse_chat(text)
+    if chat is not None:
+        return chat
+    message = _parse_text(text)
+    if message is None:
+        return None
+    return message.command, message.prefix, list(message.params)
+
+
+def parse_chat(text: str) -> tuple[str, None, list[str]] | None:
+    """The fast path of ``parse_command``: a line that is exactly ``PRIVMSG`` or ``NOTICE``,
+    one space, a target (one word, not starting with a colon), `` :`` and the text. Any
+    other line (tags, a prefix, a lower-case command, runs of spaces, no trailing
+    parameter, ...) is None here and left to the general parser."""
+    command, _, rest = text.partition(" ")
+    if command not in _CHAT_COMMANDS:
+        return None
+    target, colon, trailing = rest.partition(" :")
+    if not colon or not target or " " in target or target.startswith(":"):
+        return None
+    return command, None, [target, trailing]
+
+
+def _parse_text(text: str) -> Message | None:
     tags: dict[str, str] = {}
     if text.startswith("@"):
         raw_tags, _, text = text[1:].partition(" ")
@@ -169,14 +206,19 @@ def _middle(param: str) -> bytes:
 
 
 def _with_tags(message: Message, body: bytes) -> bytes:
-    if not message.tags:
-        return body
+    return tag_section(message.tags) + body
+
+
+def tag_section(tags: Mapping[str, str]) -> bytes:
+    """The tag section that goes before a line: ``@key=value;key2 `` (empty for no tags)."""
+    if not tags:
+        return b""
     items = []
-    for key, value in message.tags.items():
+    for key, value in tags.items():
         if not _TAG_KEY.fullmatch(key):
             raise ValueError(f"not a tag key: {key!r}")
         items.append(f"{key}={_escape_tag_value(value)}" if value else key)
-    return b"@" + ";".join(items).encode("utf-8") + b" " + body
+    return b"@" + ";".join(items).encode("utf-8") + b" "
 
 
 def _escape_tag_value(value: str) -> str:

@@ -32,7 +32,7 @@ from chatd.irc.message import (
     MAX_TAGS,
     Message,
     body_length,
-    parse,
+    parse_command,
     serialize,
 )
 from chatd.irc.render import VERSION
@@ -225,16 +225,18 @@ class IRCProtocol(irc.IRC):
     def handle_line(self, line: bytes) -> None:
         """A line the flood gate let through."""
         line = line.removesuffix(b"\r")
-        if body_length(line) > MAX_LINE - 2 or len(line) - body_length(line) > MAX_TAGS:
+        body = body_length(line)
+        if body > MAX_LINE - 2 or len(line) - body > MAX_TAGS:
             self.line_too_long()
             return
-        message = parse(line)
-        if message is None or self.edge.closing:
+        parsed = parse_command(line)
+        if parsed is None or self.edge.closing:
             return
-        if self.user is None and message.command not in _BEFORE_REGISTRATION:
+        command, prefix, params = parsed
+        if self.user is None and command not in _BEFORE_REGISTRATION:
             self.reply(n.ERR_NOTREGISTERED, "You have not registered")
             return
-        self.handleCommand(message.command, message.prefix, list(message.params))
+        self.handleCommand(command, prefix, params)
 
     def line_too_long(self) -> None:
         self.reply(n.ERR_INPUTTOOLONG, "Input line was too long")
