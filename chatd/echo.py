@@ -6,7 +6,7 @@ import functools
 import ipaddress
 from typing import Any, cast
 
-from twisted.internet import interfaces, protocol
+from twisted.internet import abstract, interfaces, protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -20,12 +20,15 @@ from chatd.limits import ConnectionLimits
 from chatd.output import OutputBatch
 from chatd.policy import EdgePolicy
 from chatd.ratelog import RateLimitedLog
+from chatd.splice import PIPE_SIZE, SplicePump, can_splice
 from chatd.stats import Traffic
 
-# One read is at most ECHO_READ_SIZE bytes, and reading pauses once more than that is unsent,
-# so a peer that sends and never reads makes us hold at most ECHO_MAX_BACKLOG bytes.
-ECHO_READ_SIZE = 32 * 1024
-ECHO_MAX_BACKLOG = 2 * ECHO_READ_SIZE
+# What a peer that sends and never reads makes us hold, at most. On a plain socket the
+# echo goes through a pipe of that size (chatd/splice.py). Elsewhere (TLS) one read is at
+# most ECHO_READ_SIZE bytes and reading pauses once more than that is unsent.
+ECHO_MAX_BACKLOG = PIPE_SIZE
+ECHO_READ_SIZE = ECHO_MAX_BACKLOG // 2
+TLS_READ_SIZE = 16 * 1024  # the largest TLS record: see EchoProtocol.connectionMade
 # Connections that stopped reading their echo may hold this much in all; past it, one more
 # such connection is cut off instead of paused (1024 stalled connections at 64 KiB each).
 DEFAULT_ECHO_TOTAL_BACKLOG = 1024 * ECHO_MAX_BACKLOG
@@ -65,29 +68,48 @@ def is_bogus_source(host: str) -> bool:
 class EchoProtocol(protocol.Protocol):
     """Sends back every byte received, unchanged, until the peer closes.
 
-    The protocol is the transport's producer: when the peer stops reading and more than
-    ECHO_READ_SIZE bytes are unsent, Twisted pauses us and we stop reading from the peer;
-    once all is sent it resumes us. So a client that only sends gets TCP backpressure, and
-    we hold at most ECHO_MAX_BACKLOG bytes for it; the factory bounds what all such
-    stalled connections hold together. The connection counts, the idle timeout and closing
-    are the edge's (chatd/edge.py), as for every front-end.
+    On a plain TCP or UNIX socket the bytes never reach Python: a ``SplicePump`` moves them
+    through a pipe of ECHO_MAX_BACKLOG bytes (chatd/splice.py), stops reading while the
+    pipe holds what the peer has not taken, and tells us (``pipe_stalled``,
+    ``pipe_drained``). Elsewhere (TLS), the protocol is the transport's producer: when the
+    peer stops reading and more than ECHO_READ_SIZE bytes (beneath TLS, TLS_READ_SIZE
+    bytes of ciphertext) are unsent, Twisted pauses us and we stop reading from the peer;
+    once all is sent it resumes us. Either way a client that only sends gets TCP
+    backpressure, we hold at most ECHO_MAX_BACKLOG bytes for it, and the factory bounds
+    what all such stalled connections hold together. The connection counts, the idle
+    timeout and closing are the edge's (chatd/edge.py), as for every front-end.
     """
 
     transport: Any  # ITCPTransport plus IConsumer and IPushProducer
     factory: EchoFactory
     edge: Edge
     counted_address: object = None  # the address the factory's limits counted
+    pump: SplicePump | None = None  # the kernel's echo, on a plain socket
 
     def connectionMade(self) -> None:
         factory = self.factory
-        # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
-        # than that is queued: one more read at most, so the backlog stays under twice it.
-        self.transport.bufferSize = ECHO_READ_SIZE
-        self.transport.registerProducer(self, True)
         self.edge = Edge(self, self.transport, factory.policy, factory.clock,
                          factory.rejections, factory.output_batch, release=self._release,
                          idle=factory.idle_timers)
         self.edge.activity()
+        if can_splice(self.transport):
+            try:
+                self.pump = SplicePump(self.transport, self)
+            except OSError:
+                pass  # no descriptors for a pipe: this one echoes through Python
+            else:
+                self.pump.install()
+                return
+        # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
+        # than that is queued: one more read at most, so the backlog stays under twice it.
+        self.transport.bufferSize = ECHO_READ_SIZE
+        socket_transport = getattr(self.transport, "transport", None)
+        if isinstance(socket_transport, abstract.FileDescriptor):
+            # TLS: the socket's transport beneath reads and queues the ciphertext, and its
+            # bufferSize is what counts. A read may also complete a record left over from
+            # the last one, and records add their overhead: a third of the bound each.
+            socket_transport.bufferSize = TLS_READ_SIZE
+        self.transport.registerProducer(self, True)
 
     def _release(self) -> None:
         self.factory.limits.release(self.counted_address)
@@ -97,14 +119,32 @@ class EchoProtocol(protocol.Protocol):
         self.edge.activity()
         self.edge.write(data)  # echo at once, not on the reactor's next turn
 
-    # --- IPushProducer: the transport says when its send buffer is full and when drained ---
-
-    def pauseProducing(self) -> None:
+    def _stall(self) -> bool:
+        """The peer does not read its echo: count what we hold for it against the total, or
+        cut it off (False) if that would pass it."""
         if not self.factory.stall(self):
             self.edge.log_cause("echo connection cut off: total echo backlog reached")
             self.edge.abort()
-            return
-        self.transport.pauseProducing()  # stop reading: the peer's sends now wait in TCP
+            return False
+        return True
+
+    # --- SpliceOwner: the pump's reads, and its pipe stalled and drained -------------------
+
+    def spliced(self, size: int) -> None:
+        self.factory.traffic.bytes_received += size
+        self.edge.activity()
+
+    def pipe_stalled(self) -> bool:
+        return self._stall()  # the pump stops reading itself
+
+    def pipe_drained(self) -> None:
+        self.factory.drained(self)
+
+    # --- IPushProducer (TLS): the transport says when its buffer is full and when drained -
+
+    def pauseProducing(self) -> None:
+        if self._stall():
+            self.transport.pauseProducing()  # stop reading: the peer's sends now wait in TCP
 
     def resumeProducing(self) -> None:
         self.factory.drained(self)
@@ -115,6 +155,8 @@ class EchoProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.drained(self)
+        if self.pump is not None:
+            self.pump.close()  # every way a connection ends comes here: no pipe outlives it
         self.edge.connection_lost(reason)
 
     # --- ConnectionOwner -------------------------------------------------------------------
