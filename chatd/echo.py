@@ -32,6 +32,12 @@ TLS_READ_SIZE = 16 * 1024  # the largest TLS record: see EchoProtocol.connection
 # Connections that stopped reading their echo may hold this much in all; past it, one more
 # such connection is cut off instead of paused (1024 stalled connections at 64 KiB each).
 DEFAULT_ECHO_TOTAL_BACKLOG = 1024 * ECHO_MAX_BACKLOG
+# Connections echoed through a pipe at once; the rest echo through Python. A pipe is two
+# descriptors more per connection: without a cap, idle echo connections could take three
+# times their number from the descriptors the chat's connections need. 1,024 full-size
+# pipes is also what the kernel gives one user before it shrinks new pipes to a page
+# (/proc/sys/fs/pipe-user-pages-soft, 16,384 pages).
+DEFAULT_MAX_PIPES = 1024
 DEFAULT_ECHO_PORT = 7007
 DEFAULT_ECHO_IDLE_TIMEOUT = 300.0
 DEFAULT_UDP_RATE = 10.0  # datagrams per second from one source address
@@ -92,12 +98,13 @@ class EchoProtocol(protocol.Protocol):
                          factory.rejections, factory.output_batch, release=self._release,
                          idle=factory.idle_timers)
         self.edge.activity()
-        if can_splice(self.transport):
+        if factory.pipes < factory.max_pipes and can_splice(self.transport):
             try:
                 self.pump = SplicePump(self.transport, self)
             except OSError:
                 pass  # no descriptors for a pipe: this one echoes through Python
             else:
+                factory.pipes += 1
                 self.pump.install()
                 return
         # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
@@ -157,6 +164,7 @@ class EchoProtocol(protocol.Protocol):
         self.factory.drained(self)
         if self.pump is not None:
             self.pump.close()  # every way a connection ends comes here: no pipe outlives it
+            self.factory.pipes -= 1
         self.edge.connection_lost(reason)
 
     # --- ConnectionOwner -------------------------------------------------------------------
@@ -182,6 +190,7 @@ class EchoFactory(protocol.ServerFactory):
         clock: IReactorTime | None = None,
         total_backlog: int = DEFAULT_ECHO_TOTAL_BACKLOG,
         limits: ConnectionLimits | None = None,
+        max_pipes: int = DEFAULT_MAX_PIPES,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -196,6 +205,8 @@ class EchoFactory(protocol.ServerFactory):
         self.output_batch = OutputBatch()  # never active: every echo goes out at once
         self.total_backlog = total_backlog
         self.stalled: set[EchoProtocol] = set()  # paused: each holds up to ECHO_MAX_BACKLOG
+        self.max_pipes = max_pipes
+        self.pipes = 0  # connections with a pipe of their own (chatd/splice.py)
         self.traffic = Traffic()
         self.idle_timers = IdleTimers(clock)  # one timer for every connection's timeout
 

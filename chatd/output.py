@@ -16,9 +16,11 @@ others. Two costs dominate it in stock Twisted, and this module removes both.
 
 ``write_now`` and ``queued_in_transport`` read private attributes of
 ``twisted.internet.tcp.Connection`` (its queue: ``dataBuffer``, ``offset``,
-``_tempDataLen``; and ``socket``). That is the only reach past Twisted's public API in
-chatd; the tests in ``tests/test_output.py`` pin the behaviour it
-relies on, so a Twisted upgrade that changes it fails there first. Any other transport
+``_tempDataLen``; and ``socket``). That and the echo's splice pump (chatd/splice.py: the
+transport's ``socket``, and ``doRead``/``doWrite`` shadowed) are chatd's only reaches past
+Twisted's public API; the tests in ``tests/test_output.py`` and
+``tests/test_echo_splice.py`` pin the behaviour they rely on, so a Twisted upgrade that
+changes it fails there first. Any other transport
 (TLS, in-memory test transports) takes the ordinary ``transport.write`` path.
 """
 

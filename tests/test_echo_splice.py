@@ -468,6 +468,32 @@ def test_without_a_pipe_the_connection_echoes_through_python(
         sock.close()
 
 
+@pytest_twisted.inlineCallbacks
+def test_past_the_pipe_cap_connections_echo_through_python(listen_tcp: Any) -> Any:
+    """At most ``max_pipes`` connections hold a pipe (two descriptors each) at once: more
+    idle echo connections cost one descriptor each, as before splice."""
+    factory = RecordingEchoFactory(max_pipes=2)
+    port = listen_tcp(factory)
+    socks = [client(port) for _ in range(3)]
+    try:
+        yield until(lambda: len(factory.protocols) == 3, "three connections made")
+        assert [proto.pump is not None for proto in factory.protocols] == [True, True, False]
+        assert factory.pipes == 2
+        payload = random.Random(5).randbytes(1 << 18)
+        assert (yield stream(socks[2], payload)) == payload  # the third echoes through Python
+        socks[0].close()
+        yield until(lambda: factory.pipes == 1, "the first connection's pipe given back")
+        fourth = client(port)
+        socks.append(fourth)
+        yield until(lambda: len(factory.protocols) == 4, "a fourth connection made")
+        assert factory.protocols[3].pump is not None and factory.pipes == 2
+        assert (yield stream(fourth, payload)) == payload
+    finally:
+        for sock in socks:
+            sock.close()
+    yield until(lambda: factory.pipes == 0, "every pipe given back")
+
+
 def test_only_plain_stream_sockets_are_spliced() -> None:
     from twisted.internet.testing import StringTransport
 
