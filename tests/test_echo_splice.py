@@ -422,6 +422,7 @@ def test_tls_echo_keeps_the_python_path_and_its_bound(tmp_path: Path) -> Any:
     endpoint = endpoints.SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port,
                                             options)
     tls_client = yield within(endpoints.connectProtocol(endpoint, Client()), "TLS connected")
+    sampling: list[task.LoopingCall] = []
     try:
         payload = random.Random(3).randbytes(1 << 20)
         tls_client.transport.write(payload)
@@ -432,18 +433,42 @@ def test_tls_echo_keeps_the_python_path_and_its_bound(tmp_path: Path) -> Any:
         # The Python path's guard: a peer that stops reading stalls the protocol (the
         # transport pauses it as its producer), and its reading again drains it.
         tls_client.transport.pauseProducing()
+        peak = [0]  # the most it held at any turn of the reactor from here on
+
+        def sample() -> None:
+            peak[0] = max(peak[0], queued_in_transport(proto.transport.transport) or 0)
+
+        sampler = task.LoopingCall(sample)
+        sampling.append(sampler)
+        sampler.start(0.001)
         more = random.Random(5).randbytes(8 << 20)
         tls_client.transport.write(more)
-        yield until(lambda: factory.stalled == {proto}, "the TLS echo paused")
+
+        def holding() -> int:
+            """What the echo holds (ciphertext, beneath TLS) once paused; 0 while it is not.
+            A first pause can pass: the kernel's send buffer grows as the peer's receive
+            window fills, takes what was held, and the echo reads on until the kernel is
+            full too. Only then is the pause for good."""
+            if factory.stalled != {proto}:
+                return 0
+            return queued_in_transport(proto.transport.transport) or 0
+
+        yield until(holding, lambda: f"the TLS echo paused holding what its peer has not read "
+                                     f"(stalled: {factory.stalled == {proto}})")
         yield sleep(0.2)  # time for a read past the pause, were there one
-        held = queued_in_transport(proto.transport.transport)  # ciphertext, beneath TLS
-        assert held is not None and 0 < held <= PROMISE, held
+        held = yield until(holding, "the TLS echo still paused, holding")
+        assert 0 < held <= PROMISE, held
+        sampler.stop()
+        assert peak[0] <= PROMISE, peak[0]  # and at no moment more, paused or not
         tls_client.transport.resumeProducing()
         everything = payload + more
         yield until(lambda: len(received) >= len(everything), lambda: f"{len(received)} echoed")
         assert bytes(received) == everything
         yield until(lambda: not factory.stalled, "the TLS echo resumed")
     finally:
+        for sampler in sampling:
+            if sampler.running:
+                sampler.stop()
         tls_client.transport.loseConnection()
         yield port.stopListening()
 
