@@ -25,18 +25,30 @@ run: $(VENV)/.installed-run
 	$(BIN)/twistd --pidfile= -n chatd $(ARGS)
 
 # `make test`: lint and every test (docs/testing.md). `make test-fast`: lint and the tests
-# not marked slow, for the edit-test loop.
+# not marked slow, for the edit-test loop. Both run the tests in PYTEST_WORKERS processes
+# (pytest-xdist): the suite spends most of its time waiting on other processes (twistd,
+# redis-server, chromium, tmux), so more workers than the two cores pays; docs/testing.md
+# has the times measured. PYTEST_WORKERS=0 runs them all in one process.
+PYTEST_WORKERS ?= 4
+# loadgroup: tests/conftest.py's scheduler (one test at a time to whichever worker is free;
+# a module that shares a costly fixture whole on one worker).
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 test: lint pytest
 
 test-fast: lint $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m compileall -q chatd twisted >/dev/null
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check chatd tests twisted chatd.tac bench
 	$(BIN)/mypy chatd bench
 
+# compileall first: every twistd a test starts imports chatd, and with no byte-code on disk
+# (a fresh clone, or PYTHONDONTWRITEBYTECODE set) each would compile it all again.
 pytest: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m compileall -q chatd twisted >/dev/null
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # Benchmarks against the peers people would run instead (docs/benchmarks.md); never part
 # of `make test`. `make bench-peers` installs the Debian peers (needs root). `make bench`

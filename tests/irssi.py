@@ -51,22 +51,28 @@ class Irssi:
         home.mkdir(parents=True, exist_ok=True)
         (home / "config").write_text(_CONFIG.replace("{nick}", nick))
         self.session = f"chatd-irssi-{os.getpid()}-{next(_sessions)}"
+        # A tmux server of its own (its socket in irssi's home), started with this
+        # environment: a server shared with other tests (run in parallel) or with a user's
+        # tmux would start irssi with the environment of whoever started that server, and
+        # would end when the last of anyone's sessions ends.
+        self.tmux = ["tmux", "-S", str(home / "tmux.sock")]
         env = {**os.environ, "TERM": "screen", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         command = (f"irssi --home={home} --nick={nick} --connect=127.0.0.1 --port={port}")
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.session, "-x", "200", "-y", "50", command],
+            [*self.tmux, "new-session", "-d", "-s", self.session, "-x", "200", "-y", "50",
+             command],
             check=True, env=env,
         )
 
     def type(self, text: str) -> None:
         """Types ``text`` and presses Enter."""
-        subprocess.run(["tmux", "send-keys", "-t", self.session, "-l", text], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", self.session, "Enter"], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.session, "-l", text], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.session, "Enter"], check=True)
 
     def screen(self) -> str:
         """What the current irssi window shows, with its scroll-back."""
         result = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-J", "-t", self.session, "-S", "-500"],
+            [*self.tmux, "capture-pane", "-p", "-J", "-t", self.session, "-S", "-500"],
             capture_output=True, text=True, check=False,
         )
         return result.stdout
@@ -91,5 +97,4 @@ class Irssi:
         return defer.maybeDeferred(poll)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], check=False,
-                       capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], check=False, capture_output=True)

@@ -109,12 +109,16 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Starts the server (again, on the same port) and waits until it answers PING."""
         assert self.process is None, "already running"
+        # A PING answered is not enough: when the port was taken meanwhile, it may be
+        # another test's redis-server answering (tests run in several processes) while this
+        # one exits. This one's own log says it is ready, once more than before this start.
+        ready_before = self._ready_count()
         # Its own process group: stop() kills timeout(1) and redis-server together.
         self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
-        while not ping(self.port, self.password):
+        while self._ready_count() == ready_before or not ping(self.port, self.password):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"redis-server did not start on {self.port}: {self.log()}")
@@ -129,6 +133,13 @@ class RedisServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=START_SECONDS)
         self.process = None
+
+    def _ready_count(self) -> int:
+        try:
+            text = (self.directory / "redis.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count("Ready to accept connections")
 
     def log(self) -> str:
         try:

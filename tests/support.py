@@ -189,7 +189,11 @@ class LineClient(protocol.Protocol):
     def __init__(self) -> None:
         self.lines: list[str] = []
         self._partial = b""
-        self._waiters: list[tuple[re.Pattern[str], defer.Deferred[str]]] = []
+        # Each waiter with the index of the first line it has not looked at yet: lines are
+        # only ever appended and consumed, so a line once passed over never matches later,
+        # and each line is searched once per waiter (a 10,000-line paste is not searched
+        # 10,000 times over).
+        self._waiters: list[tuple[re.Pattern[str], defer.Deferred[str], list[int]]] = []
         self.closed: defer.Deferred[None] = defer.Deferred()
         self._consumed: set[int] = set()
 
@@ -203,7 +207,7 @@ class LineClient(protocol.Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         if not self.closed.called:
             self.closed.callback(None)
-        for _, waiter in self._waiters:
+        for _, waiter, _ in self._waiters:
             if not waiter.called:
                 waiter.errback(AssertionError(f"connection closed; lines: {self.lines}"))
         self._waiters = []
@@ -222,7 +226,7 @@ class LineClient(protocol.Protocol):
         does not match is left for a later wait_for.
         """
         d: defer.Deferred[str] = defer.Deferred()
-        self._waiters.append((re.compile(pattern), d))
+        self._waiters.append((re.compile(pattern), d, [0]))
         self._check()
         timeout = reactor.callLater(  # type: ignore[attr-defined]
             WAIT_SECONDS, self._timeout, d, pattern
@@ -231,17 +235,22 @@ class LineClient(protocol.Protocol):
         return d
 
     def _timeout(self, d: defer.Deferred[str], pattern: str) -> None:
-        self._waiters = [(p, w) for p, w in self._waiters if w is not d]
+        self._waiters = [waiting for waiting in self._waiters if waiting[1] is not d]
         d.errback(AssertionError(f"no line matching {pattern!r}; lines: {self.lines}"))
 
     def _check(self) -> None:
-        for pattern, waiter in list(self._waiters):
-            for index, line in enumerate(self.lines):
-                if index not in self._consumed and pattern.search(line):
+        for waiting in list(self._waiters):
+            pattern, waiter, start = waiting
+            if waiter.called:  # answered (or timed out) by a _check its callback ran
+                continue
+            for index in range(start[0], len(self.lines)):
+                if index not in self._consumed and pattern.search(self.lines[index]):
                     self._consumed.add(index)
-                    self._waiters.remove((pattern, waiter))
-                    waiter.callback(line)
+                    self._waiters.remove(waiting)
+                    waiter.callback(self.lines[index])
                     break
+            else:
+                start[0] = len(self.lines)
 
 
 @defer.inlineCallbacks
@@ -446,6 +455,27 @@ class Twistd:
     def restart(self) -> Twistd:
         self.stop()
         return self.start()
+
+
+def start_on_a_named_port(
+    start: Callable[[], Twistd], *roles: str, seconds: float = WAIT_SECONDS,
+) -> tuple[Twistd, list[int]]:
+    """``start()``'s daemon once it listens, and the ports of ``roles`` (wait_listening).
+
+    For a daemon told a port in advance (a restart keeps the port its first run was given,
+    since a client reconnects to its address): any other process may take that port in
+    between (a port-0 listener, an outgoing connection's local port; other tests run in
+    parallel). That shows as a refused start, "cannot listen", and is tried again until
+    ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        daemon = start()
+        try:
+            return daemon, daemon.wait_listening(*roles)
+        except AssertionError:
+            if "cannot listen" not in daemon.output() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def run_twistd(

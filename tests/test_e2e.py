@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import venv
 from collections.abc import Callable
@@ -18,19 +19,33 @@ from tests.support import Twistd, connect, read_until, run_twistd
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = "interface=127.0.0.1"
 # The first test here pays for a fresh venv (pip install from the tree): allow for it.
+# Run whole on one worker under xdist (tests/conftest.py ONE_WORKER_MODULES): the module's
+# tests share that venv, so it is built once.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with chatd installed from the source tree, not in editable mode."""
+    """A fresh venv with chatd installed from the source tree, not in editable mode: pip
+    builds the wheel (in its own build environment, from pyproject.toml's build-system)
+    and resolves and installs every dependency anew.
+
+    The venv gets no pip of its own: the test venv's pip installs into it (``--python``),
+    which saves bootstrapping one (ensurepip) that nothing here uses. ``--no-compile``
+    skips byte-compiling every module of every dependency (all of Twisted's tests among
+    them), which took most of this fixture's CPU time; instead one ``twistd chatd --help``
+    compiles what chatd's start-up imports, even where PYTHONDONTWRITEBYTECODE is set, so
+    that each daemon below does not compile it all again."""
     home = tmp_path_factory.mktemp("fresh-venv")
-    venv.create(home, with_pip=True)
+    venv.create(home, with_pip=False)
     subprocess.run(
-        [str(home / "bin" / "python"), "-m", "pip", "install", "-q", str(ROOT)],
+        [sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install",
+         "-q", "--no-compile", str(ROOT)],
         check=True,
         cwd=home,
     )
+    subprocess.run([str(home / "bin" / "twistd"), "chatd", "--help"], check=True, cwd=home,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
     return home
 
 

@@ -17,10 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_a_hung_test_that_ignores_sigint_is_ended(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_hung_test_that_ignores_sigint_is_ended(
+        pytester: pytest.Pytester, workers: list[str]) -> None:
     """pytest-timeout with the suite's settings (read from pyproject.toml) ends a test that
-    ignores SIGINT and SIGALRM and blocks in a C call, with a stack dump."""
+    ignores SIGINT and SIGALRM and blocks in a C call, with a stack dump: in one process,
+    and in an xdist worker (`make test`), whose dump tests/xdist_worker.py brings out."""
     pytester.makepyprojecttoml((ROOT / "pyproject.toml").read_text())
+    pytester.makeconftest((ROOT / "tests" / "xdist_worker.py").read_text())
     pytester.makepyfile(
         test_hang="""
         import signal, threading
@@ -33,7 +37,7 @@ def test_a_hung_test_that_ignores_sigint_is_ended(pytester: pytest.Pytester) -> 
     )
     started = time.monotonic()
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "timeout=2",
-                                           timeout=60)
+                                           *workers, timeout=60)
     assert time.monotonic() - started < 30
     assert result.ret != 0
     output = "\n".join(result.outlines + result.errlines)

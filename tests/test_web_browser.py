@@ -17,10 +17,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from chatd.passwd import hash_password
-from tests.support import Twistd, connect, read_until
+from tests.support import Twistd, connect, read_until, start_on_a_named_port
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 10_000
+# Run whole on one worker under xdist (tests/conftest.py ONE_WORKER_MODULES): the module's
+# tests share one chromium.
 pytestmark = pytest.mark.slow
 
 CHEAP_HASH = hash_password("opsecret", n=2**4)
@@ -44,24 +46,15 @@ class Daemon:
         return f"http://127.0.0.1:{self.web_port}/"
 
     def start(self) -> None:
-        # A restart must listen on the port the first run was given, which another process
-        # may take in between (the one place a port is named in advance): that shows as a
-        # refused start ("cannot listen"), tried again until the deadline.
-        deadline = time.monotonic() + WAIT_MS / 1000
-        while True:
-            self.twistd = Twistd(
-                ["chatd", "--no-echo", "--state", "none",
-                 "--listen", "tcp:0:interface=127.0.0.1",
-                 "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-                 "--motd", "motd.txt", "--flood-rate", "0", "--config", "chatd.toml"],
-                self.directory).start()
-            try:
-                self.chat_port, self.web_port = self.twistd.wait_listening("chat", "web")
-                return
-            except AssertionError:
-                if "cannot listen" not in self.twistd.output() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        # A restart must listen on the port the first run was given (the one place a port
+        # is named in advance), which another process may take in between.
+        self.twistd, (self.chat_port, self.web_port) = start_on_a_named_port(
+            Twistd(["chatd", "--no-echo", "--state", "none",
+                    "--listen", "tcp:0:interface=127.0.0.1",
+                    "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
+                    "--motd", "motd.txt", "--flood-rate", "0", "--config", "chatd.toml"],
+                   self.directory).start,
+            "chat", "web", seconds=WAIT_MS / 1000)
 
     def stop(self) -> None:
         if self.twistd is not None:

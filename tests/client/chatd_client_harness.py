@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from chatd.passwd import hash_password
-from tests.support import Twistd
+from tests.support import Twistd, start_on_a_named_port
 from tests.support import make_certificates as make_certificates  # for conftest.py
 
 HERE = Path(__file__).parent
@@ -68,8 +68,8 @@ class ChatServer:
         return self.workdir / "twistd.log"
 
     def start(self) -> None:
-        self.daemon = Twistd(self.command(), self.workdir).start()
-        self.port = self.daemon.port
+        self.daemon, (self.port,) = start_on_a_named_port(
+            Twistd(self.command(), self.workdir).start, "chat")
 
     def stop(self) -> None:
         if self.daemon is not None:
