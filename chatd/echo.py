@@ -98,13 +98,13 @@ class EchoProtocol(protocol.Protocol):
                          factory.rejections, factory.output_batch, release=self._release,
                          idle=factory.idle_timers)
         self.edge.activity()
-        if factory.pipes < factory.max_pipes and can_splice(self.transport):
+        if factory.may_pipe() and can_splice(self.transport):
             try:
                 self.pump = SplicePump(self.transport, self)
             except OSError:
                 pass  # no descriptors for a pipe: this one echoes through Python
             else:
-                factory.pipes += 1
+                factory.count_pipes(1)
                 self.pump.install()
                 return
         # Twisted reads at most bufferSize bytes per recv() and pauses its producer once more
@@ -164,7 +164,7 @@ class EchoProtocol(protocol.Protocol):
         self.factory.drained(self)
         if self.pump is not None:
             self.pump.close()  # every way a connection ends comes here: no pipe outlives it
-            self.factory.pipes -= 1
+            self.factory.count_pipes(-1)
         self.edge.connection_lost(reason)
 
     # --- ConnectionOwner -------------------------------------------------------------------
@@ -209,6 +209,20 @@ class EchoFactory(protocol.ServerFactory):
         self.pipes = 0  # connections with a pipe of their own (chatd/splice.py)
         self.traffic = Traffic()
         self.idle_timers = IdleTimers(clock)  # one timer for every connection's timeout
+
+    def may_pipe(self) -> bool:
+        """Whether one more connection may have a pipe: under max_pipes, and its two
+        descriptors within the bound on connections (--max-clients), which counts pipes as
+        it counts sockets: echo clients hold no more descriptors than without splice."""
+        limits = self.limits
+        return self.pipes < self.max_pipes and (
+            not limits.max_total
+            or limits.total + limits.other_descriptors + 2 <= limits.max_total)
+
+    def count_pipes(self, change: int) -> None:
+        """``change`` pipes made (or, negative, closed); the limits count their descriptors."""
+        self.pipes += change
+        self.limits.other_descriptors = 2 * self.pipes
 
     def stall(self, proto: EchoProtocol) -> bool:
         """Counts ``proto`` as holding a full backlog; False if that would pass the total."""

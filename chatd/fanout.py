@@ -12,8 +12,9 @@ What keeps it exact:
 - Only an unbroken run of Said/Acted events with the same room, speaker and origin is
   held. Any other event, a chat line from someone else or for another room, and any
   command (``ChatService.deliver_held``, called by the command table before it runs
-  one: commands can write to other users directly) delivers the held run first, so
-  every recipient sees everything in the order it happened.
+  one, and by the IRC front-end before each of its own commands: commands can write to
+  other users directly, rename the speaker or change who is in the room) delivers the
+  held run first, so every recipient sees everything in the order it happened.
 - The recipients are picked once per run, when it is delivered; nothing that decides
   who receives a line (membership, ignore lists, timestamps) can change inside a run,
   since only the speaker's own commands could, and those deliver the run first.

@@ -92,6 +92,10 @@ class ConnectionLimits:
         self.connect_rate = connect_rate
         self.rates = AddressRates(connect_rate, 2 * connect_rate)
         self.total = 0
+        # Descriptors the front-end holds besides its connections' sockets (the echo's
+        # pipes, chatd/splice.py): they count against max_total as connections do, so that
+        # the bound on what the front-end can take of the open-file limit holds.
+        self.other_descriptors = 0
         self.per_host: Counter[str] = Counter()
         # The key each live IP peer was counted under: a reload may change --ipv6-prefix
         # between its admit and its release, and the release must undo exactly the admit.
@@ -110,7 +114,7 @@ class ConnectionLimits:
 
     def admit(self, address: object) -> str | None:
         """Counts a new connection from ``address``, or returns why it is refused."""
-        if self.max_total and self.total >= self.max_total:
+        if self.max_total and self.total + self.other_descriptors >= self.max_total:
             self.refused["full"] += 1
             return f"the server is full (the limit is {self.max_total} connections)"
         host = host_of(address)

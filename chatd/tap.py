@@ -21,7 +21,7 @@ from twisted.python import usage
 from chatd import config
 from chatd.addresses import DEFAULT_IPV6_PREFIX
 from chatd.backpressure import DEFAULT_SEND_BUFFER, DEFAULT_SEND_GRACE
-from chatd.cluster import ClusterMember, RedisBus, redis_address
+from chatd.cluster.address import redis_address
 from chatd.commands import build_command_table
 from chatd.echo import (
     DEFAULT_ECHO_IDLE_TIMEOUT,
@@ -408,8 +408,15 @@ def makeService(options: Options) -> service.MultiService:
     StartupLine().setServiceParent(top)
     # With --redis the bus is Redis and the cluster's state is there (README: Running
     # several processes); SQLite is the store of a single process.
-    bus = None if options["redis-address"] is None else RedisBus(
-        reactor, options["redis-address"], options["history"], options["default-room"])
+    bus: RedisBus | None = None
+    if options["redis-address"] is not None:
+        # Imported only here: txredisapi (and OpenSSL with it) is a third of a start's
+        # imports, and only --redis needs it (chatd/cluster/__init__.py).
+        from chatd.cluster.bus import RedisBus
+        from chatd.cluster.member import ClusterMember
+
+        bus = RedisBus(reactor, options["redis-address"], options["history"],
+                       options["default-room"])
     # Children stop in reverse order: listeners close first, then the chat says goodbye.
     # Every log line a client can cause goes through this one rate limit.
     client_log = RateLimitedLog(reactor, ipv6_prefix=options["ipv6-prefix"])
@@ -436,7 +443,7 @@ def makeService(options: Options) -> service.MultiService:
     )
     chat.setServiceParent(top)
     if bus is not None:
-        ClusterMember(chat, bus, reactor).setServiceParent(top)
+        ClusterMember(chat, bus, reactor).setServiceParent(top)  # imported with RedisBus
 
     rejections = client_log
     policy = Policy(options)  # every edge limit; a SIGHUP changes them here only

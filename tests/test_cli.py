@@ -156,3 +156,22 @@ def test_status_message_is_one_bounded_utf8_line() -> None:
     data.decode("utf-8")  # cut on a character boundary
     other = startup.status_message(RuntimeError("boom"))
     assert other == b"1 chatd: could not start: RuntimeError: boom (the log file has the traceback)"
+
+
+def test_a_daemon_without_redis_does_not_import_the_redis_client() -> None:
+    """txredisapi is a third of a start's imports (chatd/cluster/__init__.py): only --redis
+    loads it. A fresh interpreter, since this one's tests import it anyway."""
+    code = (
+        "import sys\n"
+        "from chatd.tap import Options, makeService\n"
+        "options = Options()\n"
+        "options.parseOptions(['--no-echo', '--state', 'none', '--listen', 'tcp:0'])\n"
+        "makeService(options)\n"
+        "assert 'txredisapi' not in sys.modules, 'txredisapi imported'\n"
+        "options = Options()\n"
+        "options.parseOptions(['--no-echo', '--listen', 'tcp:0',\n"
+        "                      '--redis', 'redis://127.0.0.1:1/0'])\n"
+        "makeService(options)\n"
+        "assert 'txredisapi' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

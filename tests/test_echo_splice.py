@@ -9,6 +9,7 @@ import errno
 import fcntl
 import os
 import random
+import resource
 import select
 import socket
 import struct
@@ -523,3 +524,47 @@ def test_only_plain_stream_sockets_are_spliced() -> None:
     from twisted.internet.testing import StringTransport
 
     assert not splice.can_splice(StringTransport())
+
+
+def test_echo_pipes_count_against_the_echos_bound_so_chat_keeps_its_descriptors(
+    twistd: Callable[..., Twistd],
+) -> None:
+    """A pipe is two descriptors besides its connection's socket: they count against the
+    echo's --max-clients as connections do, so echo clients can hold no more descriptors
+    than they could before splice, and chat keeps what it had. Here the daemon may open 256
+    descriptors and --max-clients is 156 (the default with that limit): echo clients open
+    connections until refused, and chat newcomers still get in. (Before, 82 spliced echo
+    connections took all 256, and every chat newcomer was closed unanswered by Twisted's
+    EMFILE recovery.)"""
+    limit, max_clients = 256, 156
+    daemon = twistd("chatd", "--state", "none", "--listen", "tcp:0:interface=127.0.0.1",
+                    "--echo", "tcp:0:interface=127.0.0.1", "--echo-udp",
+                    "udp:0:interface=127.0.0.1", "--max-per-ip", "0", "--connect-rate", "0",
+                    "--max-clients", str(max_clients))
+    chat_port, echo_port = daemon.wait_listening("chat", "echo")
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    echoes: list[socket.socket] = []
+    chats: list[socket.socket] = []
+    try:
+        for _ in range(max_clients + 10):  # past the echo's bound
+            sock = socket.create_connection(("127.0.0.1", echo_port), timeout=WAIT_SECONDS)
+            echoes.append(sock)
+            try:
+                sock.sendall(b"x")
+                echoed = sock.recv(1)
+            except ConnectionResetError:  # closed with our byte unread
+                echoed = b""
+            if echoed != b"x":
+                break  # refused
+        else:
+            raise AssertionError("the echo never refused a connection")
+        assert len(os.listdir(f"/proc/{pid}/fd")) < limit
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", chat_port), timeout=WAIT_SECONDS)
+            chats.append(sock)
+            assert sock.recv(64).startswith(b"*** Welcome to chatd")
+    finally:
+        for sock in echoes + chats:
+            sock.close()

@@ -771,3 +771,34 @@ def test_a_reload_reaches_live_irc_connections(chat: MemoryIRC) -> None:
     chat.service.server_name = "Our Chat"
     send(bob, "renamed server")
     assert take_lines(alice_t)[-1] == ":bob!bob@Our-Chat PRIVMSG #lobby :renamed server"
+
+
+# --- A speaker's held lines and their own IRC commands in one read ------------------------
+
+
+def test_lines_held_before_a_nick_change_in_the_same_read_are_not_sent_back_to_the_speaker(
+    chat: MemoryIRC,
+) -> None:
+    # The run of lines is held for the read (chatd/fanout.py); NICK must deliver it first, as
+    # the command table does for /commands: delivered after the rename, the speaker was no
+    # longer found under the run's nick and got their own lines back.
+    _bob, bob_t, alice, alice_t = chat.bob_and_alice_in_lobby()
+    send(alice, "PRIVMSG #lobby :one", "PRIVMSG #lobby :two", "NICK alicia",
+         "PRIVMSG #lobby :three")
+    assert take_lines(alice_t) == [":alice!alice@chatd NICK :alicia"]
+    assert take_lines(bob_t) == ["<alice> one", "<alice> two",
+                                 "*** alice is now known as alicia", "<alicia> three"]
+
+
+def test_lines_held_before_a_kick_in_the_same_read_reach_the_kicked_user_first(
+    chat: MemoryIRC,
+) -> None:
+    _bob, bob_t = chat.line_user("bob")
+    alice, alice_t = chat.irc_user("alice")
+    send(alice, f"OPER root {PASSWORD}", "JOIN #lobby")
+    take_lines(alice_t)
+    take_lines(bob_t)
+    send(alice, "PRIVMSG #lobby :last words for bob", "KICK #lobby bob :spam")
+    lines = take_lines(bob_t)
+    assert lines[0] == "<alice> last words for bob", lines
+    assert "*** You have been kicked by alice: spam" in lines

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from twisted.python import usage
+
 DEFAULT_PORT = 6379
 MAX_DB = 2**31 - 1  # Redis's own bound on a database index
 _TLS_PARAMETERS = frozenset({"ca", "cert", "key"})
@@ -115,3 +117,12 @@ def _db(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_DB:
         raise InvalidRedisURL(f"database {text!r} is not a number from 0 to {MAX_DB}")
     return int(text)
+
+
+def redis_address(url: str) -> RedisAddress:
+    """``--redis URL`` parsed, or a UsageError saying what is wrong (never echoing the URL,
+    which may hold a password)."""
+    try:
+        return parse_redis_url(url)
+    except InvalidRedisURL as e:
+        raise usage.UsageError(f"--redis: {e}") from None

@@ -26,7 +26,7 @@ EOL = b"\r\n"
 
 _COMMAND = re.compile(r"[A-Za-z]+|[0-9]{3}")
 # The commands that carry chat, which parse_command reads on a fast path.
-_CHAT_COMMANDS = frozenset({"PRIVMSG", "NOTICE"})
+CHAT_COMMANDS = frozenset({"PRIVMSG", "NOTICE"})
 _TAG_KEY = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+")
 # Characters that would end or corrupt a line; never sent, whatever a caller passes.
 _LINE_BREAKERS = str.maketrans("", "", "\r\n\0")
@@ -81,7 +81,7 @@ def parse_chat(text: str) -> tuple[str, None, list[str]] | None:
     other line (tags, a prefix, a lower-case command, runs of spaces, no trailing
     parameter, ...) is None here and left to the general parser."""
     command, _, rest = text.partition(" ")
-    if command not in _CHAT_COMMANDS:
+    if command not in CHAT_COMMANDS:
         return None
     target, colon, trailing = rest.partition(" :")
     if not colon or not target or " " in target or target.startswith(":"):

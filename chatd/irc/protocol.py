@@ -28,6 +28,7 @@ from chatd.irc import numerics as n
 from chatd.irc.caps import SERVER_TIME, CapNegotiation
 from chatd.irc.formatting import clean_irc_text, ctcp, parse_ctcp
 from chatd.irc.message import (
+    CHAT_COMMANDS,
     MAX_LINE,
     MAX_TAGS,
     Message,
@@ -236,6 +237,13 @@ class IRCProtocol(irc.IRC):
         if self.user is None and command not in _BEFORE_REGISTRATION:
             self.reply(n.ERR_NOTREGISTERED, "You have not registered")
             return
+        if command not in CHAT_COMMANDS:
+            # What was said before the command is seen before it, by whoever was there then,
+            # as the command table does for /commands: NICK, KICK, PART, ... change who the
+            # speaker is or who is in the room, and the held run is delivered to the room as
+            # it is when delivered (a renamed speaker got their own lines back, a kicked
+            # user never saw the lines said before the kick).
+            self.service.deliver_held()
         self.handleCommand(command, prefix, params)
 
     def line_too_long(self) -> None:
