@@ -46,12 +46,22 @@ def is_default_ignorable(ch: str) -> bool:
 
 def has_invisible(text: str) -> bool:
     """True if ``text`` holds a character that renders as nothing (default-ignorable)."""
+    if text.isascii():  # the first default-ignorable code point is U+00AD
+        return False
     return any(is_default_ignorable(ch) for ch in text)
 
 
 def scripts(text: str) -> frozenset[str]:
     """The scripts ``text`` is written in, less Common and Inherited."""
+    if text.isascii():
+        # Most nicknames: ASCII letters are Latin and the rest Common, and the lookup per
+        # character below was a sixth of an IRC client's registration.
+        return _LATIN if any(ch.isalpha() for ch in text) else _NO_SCRIPT
     return frozenset(categories.alias(ch) for ch in text) - _ANY_SCRIPT
+
+
+_LATIN = frozenset({"LATIN"})
+_NO_SCRIPT: frozenset[str] = frozenset()
 
 
 def is_mixed_script(text: str) -> bool:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from confusable_homoglyphs import categories
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from chatd import lookalike
 from chatd.service import ChatError, ChatService
 from chatd.text import (
     InvalidNickname,
@@ -188,3 +192,22 @@ def test_a_refused_nick_says_exactly_why(nick: str, said: str) -> None:
     with pytest.raises(InvalidNickname) as refused:
         normalize_nick(nick)
     assert str(refused.value) == said
+
+
+# The ASCII shortcuts in chatd/lookalike.py against the tables they skip, for every ASCII
+# character alone and for any ASCII text.
+def _scripts_from_the_table(text: str) -> frozenset[str]:
+    return frozenset(categories.alias(ch) for ch in text) - frozenset({"COMMON", "INHERITED"})
+
+
+def test_each_ascii_character_has_the_script_and_visibility_the_tables_give() -> None:
+    for ch in map(chr, range(128)):
+        assert lookalike.scripts(ch) == _scripts_from_the_table(ch), repr(ch)
+        assert lookalike.has_invisible(ch) == lookalike.is_default_ignorable(ch), repr(ch)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_text_has_the_scripts_and_visibility_the_tables_give(text: str) -> None:
+    assert lookalike.scripts(text) == _scripts_from_the_table(text)
+    assert lookalike.has_invisible(text) == any(map(lookalike.is_default_ignorable, text))
+    assert not lookalike.is_mixed_script(text)
