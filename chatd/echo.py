@@ -214,10 +214,7 @@ class EchoFactory(protocol.ServerFactory):
         """Whether one more connection may have a pipe: under max_pipes, and its two
         descriptors within the bound on connections (--max-clients), which counts pipes as
         it counts sockets: echo clients hold no more descriptors than without splice."""
-        limits = self.limits
-        return self.pipes < self.max_pipes and (
-            not limits.max_total
-            or limits.total + limits.other_descriptors + 2 <= limits.max_total)
+        return self.pipes < self.max_pipes and self.limits.has_room(2)
 
     def count_pipes(self, change: int) -> None:
         """``change`` pipes made (or, negative, closed); the limits count their descriptors."""

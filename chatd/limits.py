@@ -112,9 +112,15 @@ class ConnectionLimits:
         self.connect_rate = connect_rate
         self.rates.configure(connect_rate, 2 * connect_rate)
 
+    def has_room(self, descriptors: int = 1) -> bool:
+        """Whether ``descriptors`` more (a connection's socket, or a pipe's two ends) fit
+        under max_total beside the connections and other descriptors counted now."""
+        return not self.max_total or (
+            self.total + self.other_descriptors + descriptors <= self.max_total)
+
     def admit(self, address: object) -> str | None:
         """Counts a new connection from ``address``, or returns why it is refused."""
-        if self.max_total and self.total + self.other_descriptors >= self.max_total:
+        if not self.has_room():
             self.refused["full"] += 1
             return f"the server is full (the limit is {self.max_total} connections)"
         host = host_of(address)
